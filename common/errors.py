@@ -1,0 +1,72 @@
+"""The one exception hierarchy of sessionstreams.
+
+Every error raised by the public API derives from :class:`SessionStoreError`. Redis client
+exceptions are translated at the edge (``raise ConnectionFailedError(...) from exc``), so
+callers never need to import redis-py to handle failures.
+"""
+
+from __future__ import annotations
+
+
+class SessionStoreError(Exception):
+    """Root of every error raised by sessionstreams."""
+
+
+class ConfigError(SessionStoreError):
+    """A setting is missing, malformed or contradicts another one (raised at start-up)."""
+
+
+class InvalidKeyError(SessionStoreError, ValueError):
+    """An app, user or session id (or a state key) is empty or not allowed."""
+
+
+class InvalidArgumentError(SessionStoreError, ValueError):
+    """An argument other than a key is not acceptable (nil session, bad page, bad event...)."""
+
+
+class SessionNotFoundError(SessionStoreError, LookupError):
+    """The session does not exist (never created, deleted or expired)."""
+
+
+class SessionExistsError(SessionStoreError):
+    """A create lost a race: another writer created the same session id first."""
+
+
+class DecodeError(SessionStoreError, ValueError):
+    """Stored data could not be decoded; ``raw`` carries the offending payload."""
+
+    def __init__(self, message: str, raw: bytes | str | None = None) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class CorruptDataError(SessionStoreError):
+    """A stored key has the wrong Redis type or unusable content; nothing was written."""
+
+
+class ConnectionFailedError(SessionStoreError, ConnectionError):
+    """Redis could not be reached or the connection broke mid-command."""
+
+
+class StoreTimeoutError(SessionStoreError, TimeoutError):
+    """A Redis command did not answer in time (it may still have been applied)."""
+
+
+class BackpressureError(SessionStoreError):
+    """The persist backlog is over its cap; retry later or slow down."""
+
+
+class PersistTimeoutError(SessionStoreError, TimeoutError):
+    """A streamed write was not persisted within the allowed wait."""
+
+
+class PersistUncertainError(SessionStoreError):
+    """Fewer replicas than required confirmed a write; it may be lost on failover."""
+
+
+class DeadLetteredError(SessionStoreError):
+    """A streamed write failed repeatedly and was moved to the dead-letter stream."""
+
+
+class ClosedError(SessionStoreError):
+    """The service was closed; no further writes are accepted."""

@@ -1,0 +1,322 @@
+"""The HashIdx storage engine: one typed wrapper per Lua script, plus the few plain reads.
+
+Every multi-key write is one script whose keys share the ``{user}`` hash tag. The engine
+speaks in raw stored documents (bytes); decoding and filtering live in :mod:`common.readpath`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from common.errors import CorruptDataError
+from common.keys import KeySpace
+from common.models import Key, UserKey
+from common.scripts import Arg, Scripts
+
+#: TTL of an outcome recorded for a session that does not exist (and has no TTL of its own).
+GONE_RECORD_TTL_MS = 86_400_000
+
+
+class AppendEntry(msgspec.Struct, frozen=True, array_like=True):
+    """One append request, ready for the apply script (also the stream payload)."""
+
+    rid: str
+    event_id: str
+    event_json: bytes  # b"" when the event is not stored (only its state delta applies)
+    ts_ns: int
+    is_user: bool
+    producer_ts: str  # Go time text of the producer's clock; "" = none
+    session_delta: bytes  # JSON object {key: base64 | null}; b"" = none
+    user_pairs: tuple[tuple[str, bytes], ...] = ()
+
+    def argv(self) -> list[Arg]:
+        """The entry's ARGV slice for hashidx_append.lua."""
+        out: list[Arg] = [
+            self.rid,
+            self.event_id,
+            self.event_json,
+            str(self.ts_ns),
+            "u" if self.is_user else "",
+            self.producer_ts,
+            self.session_delta,
+            len(self.user_pairs),
+        ]
+        for field, value in self.user_pairs:
+            out.append(field)
+            out.append(value)
+        return out
+
+
+class LoadResult(msgspec.Struct):
+    """What hashidx_load returns for one session."""
+
+    meta: bytes | None
+    summary: bytes | None
+    user_state: dict[str, bytes]
+    track_names: list[str]
+    events: list[bytes]
+    prepend: bytes | None
+
+
+def _pairs_to_dict(flat: Sequence[bytes]) -> dict[str, bytes]:
+    return {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _status(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class HashIdxEngine:
+    """Storage operations on the HashIdx layout for one client and key prefix."""
+
+    def __init__(self, client: Any, keys: KeySpace, scripts: Scripts) -> None:
+        self.client = client
+        self.keys = keys
+        self.scripts = scripts
+
+    # -- create / delete ----------------------------------------------------------------
+    async def create(
+        self, key: Key, meta_json: bytes, ttl_ms: int, index_entry: bytes | None
+    ) -> bool:
+        """Create the meta (and index entry); False when the session already exists."""
+        result = await self.scripts.call(
+            self.client,
+            "hashidx_create",
+            [self.keys.meta(key), self.keys.session_index(key)],
+            [meta_json, key.session_id, ttl_ms, index_entry or b"", "1" if index_entry else "0"],
+        )
+        if isinstance(result, bytes):
+            raise CorruptDataError(f"create session {key}: {_status(result)}")
+        return bool(result)
+
+    async def track_names_for_delete(self, key: Key) -> tuple[bytes | None, list[bytes]]:
+        """The meta document and the stored track-name SET, read together."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.meta(key))
+        pipe.smembers(self.keys.track_names(key))
+        meta, names = await pipe.execute()
+        return meta, sorted(names)
+
+    async def delete(self, key: Key, tracks: Iterable[str]) -> int:
+        """Delete the session's keys, its track keys and its index entry."""
+        k = self.keys
+        doomed = [
+            k.meta(key),
+            k.event_data(key),
+            k.event_index(key),
+            k.summary(key),
+            k.track_names(key),
+            k.applied(key),
+            k.info(key),
+        ]
+        for track in tracks:
+            doomed.append(k.track_data(key, track))
+            doomed.append(k.track_index(key, track))
+        result = await self.scripts.call(
+            self.client, "hashidx_delete", [k.session_index(key), *doomed], [key.session_id]
+        )
+        return int(result)
+
+    # -- reads --------------------------------------------------------------------------
+    def load_call(self, key: Key, limit: int, after_ns: int | None, flags: str) -> tuple[Any, ...]:
+        """A pipeline call tuple for :meth:`Scripts.run_pipeline` reading one session."""
+        k = self.keys
+        return (
+            "script",
+            "hashidx_load",
+            [
+                k.meta(key),
+                k.event_data(key),
+                k.event_index(key),
+                k.summary(key),
+                k.user_state(key),
+                k.track_names(key),
+            ],
+            [max(limit, 0), "" if after_ns is None else str(after_ns), flags],
+        )
+
+    @staticmethod
+    def parse_load(raw: Sequence[Any]) -> LoadResult:
+        """Turn a hashidx_load reply into a LoadResult."""
+        meta, summary, ustate, names, events, prepend = raw
+        return LoadResult(
+            meta=meta or None,
+            summary=summary or None,
+            user_state=_pairs_to_dict(ustate),
+            track_names=[n.decode("utf-8", "replace") for n in names],
+            events=list(events),
+            prepend=prepend or None,
+        )
+
+    async def find_user_before(self, key: Key, first_event_id: str) -> bytes | None:
+        """The newest user message stored before ``first_event_id`` (or None)."""
+        result = await self.scripts.call(
+            self.client,
+            "hashidx_find_user",
+            [self.keys.event_data(key), self.keys.event_index(key)],
+            [first_event_id],
+        )
+        return result or None
+
+    def load_tracks_call(
+        self, key: Key, names: Sequence[str], limit: int, after_ns: int | None
+    ) -> tuple[Any, ...]:
+        """A pipeline call tuple reading the events of ``names`` (one list per name)."""
+        keys: list[str] = []
+        for name in names:
+            keys.append(self.keys.track_data(key, name))
+            keys.append(self.keys.track_index(key, name))
+        args: list[Arg] = [max(limit, 0), "" if after_ns is None else str(after_ns)]
+        return ("script", "hashidx_load_tracks", keys, args)
+
+    async def session_ids_from_index(self, user: UserKey) -> list[str]:
+        """Every session id in the user's session index (HSCAN, no SCAN)."""
+        ids: list[str] = []
+        async for field, _ in self.client.hscan_iter(self.keys.session_index(user), count=100):
+            ids.append(field.decode())
+        return ids
+
+    async def prune_index(self, user: UserKey, stale: Sequence[str]) -> None:
+        """Remove index entries whose session is gone."""
+        if stale:
+            await self.client.hdel(self.keys.session_index(user), *stale)
+
+    async def scan_session_ids(self, user: UserKey) -> list[str]:
+        """Session ids of one user found by SCAN over meta keys (deduplicated)."""
+        seen: dict[str, None] = {}
+        head_len = len(self.keys.meta(Key(user.app_name, user.user_id, "x"))) - 1
+        async for raw in self.client.scan_iter(match=self.keys.meta_pattern(user), count=100):
+            seen.setdefault(raw.decode()[head_len:], None)
+        return list(seen)
+
+    async def scan_app_keys(self, app: str) -> list[Key]:
+        """Every HashIdx session of one app found by SCAN (cost: the whole keyspace)."""
+        found: dict[Key, None] = {}
+        async for raw in self.client.scan_iter(match=self.keys.app_meta_pattern(app), count=500):
+            key = self.keys.parse_meta_key(app, raw.decode())
+            if key is not None:
+                found.setdefault(key, None)
+        return list(found)
+
+    # -- writes -------------------------------------------------------------------------
+    def append_call(
+        self,
+        key: Key,
+        entries: Sequence[AppendEntry],
+        *,
+        ttl_ms: int,
+        storage_limit: int,
+        user_state_ttl_ms: int,
+        incarnation: str = "",
+    ) -> tuple[Any, ...]:
+        """A pipeline call tuple applying ``entries`` to one session."""
+        k = self.keys
+        args: list[Arg] = [
+            ttl_ms,
+            storage_limit,
+            incarnation,
+            user_state_ttl_ms,
+            ttl_ms or GONE_RECORD_TTL_MS,
+            len(entries),
+        ]
+        for entry in entries:
+            args.extend(entry.argv())
+        keys = [
+            k.meta(key),
+            k.event_data(key),
+            k.event_index(key),
+            k.applied(key),
+            k.info(key),
+            k.user_state(key),
+        ]
+        return ("script", "hashidx_append", keys, args)
+
+    async def append(self, key: Key, entries: Sequence[AppendEntry], **opts: Any) -> list[str]:
+        """Apply ``entries`` to one session; one status per entry."""
+        _, name, keys, args = self.append_call(key, entries, **opts)
+        result = await self.scripts.call(self.client, name, keys, args)
+        return [_status(s) for s in result]
+
+    async def append_track(
+        self,
+        key: Key,
+        *,
+        rid: str,
+        track: str,
+        track_json: bytes,
+        ts_ns: int,
+        track_ttl_s: int,
+        persist: bool,
+        producer_ts: str,
+        session_ttl_ms: int,
+        incarnation: str = "",
+    ) -> str:
+        """Append one track event; returns its status."""
+        k = self.keys
+        result = await self.scripts.call(
+            self.client,
+            "hashidx_track",
+            [
+                k.meta(key),
+                k.track_data(key, track),
+                k.track_index(key, track),
+                k.track_names(key),
+                k.applied(key),
+            ],
+            [
+                rid,
+                track_json,
+                str(ts_ns),
+                track_ttl_s,
+                "1" if persist else "0",
+                track,
+                producer_ts,
+                session_ttl_ms,
+                incarnation,
+                session_ttl_ms or GONE_RECORD_TTL_MS,
+            ],
+        )
+        return _status(result)
+
+    async def update_state(
+        self,
+        key: Key,
+        *,
+        rid: str,
+        patch_json: bytes,
+        producer_ts: str,
+        ttl_ms: int,
+        incarnation: str = "",
+    ) -> str:
+        """Merge a base64 state patch into the meta; returns its status."""
+        result = await self.scripts.call(
+            self.client,
+            "hashidx_update_state",
+            [self.keys.meta(key), self.keys.applied(key)],
+            [rid, patch_json, producer_ts, ttl_ms, incarnation, ttl_ms or GONE_RECORD_TTL_MS],
+        )
+        return _status(result)
+
+    async def trim(self, key: Key, *, rid: str, count: int, ttl_ms: int) -> tuple[str, list[bytes]]:
+        """Remove the newest ``count`` conversations; returns status and deleted events."""
+        k = self.keys
+        result = await self.scripts.call(
+            self.client,
+            "hashidx_trim",
+            [k.event_data(key), k.event_index(key), k.applied(key)],
+            [rid, count, ttl_ms],
+        )
+        return _status(result[0]), list(result[1:])
+
+    async def set_hash(self, hash_key: str, pairs: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
+        """HSET ``pairs`` and refresh the TTL in one script (app or user state)."""
+        args: list[Arg] = [ttl_ms]
+        for field, value in pairs:
+            args.append(field)
+            args.append(value)
+        result = await self.scripts.call(self.client, "hash_set", [hash_key], args)
+        if isinstance(result, bytes):
+            raise CorruptDataError(f"{hash_key}: {_status(result)}")

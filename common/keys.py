@@ -1,0 +1,227 @@
+"""Every Redis key name used by sessionstreams, built in one place.
+
+``[p:]`` is the configured key prefix followed by a colon, or nothing when the prefix is empty.
+``<app>``, ``<user>``, ``<sid>`` and ``<track>`` are the raw ids (braces are rejected by
+:func:`validate_ids`, so they can never change a hash tag).
+
+HashIdx engine (hash tag ``{<user>}``: one user's keys share a Cluster slot)
+
+===============================================  ======  ==========================================
+key                                              type    content
+===============================================  ======  ==========================================
+``[p:]hashidx:meta:<app>:{<user>}:<sid>``         STRING  session meta JSON (Go format)
+``[p:]hashidx:evtdata:<app>:{<user>}:<sid>``      HASH    event id -> event JSON
+``[p:]hashidx:evtidx:time:<app>:{<user>}:<sid>``  ZSET    event id scored by timestamp ns
+``[p:]hashidx:sesssum:<app>:{<user>}:<sid>``      STRING  JSON map filter key -> summary
+``[p:]hashidx:trkdata:<app>:{<user>}:<sid>:<t>``  HASH    ``_seq`` counter, ``<n>`` -> track JSON
+``[p:]hashidx:trkidx:time:<app>:{<user>}:<sid>:<t>``  ZSET  ``<n>`` scored by timestamp ns
+``[p:]hashidx:trkidx:names:<app>:{<user>}:<sid>``  SET    track names
+``[p:]hashidx:sessidx:<app>:{<user>}``             HASH    sid -> ``{"createdAt": ...}``
+``[p:]hashidx:userstate:<app>:{<user>}``           HASH    user state, raw values
+``[p:]appstate:{<app>}``                           HASH    app state, raw values (both engines)
+``[p:]ss:applied:<app>:{<user>}:<sid>``            ZSET    request record: rid scored
+                                                           ``seq * 8 + outcome code`` (newest 1,024)
+``[p:]ss:info:<app>:{<user>}:<sid>``               HASH    ours: ``user_evt`` (newest user message
+                                                           id we stored), ``last_id`` (progress)
+===============================================  ======  ==========================================
+
+Legacy ZSet engine (hash tag ``{<app>}``: one app's keys share a slot)
+
+=============================================  ======  ===========================================
+``[p:]sess:{<app>}:<user>``                     HASH    sid -> SessionState JSON
+``[p:]event:{<app>}:<user>:<sid>``              ZSET    full event JSON scored by timestamp ns
+``[p:]track:{<app>}:<user>:<sid>:<track>``      ZSET    track JSON scored by timestamp ns
+``[p:]trackidx:{<app>}:<user>:<sid>``           SET     track names
+``[p:]sesssum:{<app>}:<user>``                  HASH    sid -> JSON map filter key -> summary
+``[p:]userstate:{<app>}:<user>``                HASH    user state (the old key)
+``[p:]ss:applied:{<app>}:<user>:<sid>``         ZSET    request record, as above
+``[p:]ss:info:{<app>}:<user>:<sid>``            HASH    ours, as above
+=============================================  ======  ===========================================
+
+Our own keys live only in the ``ss:`` family: never under a pattern that the Go service scans,
+never as a field of a Go hash, never inside a Go JSON document.
+"""
+
+from __future__ import annotations
+
+from common.errors import InvalidKeyError
+from common.models import Key, UserKey
+
+_GLOB_SPECIALS = frozenset("*?[]\\")
+
+#: Hash tag characters are refused in ids (they would move keys to another slot).
+_FORBIDDEN = ("{", "}")
+
+
+def validate_app(app_name: str) -> None:
+    """Raise InvalidKeyError unless ``app_name`` is a usable app id."""
+    if not app_name:
+        raise InvalidKeyError("appName is required")
+    _check_braces("appName", app_name)
+
+
+def validate_user_key(key: UserKey | Key) -> None:
+    """Raise InvalidKeyError unless the app and user ids are usable (ref. CheckUserKey)."""
+    validate_app(key.app_name)
+    if not key.user_id:
+        raise InvalidKeyError("userID is required")
+    _check_braces("userID", key.user_id)
+
+
+def validate_key(key: Key) -> None:
+    """Raise InvalidKeyError unless app, user and session ids are usable (CheckSessionKey)."""
+    validate_user_key(key)
+    if not key.session_id:
+        raise InvalidKeyError("sessionID is required")
+    _check_braces("sessionID", key.session_id)
+
+
+def validate_session_id(session_id: str) -> None:
+    """Raise InvalidKeyError for a session id that would break the key layout."""
+    _check_braces("sessionID", session_id)
+
+
+def _check_braces(field: str, value: str) -> None:
+    for ch in _FORBIDDEN:
+        if ch in value:
+            raise InvalidKeyError(
+                f"{field} {value!r} must not contain '{ch}' (it would change the Redis hash tag)"
+            )
+
+
+def glob_escape(text: str) -> str:
+    """Escape SCAN/HSCAN MATCH glob characters so ``text`` only matches itself."""
+    return "".join("\\" + ch if ch in _GLOB_SPECIALS else ch for ch in text)
+
+
+def fnv1a32(text: str) -> int:
+    """FNV-1a 32-bit hash of the UTF-8 bytes of ``text`` (the Go session hash)."""
+    h = 2166136261
+    for byte in text.encode():
+        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def session_hash(key: Key) -> int:
+    """The Go ``Session.Hash``: FNV-1a 32 of ``app:user:sid``."""
+    return fnv1a32(f"{key.app_name}:{key.user_id}:{key.session_id}")
+
+
+class KeySpace:
+    """Builds every key name for one key prefix."""
+
+    __slots__ = ("_p", "prefix")
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self._p = f"{prefix}:" if prefix else ""
+
+    # -- shared -------------------------------------------------------------------------
+    def app_state(self, app: str) -> str:
+        """``[p:]appstate:{<app>}`` (HASH), shared by both engines."""
+        return f"{self._p}appstate:{{{app}}}"
+
+    # -- HashIdx ------------------------------------------------------------------------
+    def _h(self, kind: str, key: Key) -> str:
+        return f"{self._p}hashidx:{kind}:{key.app_name}:{{{key.user_id}}}:{key.session_id}"
+
+    def meta(self, key: Key) -> str:
+        """HashIdx session meta (STRING)."""
+        return self._h("meta", key)
+
+    def event_data(self, key: Key) -> str:
+        """HashIdx event data (HASH id -> JSON)."""
+        return self._h("evtdata", key)
+
+    def event_index(self, key: Key) -> str:
+        """HashIdx event time index (ZSET)."""
+        return self._h("evtidx:time", key)
+
+    def summary(self, key: Key) -> str:
+        """HashIdx summary map (STRING)."""
+        return self._h("sesssum", key)
+
+    def track_data(self, key: Key, track: str) -> str:
+        """HashIdx track data (HASH)."""
+        return f"{self._h('trkdata', key)}:{track}"
+
+    def track_index(self, key: Key, track: str) -> str:
+        """HashIdx track time index (ZSET)."""
+        return f"{self._h('trkidx:time', key)}:{track}"
+
+    def track_names(self, key: Key) -> str:
+        """HashIdx track names (SET)."""
+        return self._h("trkidx:names", key)
+
+    def session_index(self, key: UserKey | Key) -> str:
+        """HashIdx per-user session index (HASH sid -> entry JSON)."""
+        return f"{self._p}hashidx:sessidx:{key.app_name}:{{{key.user_id}}}"
+
+    def user_state(self, key: UserKey | Key) -> str:
+        """HashIdx user state (HASH)."""
+        return f"{self._p}hashidx:userstate:{key.app_name}:{{{key.user_id}}}"
+
+    def meta_pattern(self, key: UserKey | Key) -> str:
+        """SCAN MATCH pattern for every HashIdx meta of one user (glob-escaped)."""
+        return (
+            f"{glob_escape(self._p)}hashidx:meta:{glob_escape(key.app_name)}:"
+            f"\\{{{glob_escape(key.user_id)}\\}}:*"
+        )
+
+    def app_meta_pattern(self, app: str) -> str:
+        """SCAN MATCH pattern for every HashIdx meta of one app (glob-escaped)."""
+        return f"{glob_escape(self._p)}hashidx:meta:{glob_escape(app)}:*"
+
+    def parse_meta_key(self, app: str, raw: str) -> Key | None:
+        """Recover the Key from a meta key name found by SCAN, or None if it is not one."""
+        head = f"{self._p}hashidx:meta:{app}:{{"
+        if not raw.startswith(head):
+            return None
+        user, sep, sid = raw[len(head) :].partition("}:")
+        if not sep or not user or not sid:
+            return None
+        return Key(app, user, sid)
+
+    def _ours(self, kind: str, key: Key) -> str:
+        return f"{self._p}ss:{kind}:{key.app_name}:{{{key.user_id}}}:{key.session_id}"
+
+    def applied(self, key: Key) -> str:
+        """Our request record for a HashIdx session (ZSET)."""
+        return self._ours("applied", key)
+
+    def info(self, key: Key) -> str:
+        """Our per-session bookkeeping for a HashIdx session (HASH)."""
+        return self._ours("info", key)
+
+    # -- legacy ZSet --------------------------------------------------------------------
+    def legacy_sessions(self, key: UserKey | Key) -> str:
+        """Legacy per-user session HASH."""
+        return f"{self._p}sess:{{{key.app_name}}}:{key.user_id}"
+
+    def legacy_events(self, key: Key) -> str:
+        """Legacy event ZSET (members are full event JSON)."""
+        return f"{self._p}event:{{{key.app_name}}}:{key.user_id}:{key.session_id}"
+
+    def legacy_track(self, key: Key, track: str) -> str:
+        """Legacy track ZSET."""
+        return f"{self._p}track:{{{key.app_name}}}:{key.user_id}:{key.session_id}:{track}"
+
+    def legacy_track_names(self, key: Key) -> str:
+        """Legacy track names SET."""
+        return f"{self._p}trackidx:{{{key.app_name}}}:{key.user_id}:{key.session_id}"
+
+    def legacy_summaries(self, key: UserKey | Key) -> str:
+        """Legacy per-user summary HASH (field sid)."""
+        return f"{self._p}sesssum:{{{key.app_name}}}:{key.user_id}"
+
+    def legacy_user_state(self, key: UserKey | Key) -> str:
+        """Legacy user state HASH (the old key)."""
+        return f"{self._p}userstate:{{{key.app_name}}}:{key.user_id}"
+
+    def legacy_applied(self, key: Key) -> str:
+        """Our request record for a legacy session (ZSET)."""
+        return f"{self._p}ss:applied:{{{key.app_name}}}:{key.user_id}:{key.session_id}"
+
+    def legacy_info(self, key: Key) -> str:
+        """Our per-session bookkeeping for a legacy session (HASH)."""
+        return f"{self._p}ss:info:{{{key.app_name}}}:{key.user_id}:{key.session_id}"

@@ -1,0 +1,288 @@
+-- Shared helpers, prepended by common/scripts.py to every script before it is loaded.
+-- No key names are built here: every key arrives through KEYS.
+
+-- Request record (ZSET rid -> seq * 8 + code). Codes are stable: they are stored.
+local SS_CODE = {applied = 1, session_gone = 2, superseded = 3, invalid = 4, dead_lettered = 5}
+local SS_RECORD_CAP = 1024
+
+local function ss_recorded(akey, rid)
+  local s = redis.call('ZSCORE', akey, rid)
+  if s then
+    return tonumber(s) % 8
+  end
+  return nil
+end
+
+local function ss_record(akey, rid, code)
+  local top = redis.call('ZREVRANGE', akey, 0, 0, 'WITHSCORES')
+  local seq = 0
+  if top[2] then
+    seq = math.floor(tonumber(top[2]) / 8) + 1
+  end
+  redis.call('ZADD', akey, seq * 8 + code, rid)
+end
+
+local function ss_record_cap(akey)
+  redis.call('ZREMRANGEBYRANK', akey, 0, -(SS_RECORD_CAP + 1))
+end
+
+local function ss_pexpire(key, ttl_ms)
+  if ttl_ms > 0 then
+    redis.call('PEXPIRE', key, ttl_ms)
+  end
+end
+
+-- Returns nil when every key is absent or of its expected type, else an 'invalid:' status.
+local function ss_check_types(spec)
+  for i = 1, #spec, 2 do
+    local t = redis.call('TYPE', spec[i])['ok']
+    if t ~= 'none' and t ~= spec[i + 1] then
+      return 'invalid:wrong Redis type ' .. t .. ' at ' .. spec[i]
+    end
+  end
+  return nil
+end
+
+-- Decodes a session document (HashIdx meta or legacy SessionState) and normalises its state.
+-- Returns the table, or nil and a reason.
+local function ss_decode_doc(raw)
+  local ok, doc = pcall(cjson.decode, raw)
+  if not ok or type(doc) ~= 'table' then
+    return nil, 'invalid:session document is not a JSON object'
+  end
+  local st = doc['state']
+  if st == nil or st == cjson.null then
+    doc['state'] = {}
+  elseif type(st) ~= 'table' then
+    return nil, 'invalid:session state is not a JSON object'
+  end
+  return doc, nil
+end
+
+-- The incarnation of a stored document: its generation, or createdAt for older records.
+local function ss_incarnation(doc)
+  local g = doc['generation']
+  if type(g) == 'string' and g ~= '' then
+    return g
+  end
+  local c = doc['createdAt']
+  if type(c) == 'string' then
+    return c
+  end
+  return ''
+end
+
+-- Go RFC 3339 time text -> seconds since the epoch and nanoseconds, or nil.
+local function ss_days_from_civil(y, m, d)
+  if m <= 2 then
+    y = y - 1
+  end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local function ss_parse_time(text)
+  if type(text) ~= 'string' then
+    return nil
+  end
+  local y, mo, d, h, mi, s, rest = string.match(text,
+    '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)(.*)$')
+  if not y then
+    return nil
+  end
+  local ns = 0
+  local frac, zone = string.match(rest, '^[%.,](%d+)(.*)$')
+  if frac then
+    frac = string.sub(frac .. '000000000', 1, 9)
+    ns = tonumber(frac)
+  else
+    zone = rest
+  end
+  local off = 0
+  if zone ~= 'Z' then
+    local sign, oh, om = string.match(zone, '^([%+%-])(%d%d):(%d%d)$')
+    if not sign then
+      return nil
+    end
+    off = tonumber(oh) * 3600 + tonumber(om) * 60
+    if sign == '-' then
+      off = -off
+    end
+  end
+  local days = ss_days_from_civil(tonumber(y), tonumber(mo), tonumber(d))
+  local sec = days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(s) - off
+  return sec, ns
+end
+
+-- True when time text a is strictly later than b (an unparseable b counts as earliest).
+local function ss_time_after(a, b)
+  local as, an = ss_parse_time(a)
+  if not as then
+    return false
+  end
+  local bs, bn = ss_parse_time(b)
+  if not bs then
+    return true
+  end
+  return as > bs or (as == bs and an > bn)
+end
+
+-- The next double above x (scores near 1.7e18 are about 256 ns apart).
+local function ss_next_score(x)
+  local _, e = math.frexp(x)
+  local step = 2 ^ (e - 53)
+  if step <= 0 then
+    step = 2 ^ -1074
+  end
+  return x + step
+end
+
+-- A score at or after `score` that no member holds yet: members with equal timestamps keep
+-- their append order instead of sorting by member name.
+local function ss_free_score(zkey, score)
+  local s = score
+  for _ = 1, 64 do
+    if redis.call('ZCOUNT', zkey, string.format('%.17g', s), string.format('%.17g', s)) == 0 then
+      return s
+    end
+    s = ss_next_score(s)
+  end
+  return s
+end
+
+local function ss_fmt_score(s)
+  return string.format('%.17g', s)
+end
+
+-- True when a stored event JSON is a user message (any choice's message or delta role).
+local function ss_is_user_json(json)
+  if not string.find(json, '"role":"user"', 1, true) then
+    return false
+  end
+  local ok, ev = pcall(cjson.decode, json)
+  if not ok or type(ev) ~= 'table' or type(ev['choices']) ~= 'table' then
+    return false
+  end
+  for _, c in ipairs(ev['choices']) do
+    if type(c) == 'table' then
+      local m, d = c['message'], c['delta']
+      if (type(m) == 'table' and m['role'] == 'user') or (type(d) == 'table' and d['role'] == 'user') then
+        return true
+      end
+    end
+  end
+  return false
+end
+
+-- Newest user message among index ranks [lo_rank, hi_rank], walking back in batches of 100.
+local function ss_find_user(data_key, idx_key, hi_rank, lo_rank)
+  local hi = hi_rank
+  while hi >= lo_rank do
+    local lo = math.max(lo_rank, hi - 99)
+    local ids = redis.call('ZRANGE', idx_key, lo, hi)
+    if #ids == 0 then
+      return nil, nil, nil
+    end
+    local vals = redis.call('HMGET', data_key, unpack(ids))
+    for j = #ids, 1, -1 do
+      if vals[j] and ss_is_user_json(vals[j]) then
+        return ids[j], lo + j - 1, vals[j]
+      end
+    end
+    hi = lo - 1
+  end
+  return nil, nil, nil
+end
+
+local function ss_del_members(data_key, idx_key, ids)
+  for i = 1, #ids, 500 do
+    local chunk = {}
+    for j = i, math.min(i + 499, #ids) do
+      chunk[#chunk + 1] = ids[j]
+    end
+    redis.call('HDEL', data_key, unpack(chunk))
+    redis.call('ZREM', idx_key, unpack(chunk))
+  end
+end
+
+-- Standard padded base64 (state values inside session JSON are base64 of raw bytes).
+local SS_B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+
+local function ss_b64_encode(data)
+  local out = {}
+  for i = 1, #data, 3 do
+    local a, b, c = string.byte(data, i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local q = {}
+    for k = 3, 0, -1 do
+      local v = math.floor(n / (64 ^ k)) % 64
+      q[#q + 1] = string.sub(SS_B64, v + 1, v + 1)
+    end
+    if not b then
+      q[3], q[4] = '=', '='
+    elseif not c then
+      q[4] = '='
+    end
+    out[#out + 1] = table.concat(q)
+  end
+  return table.concat(out)
+end
+
+local function ss_b64_decode(text)
+  if #text % 4 ~= 0 then
+    return nil
+  end
+  local out = {}
+  for i = 1, #text, 4 do
+    local n, pad = 0, 0
+    for k = 0, 3 do
+      local ch = string.sub(text, i + k, i + k)
+      local v
+      if ch == '=' then
+        v, pad = 0, pad + 1
+      else
+        local p = string.find(SS_B64, ch, 1, true)
+        if not p or pad > 0 then
+          return nil
+        end
+        v = p - 1
+      end
+      n = n * 64 + v
+    end
+    local bytes = string.char(math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+    out[#out + 1] = string.sub(bytes, 1, 3 - pad)
+  end
+  return table.concat(out)
+end
+
+-- Merges one track name into state["tracks"] (base64 of a JSON list of names).
+-- Returns the new base64 value (or the old one if the name is there), or nil on bad data.
+local function ss_merge_track(current, track)
+  local names = {}
+  if type(current) == 'string' and current ~= '' then
+    local raw = ss_b64_decode(current)
+    if not raw then
+      return nil
+    end
+    local ok, list = pcall(cjson.decode, raw)
+    if not ok or type(list) ~= 'table' then
+      return nil
+    end
+    names = list
+  end
+  for _, n in ipairs(names) do
+    if n == track then
+      return current
+    end
+  end
+  local parts = {}
+  for _, n in ipairs(names) do
+    parts[#parts + 1] = cjson.encode(n)
+  end
+  parts[#parts + 1] = cjson.encode(track)
+  return ss_b64_encode('[' .. table.concat(parts, ',') .. ']')
+end

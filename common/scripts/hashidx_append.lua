@@ -1,0 +1,171 @@
+-- hashidx_append: apply a batch of appends to one HashIdx session, entry by entry.
+-- KEYS[1] meta  KEYS[2] evtdata  KEYS[3] evtidx:time  KEYS[4] ss:applied  KEYS[5] ss:info
+-- KEYS[6] hashidx:userstate (same {user} tag)
+-- ARGV[1] session ttl ms (0 = keep)   ARGV[2] storage limit (0 = never trim)
+-- ARGV[3] incarnation ('' = not checked)   ARGV[4] user-state ttl ms   ARGV[5] ttl ms for an
+-- outcome recorded on a missing session   ARGV[6] number of entries, then per entry:
+--   rid, event id, event JSON ('' = not stored), timestamp ns, flags ('u' = user message),
+--   producer time text ('' = none), session-state delta JSON ('' = none; values base64|null),
+--   number of user-state pairs n, then n field/value pairs.
+-- Returns one status per entry: applied | duplicate | session_gone | superseded | invalid:<why>.
+-- Validation happens before the first write; a recorded rid makes its entry a no-op.
+
+local meta_key, data_key, idx_key, applied_key, info_key, ustate_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local ttl_ms = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local incarnation = ARGV[3]
+local ustate_ttl_ms = tonumber(ARGV[4])
+local gone_ttl_ms = tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
+
+local entries = {}
+local pos = 7
+for i = 1, n do
+  local e = {rid = ARGV[pos], id = ARGV[pos + 1], json = ARGV[pos + 2], ts = ARGV[pos + 3],
+    flags = ARGV[pos + 4], at = ARGV[pos + 5], delta = ARGV[pos + 6], pairs = {}}
+  local np = tonumber(ARGV[pos + 7])
+  for j = 1, np * 2 do
+    e.pairs[j] = ARGV[pos + 7 + j]
+  end
+  pos = pos + 8 + np * 2
+  entries[i] = e
+end
+
+local out = {}
+local function all(status)
+  for i = 1, n do
+    out[i] = status
+  end
+  return out
+end
+
+local bad = ss_check_types({meta_key, 'string', data_key, 'hash', idx_key, 'zset',
+  applied_key, 'zset', info_key, 'hash', ustate_key, 'hash'})
+if bad then
+  return all(bad)
+end
+
+-- Outcome for entries that cannot apply: recorded once, reported as duplicate afterwards.
+local function drop_all(code)
+  for i, e in ipairs(entries) do
+    if ss_recorded(applied_key, e.rid) then
+      out[i] = 'duplicate'
+    else
+      ss_record(applied_key, e.rid, SS_CODE[code])
+      out[i] = code
+    end
+  end
+  ss_pexpire(applied_key, gone_ttl_ms)
+  ss_record_cap(applied_key)
+  return out
+end
+
+local raw = redis.call('GET', meta_key)
+if not raw then
+  return drop_all('session_gone')
+end
+local meta, why = ss_decode_doc(raw)
+if not meta then
+  return all(why)
+end
+for _, e in ipairs(entries) do
+  if e.delta ~= '' then
+    local ok, d = pcall(cjson.decode, e.delta)
+    if not ok or type(d) ~= 'table' then
+      return all('invalid:state delta is not a JSON object')
+    end
+    e.delta_t = d
+  end
+end
+if incarnation ~= '' and ss_incarnation(meta) ~= incarnation then
+  return drop_all('superseded')
+end
+
+local dirty, stored = false, false
+for i, e in ipairs(entries) do
+  if ss_recorded(applied_key, e.rid) then
+    out[i] = 'duplicate'
+  elseif e.json ~= '' and redis.call('HEXISTS', data_key, e.id) == 1 then
+    -- The first write of an event id wins; a later one is a no-op, not an overwrite.
+    ss_record(applied_key, e.rid, SS_CODE.applied)
+    out[i] = 'duplicate'
+  else
+    if e.json ~= '' then
+      local score = ss_free_score(idx_key, tonumber(e.ts))
+      redis.call('HSET', data_key, e.id, e.json)
+      redis.call('ZADD', idx_key, ss_fmt_score(score), e.id)
+      stored = true
+      if string.find(e.flags, 'u', 1, true) then
+        redis.call('HSET', info_key, 'user_evt', e.id)
+      end
+    end
+    if e.delta_t then
+      for k, v in pairs(e.delta_t) do
+        meta['state'][k] = v
+      end
+      dirty = true
+    end
+    if #e.pairs > 0 then
+      redis.call('HSET', ustate_key, unpack(e.pairs))
+      ss_pexpire(ustate_key, ustate_ttl_ms)
+    end
+    if e.at ~= '' and ss_time_after(e.at, meta['updatedAt']) then
+      meta['updatedAt'] = e.at
+      dirty = true
+    end
+    ss_record(applied_key, e.rid, SS_CODE.applied)
+    out[i] = 'applied'
+  end
+end
+
+if dirty then
+  if ttl_ms > 0 then
+    redis.call('SET', meta_key, cjson.encode(meta), 'PX', ttl_ms)
+  else
+    redis.call('SET', meta_key, cjson.encode(meta), 'KEEPTTL')
+  end
+else
+  ss_pexpire(meta_key, ttl_ms)
+end
+
+-- Bound storage: drop the oldest events beyond the limit, but keep the newest user message
+-- when none of the kept events is one, so filtered reads return the same window.
+if stored and limit > 0 then
+  local total = redis.call('ZCARD', idx_key)
+  if total > limit then
+    local cut = total - limit
+    local uid = redis.call('HGET', info_key, 'user_evt')
+    local urank = nil
+    if uid and uid ~= '' then
+      urank = redis.call('ZRANK', idx_key, uid)
+    end
+    if uid ~= '' and not urank then
+      uid, urank = ss_find_user(data_key, idx_key, total - 1, 0)
+      redis.call('HSET', info_key, 'user_evt', uid or '')
+    elseif urank and urank < cut then
+      local nid, nrank = ss_find_user(data_key, idx_key, cut - 1, urank + 1)
+      if nid then
+        uid, urank = nid, nrank
+        redis.call('HSET', info_key, 'user_evt', uid)
+      end
+    end
+    local ids = redis.call('ZRANGE', idx_key, 0, cut - 1)
+    local doomed = {}
+    for _, id in ipairs(ids) do
+      if not (urank and urank < cut and id == uid) then
+        doomed[#doomed + 1] = id
+      end
+    end
+    ss_del_members(data_key, idx_key, doomed)
+  end
+end
+
+if ttl_ms > 0 then
+  redis.call('PEXPIRE', data_key, ttl_ms)
+  redis.call('PEXPIRE', idx_key, ttl_ms)
+  redis.call('PEXPIRE', applied_key, ttl_ms)
+  redis.call('PEXPIRE', info_key, ttl_ms)
+end
+ss_record_cap(applied_key)
+return out
