@@ -1,0 +1,423 @@
+"""Redis clients for sessionstreams: URL resolution, the client factory, error translation.
+
+Every client we build pins what the rest of the code relies on (DESIGN §4, Redis rule 4, and
+notes/redis-py-facts.md §0, §3):
+
+- ``protocol=2`` and ``decode_responses=False``: RESP2 reply shapes, bytes everywhere;
+- explicit socket timeouts from the settings (never redis-py's defaults);
+- ``purpose="default"``: jittered exponential backoff (10 ms .. 1 s), ``client_retries``
+  retries on connection errors and timeouts. A retry can run a write twice; our writes carry
+  request ids and are deduplicated, so that is harmless;
+- ``purpose="stream"``: no retries (XREADGROUP and the lease scripts must never be re-sent by
+  the client) and a socket timeout above the BLOCK time, so a blocking read never trips it.
+
+``extra_options`` (and URL query options) are passed to the client constructor; one that
+would override a pinned value is a :class:`~common.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType, TracebackType
+from typing import Any, Literal
+
+import structlog
+from redis import exceptions as rx
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+
+from common._urls import ParsedURL, parse_url, redact_url
+from common.errors import (
+    ConfigError,
+    ConnectionFailedError,
+    CorruptDataError,
+    InvalidArgumentError,
+    SessionStoreError,
+    StoreTimeoutError,
+)
+from common.settings import Settings
+
+__all__ = [
+    "ClientFactory",
+    "ClientOptions",
+    "ParsedURL",
+    "Purpose",
+    "check_server",
+    "create_client",
+    "default_client_factory",
+    "parse_url",
+    "redact_url",
+    "register_instance",
+    "reset_global_state",
+    "resolve_url",
+    "set_client_factory",
+    "translate",
+    "translate_errors",
+    "unregister_instance",
+]
+
+log = structlog.get_logger(__name__)
+
+Purpose = Literal["default", "stream"]
+
+HEALTH_CHECK_INTERVAL_S = 30
+BACKOFF_BASE_S = 0.01
+BACKOFF_CAP_S = 1.0
+STREAM_TIMEOUT_MARGIN_S = 2.0
+
+# Keys an extra option (or URL query option) may not set, with the reason shown to the user.
+_PINNED: Mapping[str, str] = {
+    "protocol": "pinned to 2 (RESP2 reply shapes)",
+    "decode_responses": "pinned to False (bytes everywhere)",
+    "legacy_responses": "reply shapes are pinned",
+    "retry": "set by client_retries (and off for the stream client)",
+    "retry_on_error": "set by client_retries (and off for the stream client)",
+    "retry_on_timeout": "set by client_retries (and off for the stream client)",
+    "cluster_error_retry_attempts": "set by client_retries (and off for the stream client)",
+    "socket_timeout": "use Settings.socket_timeout_s (the stream client also needs > block_ms)",
+    "socket_connect_timeout": "use Settings.socket_connect_timeout_s",
+    "connection_pool": "the pool is built from the url",
+    "connection_class": "the connection class comes from the url scheme",
+    "host": "comes from the url",
+    "port": "comes from the url",
+    "db": "comes from the url",
+    "path": "comes from the url",
+    "unix_socket_path": "comes from the url",
+    "startup_nodes": "comes from the url",
+    "ssl": "use a rediss:// url",
+}
+_SENTINEL_ONLY = ("sentinel_kwargs", "min_other_sentinels")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """What a client factory receives besides the parsed URL.
+
+    Attributes:
+        purpose: ``default`` or ``stream`` (see the module docstring).
+        kwargs: the client constructor keywords: credentials, pinned values, timeouts,
+            retry policy, URL query options and ``extra_options``.
+        sentinel_kwargs: keywords for the clients that talk to the sentinels (Sentinel only).
+        min_other_sentinels: passed to ``Sentinel`` (Sentinel only).
+        settings: the settings the client is built for.
+    """
+
+    purpose: Purpose
+    kwargs: Mapping[str, Any] = field(repr=False)  # holds the password
+    sentinel_kwargs: Mapping[str, Any] = field(repr=False)
+    min_other_sentinels: int
+    settings: Settings
+
+
+ClientFactory = Callable[[ParsedURL, ClientOptions], Any]
+
+_lock = threading.Lock()
+_instances: dict[str, dict[str, Any]] = {}
+_factory: ClientFactory | None = None
+
+
+# -- instance registry ---------------------------------------------------------------------
+
+
+def register_instance(name: str, **options: Any) -> None:
+    """Register (or extend) a named Redis instance for ``Settings(instance=name)``.
+
+    Args:
+        name: the instance name.
+        **options: ``url`` plus client options; a second call for the same name merges its
+            options into the first (later values win).
+
+    Raises:
+        ConfigError: the name is empty.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError("register_instance: the instance name is empty")
+    with _lock:
+        _instances.setdefault(name, {}).update(options)
+
+
+def unregister_instance(name: str) -> None:
+    """Forget a registered instance (no error when it is unknown)."""
+    with _lock:
+        _instances.pop(name, None)
+
+
+def set_client_factory(factory: ClientFactory | None) -> None:
+    """Install a process-wide client factory; None restores :func:`default_client_factory`."""
+    global _factory
+    with _lock:
+        _factory = factory
+
+
+def reset_global_state() -> None:
+    """Clear the instance registry and the client factory (for tests)."""
+    global _factory
+    with _lock:
+        _instances.clear()
+        _factory = None
+
+
+def resolve_url(settings: Settings) -> tuple[str, dict[str, Any]]:
+    """Return the URL and the client options to use for ``settings``.
+
+    ``settings.url`` wins over ``settings.instance``. With an instance, its registered options
+    come first and ``settings.extra_options`` are applied on top.
+
+    Raises:
+        ConfigError: neither is set, or the instance is unknown or has no url.
+    """
+    if settings.url:
+        return settings.url, dict(settings.extra_options)
+    if not settings.instance:
+        raise ConfigError("redis url is empty")
+    with _lock:
+        registered = _instances.get(settings.instance)
+        options = dict(registered) if registered is not None else None
+    if options is None:
+        raise ConfigError(f"redis instance {settings.instance} not found")
+    url = options.pop("url", "")
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"redis instance {settings.instance} has no url")
+    options.update(settings.extra_options)
+    return url, options
+
+
+# -- building clients ----------------------------------------------------------------------
+
+
+def create_client(settings: Settings, *, purpose: Purpose = "default") -> Any:
+    """Build a Redis client for ``settings`` (no command is sent).
+
+    Args:
+        settings: where to connect and how.
+        purpose: ``default`` for ordinary commands, ``stream`` for blocking reads and lease
+            scripts (no retries, socket timeout above the BLOCK time).
+
+    Returns:
+        A ``redis.asyncio.Redis`` (standalone, unix, Sentinel primary) or ``RedisCluster``,
+        or whatever the installed client factory returns.
+
+    Raises:
+        ConfigError: a bad URL, an unknown instance or a conflicting option.
+    """
+    if purpose not in ("default", "stream"):
+        raise ConfigError(f"create_client: unknown purpose {purpose!r}")
+    url, extra = resolve_url(settings)
+    parsed = parse_url(url)
+    options = _client_options(settings, parsed, extra, purpose)
+    factory = _factory or default_client_factory
+    try:
+        return factory(parsed, options)
+    except SessionStoreError:
+        raise
+    except (TypeError, ValueError, rx.RedisError) as exc:
+        raise ConfigError(f"create redis client failed for {parsed.redacted}: {exc}") from exc
+
+
+def default_client_factory(parsed: ParsedURL, options: ClientOptions) -> Any:
+    """Build the redis-py client that matches the URL's kind."""
+    kwargs = dict(options.kwargs)
+    if parsed.kind == "cluster":
+        nodes = [ClusterNode(host, port) for host, port in parsed.hosts]
+        return RedisCluster(startup_nodes=nodes, ssl=parsed.tls, **kwargs)
+    if parsed.kind == "sentinel":
+        assert parsed.service_name is not None  # parse_url guarantees it
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(parsed.hosts),
+            min_other_sentinels=options.min_other_sentinels,
+            sentinel_kwargs=dict(options.sentinel_kwargs),
+        )
+        return sentinel.master_for(parsed.service_name, db=parsed.db, ssl=parsed.tls, **kwargs)
+    if parsed.kind == "unix":
+        return Redis(unix_socket_path=parsed.path, db=parsed.db, **kwargs)
+    host, port = parsed.hosts[0]
+    return Redis(host=host, port=port, db=parsed.db, ssl=parsed.tls, **kwargs)
+
+
+def _client_options(
+    settings: Settings, parsed: ParsedURL, extra: Mapping[str, Any], purpose: Purpose
+) -> ClientOptions:
+    _refuse_pinned(parsed.options, "url option", parsed.redacted)
+    _refuse_pinned(extra, "extra option", parsed.redacted)
+    if parsed.kind != "sentinel":
+        for key in _SENTINEL_ONLY:
+            if key in extra or key in parsed.options:
+                raise ConfigError(f"extra option {key} needs a redis+sentinel:// url")
+    extra = dict(extra)
+    sentinel_extra = extra.pop("sentinel_kwargs", None) or {}
+    min_other = extra.pop("min_other_sentinels", 0)
+    if not isinstance(sentinel_extra, Mapping) or not isinstance(min_other, int):
+        raise ConfigError("extra options sentinel_kwargs / min_other_sentinels are malformed")
+
+    socket_timeout = settings.socket_timeout_s
+    if purpose == "stream":
+        socket_timeout = max(socket_timeout, settings.block_ms / 1000 + STREAM_TIMEOUT_MARGIN_S)
+    kwargs: dict[str, Any] = {
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "client_name": f"sessionstreams-{purpose}",
+    }
+    if parsed.username is not None:
+        kwargs["username"] = parsed.username
+    if parsed.password is not None:
+        kwargs["password"] = parsed.password
+    kwargs.update(parsed.options)
+    kwargs.update(extra)
+    kwargs.update(
+        protocol=2,
+        decode_responses=False,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=settings.socket_connect_timeout_s,
+        retry=_retry(settings.client_retries if purpose == "default" else 0),
+    )
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.socket_connect_timeout_s,
+        "protocol": 2,
+        # A dead sentinel must cost one refused connect, not seconds of retries (notes §6).
+        "retry": Retry(NoBackoff(), 0),
+        "ssl": parsed.tls,
+    }
+    sentinel_kwargs.update(sentinel_extra)
+    return ClientOptions(
+        purpose=purpose,
+        kwargs=MappingProxyType(kwargs),
+        sentinel_kwargs=MappingProxyType(sentinel_kwargs),
+        min_other_sentinels=min_other,
+        settings=settings,
+    )
+
+
+def _refuse_pinned(options: Mapping[str, Any], what: str, url: str) -> None:
+    for key in options:
+        if key in _PINNED:
+            raise ConfigError(f"{what} {key} is not allowed for {url}: {_PINNED[key]}")
+
+
+def _retry(retries: int) -> Retry:
+    # A fresh object per client: redis-py's default Retry is one shared instance (notes §0).
+    if retries <= 0:
+        return Retry(NoBackoff(), 0)
+    return Retry(ExponentialWithJitterBackoff(base=BACKOFF_BASE_S, cap=BACKOFF_CAP_S), retries)
+
+
+# -- server checks -------------------------------------------------------------------------
+
+_SAFE_POLICIES = ("noeviction", "volatile-")
+
+
+async def check_server(client: Any, *, url: str | None = None) -> None:
+    """PING the server and refuse a ``maxmemory-policy`` that could evict our keys.
+
+    Accepted policies are ``noeviction`` and ``volatile-*`` (our keys without a TTL are never
+    evicted). When CONFIG GET is not permitted (ACL, managed services) the check is logged and
+    skipped.
+
+    Args:
+        client: a client from :func:`create_client`.
+        url: the URL, for error messages (redacted).
+
+    Raises:
+        ConfigError: the policy evicts keys.
+        ConnectionFailedError, StoreTimeoutError: the server does not answer.
+    """
+    with translate_errors(url):
+        await client.ping()
+    try:
+        with translate_errors(url):
+            reply = await _config_get_policy(client)
+    except SessionStoreError as exc:
+        if isinstance(exc, ConnectionFailedError | StoreTimeoutError):
+            raise
+        log.warning("maxmemory_policy_check_skipped", reason=str(exc))
+        return
+    for node, policy in reply.items():
+        if not policy.startswith(_SAFE_POLICIES):
+            where = f" on {node}" if node else ""
+            raise ConfigError(
+                f"redis maxmemory-policy is {policy!r}{where}: it may evict session data; "
+                "use noeviction or a volatile-* policy"
+            )
+
+
+async def _config_get_policy(client: Any) -> dict[str, str]:
+    """Return ``{node: policy}`` (node "" for a single server)."""
+    if isinstance(client, RedisCluster):
+        replies = await client.config_get("maxmemory-policy", target_nodes=RedisCluster.PRIMARIES)
+        if isinstance(replies, Mapping) and all(isinstance(v, Mapping) for v in replies.values()):
+            return {str(node): _policy(reply) for node, reply in replies.items()}
+        return {"": _policy(replies)}
+    return {"": _policy(await client.config_get("maxmemory-policy"))}
+
+
+def _policy(reply: Any) -> str:
+    for key, value in dict(reply).items():
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        if name == "maxmemory-policy":
+            return value.decode() if isinstance(value, bytes) else str(value)
+    raise SessionStoreError("CONFIG GET maxmemory-policy returned nothing")
+
+
+# -- error translation ---------------------------------------------------------------------
+
+
+def translate(exc: BaseException, url: str | None = None) -> SessionStoreError:
+    """Map a redis-py exception to ours; our own errors are returned unchanged.
+
+    ConnectionError becomes ConnectionFailedError, TimeoutError StoreTimeoutError, a WRONGTYPE
+    reply CorruptDataError, DataError InvalidArgumentError, anything else SessionStoreError.
+    The caller raises the result ``from exc``.
+    """
+    if isinstance(exc, SessionStoreError):
+        return exc
+    where = f" ({redact_url(url)})" if url else ""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, rx.TimeoutError):
+        return StoreTimeoutError(f"redis timed out{where}: {text}")
+    if isinstance(exc, rx.ConnectionError):
+        return ConnectionFailedError(f"redis connection failed{where}: {text}")
+    if isinstance(exc, rx.ResponseError) and "WRONGTYPE" in text:
+        return CorruptDataError(f"a stored key has the wrong type{where}: {text}")
+    if isinstance(exc, rx.DataError):
+        return InvalidArgumentError(f"redis refused the arguments{where}: {text}")
+    return SessionStoreError(f"redis error{where}: {text}")
+
+
+class translate_errors:  # lower-case on purpose: used like a function
+    """Context manager (sync or async) that re-raises redis-py errors as ours.
+
+    Example:
+        ``async with translate_errors(url): await client.hset(...)``
+    """
+
+    __slots__ = ("_url",)
+
+    def __init__(self, url: str | None = None) -> None:
+        self._url = url
+
+    def __enter__(self) -> translate_errors:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, rx.RedisError):
+            raise translate(exc, self._url) from exc
+
+    async def __aenter__(self) -> translate_errors:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)

@@ -1,0 +1,218 @@
+"""Real Redis servers for tests: start ``redis-server`` on a free loopback port in a temp dir.
+
+``start_redis_server`` is used by the session fixture in ``conftest.py`` and by tests that need
+servers of their own (replicas, Sentinel, Cluster, SIGKILL tests). Nothing here ever touches a
+server it did not start, beyond the commands a test sends itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import redis.asyncio as aioredis
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+
+
+@dataclass
+class RunningRedis:
+    """A Redis server the tests can reach; ``process`` is None when we did not start it."""
+
+    host: str
+    port: int
+    url: str
+    process: subprocess.Popen[bytes] | None = None
+    directory: Path | None = None
+    container: Any = field(default=None, repr=False)
+
+    @property
+    def owned(self) -> bool:
+        """True when this harness started the server (it may be reconfigured or killed)."""
+        return self.process is not None or self.container is not None
+
+    def client(self, **kwargs: Any) -> aioredis.Redis:
+        """A new asyncio client (RESP2, bytes); the caller closes it with ``aclose()``."""
+        kwargs.setdefault("protocol", 2)
+        return aioredis.Redis.from_url(self.url, **kwargs)
+
+    def command(self, *args: str, timeout: float = 2.0) -> bytes:
+        """Send one command over a raw socket and return the raw reply line(s)."""
+        return _raw_command(self.host, self.port, args, timeout)
+
+    def stop(self) -> None:
+        """SHUTDOWN NOSAVE, then terminate / kill if the process does not exit in time."""
+        if self.container is not None:
+            with contextlib.suppress(Exception):
+                self.container.stop()
+            self.container = None
+            return
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(OSError):
+            self.command("SHUTDOWN", "NOSAVE")
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the server (crash simulation) and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def redis_server_binary() -> str:
+    """Path of ``redis-server``; raises RuntimeError with install advice when missing."""
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError(
+            "redis-server is not on PATH: install it (apt-get install -y redis-server), "
+            "or set REDIS_URL to a server the tests may use"
+        )
+    return found
+
+
+def start_redis_server(
+    directory: Path, extra_args: Sequence[str] = (), *, port: int | None = None
+) -> RunningRedis:
+    """Start ``redis-server`` on a free loopback port with its files in ``directory``.
+
+    Args:
+        directory: working directory (log, and any dump or AOF a test enables).
+        extra_args: more ``redis-server`` arguments, e.g. ``("--maxmemory-policy", "x")``.
+        port: a fixed port (a free one is picked when None).
+
+    Returns:
+        The running server; PING has answered.
+
+    Raises:
+        RuntimeError: the binary is missing or the server did not answer in time.
+    """
+    binary = redis_server_binary()
+    directory.mkdir(parents=True, exist_ok=True)
+    attempts = 1 if port is not None else 3
+    last_error = ""
+    for _ in range(attempts):
+        chosen = port if port is not None else free_port()
+        logfile = directory / f"redis-{chosen}.log"
+        errfile = directory / f"redis-{chosen}.stderr"
+        argv = [
+            binary,
+            "--port", str(chosen),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(directory),
+            "--logfile", str(logfile),
+            *extra_args,
+        ]  # fmt: skip
+        with errfile.open("wb") as err:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
+        server = RunningRedis(
+            host="127.0.0.1",
+            port=chosen,
+            url=f"redis://127.0.0.1:{chosen}/0",
+            process=process,
+            directory=directory,
+        )
+        if _wait_until_ready(server):
+            return server
+        last_error = _startup_failure(server, (errfile, logfile))
+    raise RuntimeError(f"redis-server did not start: {last_error}")
+
+
+def _wait_until_ready(server: RunningRedis) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    assert server.process is not None
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            return False
+        with contextlib.suppress(OSError):
+            if server.command("PING", timeout=0.5).startswith(b"+PONG"):
+                return True
+        time.sleep(0.02)  # poll interval, not a wait for a condition
+    return False
+
+
+def _startup_failure(server: RunningRedis, outputs: Sequence[Path]) -> str:
+    assert server.process is not None
+    if server.process.poll() is None:
+        server.process.kill()
+    server.process.wait(timeout=STOP_TIMEOUT_S)
+    text = "".join(p.read_text(errors="replace")[-2000:] for p in outputs if p.exists())
+    return text.strip() or "no output"
+
+
+def _raw_command(host: str, port: int, args: Sequence[str], timeout: float) -> bytes:
+    payload = f"*{len(args)}\r\n".encode()
+    for arg in args:
+        data = arg.encode()
+        payload += b"$%d\r\n%s\r\n" % (len(data), data)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(payload)
+        try:
+            return sock.recv(65536)
+        except ConnectionResetError:
+            return b""
+
+
+def server_from_env() -> RunningRedis | None:
+    """The server named by ``REDIS_URL``, if set (never started or stopped by us)."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return None
+    parsed = urlparse(url)
+    return RunningRedis(host=parsed.hostname or "127.0.0.1", port=parsed.port or 6379, url=url)
+
+
+def server_from_docker() -> RunningRedis | None:
+    """A testcontainers Redis when a Docker engine answers; None otherwise (never raises)."""
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return None
+    try:
+        from testcontainers.redis import RedisContainer
+
+        container = RedisContainer("redis:7")
+        container.start()
+    except Exception:
+        return None
+    host = container.get_container_host_ip()
+    port = int(container.get_exposed_port(6379))
+    return RunningRedis(host=host, port=port, url=f"redis://{host}:{port}/0", container=container)
+
+
+@contextlib.contextmanager
+def provide_redis_server(directory: Path) -> Iterator[RunningRedis]:
+    """REDIS_URL, else Docker, else a local ``redis-server``; stopped on exit if ours."""
+    server = server_from_env() or server_from_docker() or start_redis_server(directory)
+    try:
+        yield server
+    finally:
+        server.stop()
