@@ -1,0 +1,109 @@
+"""State scopes: how state maps are split on write and merged on read.
+
+Keys prefixed ``app:`` live in the app state HASH, ``user:`` in the user state HASH (both
+without the prefix), ``temp:`` are never persisted, everything else is session state.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from common.errors import InvalidArgumentError
+
+APP_PREFIX = "app:"
+USER_PREFIX = "user:"
+TEMP_PREFIX = "temp:"
+
+StateMap = dict[str, bytes | None]
+
+
+def to_bytes(name: str, value: Any) -> bytes | None:
+    """Normalise one state value to bytes (str is UTF-8 encoded; None stays None)."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    raise InvalidArgumentError(
+        f"state value for {name!r} must be bytes, str or None, not {type(value).__name__}"
+    )
+
+
+def copy_state(state: Mapping[str, Any] | None) -> StateMap:
+    """A copy of ``state`` with every value normalised to bytes or None."""
+    if not state:
+        return {}
+    out: StateMap = {}
+    for k, v in state.items():
+        if not isinstance(k, str):
+            raise InvalidArgumentError(f"state keys must be str, not {type(k).__name__}")
+        out[k] = to_bytes(k, v)
+    return out
+
+
+class ScopedState(msgspec.Struct):
+    """A state map split by scope."""
+
+    session: StateMap
+    app: list[tuple[str, bytes]]
+    user: list[tuple[str, bytes]]
+
+
+def split_scopes(state: Mapping[str, bytes | None]) -> ScopedState:
+    """Split a state map: app/user pairs (prefix stripped, nil as b""), temp dropped."""
+    session: StateMap = {}
+    app: list[tuple[str, bytes]] = []
+    user: list[tuple[str, bytes]] = []
+    for k, v in state.items():
+        if k.startswith(APP_PREFIX):
+            app.append((k[len(APP_PREFIX):], v or b""))
+        elif k.startswith(USER_PREFIX):
+            user.append((k[len(USER_PREFIX):], v or b""))
+        elif not k.startswith(TEMP_PREFIX):
+            session[k] = v
+    return ScopedState(session, app, user)
+
+
+def strip_prefix(state: Mapping[str, Any] | None, prefix: str) -> list[tuple[str, bytes]]:
+    """HSET pairs for an app or user state update: prefix stripped, nil stored as b""."""
+    pairs: list[tuple[str, bytes]] = []
+    for k, v in copy_state(state).items():
+        field = k[len(prefix):] if k.startswith(prefix) else k
+        if not field:
+            raise InvalidArgumentError("state key is required")
+        pairs.append((field, v or b""))
+    return pairs
+
+
+def b64_patch(state: Mapping[str, bytes | None]) -> bytes:
+    """JSON object of base64 values (null for nil): the form state takes inside documents."""
+    return msgspec.json.encode(
+        {k: None if v is None else base64.b64encode(v).decode() for k, v in state.items()}
+    )
+
+
+def merge_scopes(
+    session_state: Mapping[str, bytes | None],
+    user_state: Mapping[str, bytes],
+    app_state: Mapping[str, bytes],
+) -> StateMap:
+    """The state a reader sees: session state, then ``user:k``, then ``app:k``."""
+    out: StateMap = dict(session_state)
+    for k, v in user_state.items():
+        out[USER_PREFIX + k] = v
+    for k, v in app_state.items():
+        out[APP_PREFIX + k] = v
+    return out
+
+
+def decode_hash(flat_or_map: Any) -> dict[str, bytes]:
+    """HGETALL reply (bytes keys) -> str keys (undecodable key bytes replaced)."""
+    return {
+        (k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)): v
+        for k, v in dict(flat_or_map).items()
+    }

@@ -1,0 +1,523 @@
+"""SessionService: the session API used by agent processes.
+
+Synchronous persistence (``enable_async_persist=False``) writes through the HashIdx engine:
+one Lua script per write, every multi-key write inside the ``{user}`` hash tag, every write
+carrying a request id so a retried command never applies twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from common.connection import check_server, create_client, translate_errors
+from common.errors import (
+    ClosedError,
+    CorruptDataError,
+    DeadLetteredError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    PersistTimeoutError,
+    SessionNotFoundError,
+)
+from common.gotime import GoTime
+from common.hashidx import AppendEntry, HashIdxEngine
+from common.keys import KeySpace, validate_app, validate_key, validate_user_key
+from common.models import Event, Key, Session, SessionIndexEntry, SessionMeta, TrackEvent
+from common.models import TrackEvents, UserKey
+from common.receipt import Receipt
+from common.scripts import Scripts
+from common.settings import Settings
+from common.state import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, copy_state, decode_hash
+from common.state import b64_patch, split_scopes, strip_prefix
+from producer import _reads
+from producer.hooks import AppendEventContext, GetSessionContext, run_chain
+
+Timestamp = GoTime | datetime | None
+
+# Outcome codes of the request record (see common/scripts/_lib.lua).
+_OUTCOMES = {1: "applied", 2: "session_gone", 3: "superseded", 4: "invalid", 5: "dead_lettered"}
+
+
+def _as_gotime(value: Timestamp) -> GoTime | None:
+    if value is None or isinstance(value, GoTime):
+        return value
+    if isinstance(value, datetime):
+        return GoTime.from_datetime(value)
+    raise InvalidArgumentError(f"expected a datetime or GoTime, not {type(value).__name__}")
+
+
+def _rid() -> str:
+    return uuid.uuid4().hex
+
+
+def _check_status(status: str, key: Key) -> None:
+    if status in ("applied", "duplicate"):
+        return
+    if status in ("session_gone", "superseded"):
+        raise SessionNotFoundError(f"session not found: {key.app_name}/{key.user_id}/{key.session_id}")
+    raise CorruptDataError(f"session {key.app_name}/{key.user_id}/{key.session_id}: {status}")
+
+
+class SessionService:
+    """Sessions, events, state, tracks on Redis, data-compatible with trpc-agent-go.
+
+    Args:
+        settings: the one settings object (see :class:`common.settings.Settings`).
+
+    Use as ``async with SessionService(settings) as svc:``; :meth:`close` drains and closes.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client = create_client(settings)
+        self.keys = KeySpace(settings.key_prefix)
+        self.scripts = Scripts(disable_cache=settings.disable_script_cache)
+        self.engine = HashIdxEngine(self.client, self.keys, self.scripts)
+        self._started = False
+        self._closed = False
+        self._errors = translate_errors(settings.url or None)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Check the server (reachable, no evicting maxmemory-policy). Idempotent."""
+        if not self._started:
+            await check_server(self.client, url=self.settings.url or None)
+            self._started = True
+
+    async def __aenter__(self) -> SessionService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until every write of this process is persisted (immediate in sync mode)."""
+        del timeout
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Flush, then close the Redis clients. A second call does nothing."""
+        if self._closed:
+            return
+        await self.flush(timeout)
+        self._closed = True
+        await self.client.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the session service is closed")
+
+    @property
+    def _ttl_ms(self) -> int:
+        return self.settings.session_ttl_ms
+
+    # -- sessions -----------------------------------------------------------------------
+    async def create_session(
+        self, key: Key, state: Mapping[str, Any] | None = None
+    ) -> Session:
+        """Create a session; return the existing one when ``key.session_id`` exists.
+
+        An empty ``session_id`` gets a UUID. ``app:``/``user:`` keys of ``state`` go to the
+        app and user state, ``temp:`` keys stay on the returned session only.
+        """
+        self._check_open()
+        validate_user_key(key)
+        if key.session_id:
+            validate_key(key)
+        else:
+            key = Key(key.app_name, key.user_id, str(uuid.uuid4()))
+        values = copy_state(state)
+        scoped = split_scopes(values)
+        now = GoTime.now()
+        meta = SessionMeta(
+            id=key.session_id, app_name=key.app_name, user_id=key.user_id,
+            state=scoped.session, generation=str(uuid.uuid4()), created_at=now, updated_at=now,
+        )
+        index = (
+            SessionIndexEntry(created_at=now).to_json()
+            if self.settings.enable_user_session_index else None
+        )
+        async with self._errors:
+            created = await self.engine.create(key, meta.to_json(), self._ttl_ms, index)
+            if not created:
+                existing = await self.get_session(key)
+                if existing is not None:
+                    return existing
+                raise SessionNotFoundError(f"session {key} vanished while being created")
+            await self._write_scopes(key, scoped.app, scoped.user)
+            app_state, user_state = await _reads.load_scopes(self, key, refresh=True)
+        temps = {k: v for k, v in values.items() if k.startswith(TEMP_PREFIX)}
+        session = _reads.session_from_meta(key, meta, user_state, app_state)
+        session.state.update(temps)
+        return session
+
+    async def get_session(
+        self, key: Key, num_events: int = 0, after: Timestamp = None
+    ) -> Session | None:
+        """Read a session with its newest events; None when it does not exist.
+
+        Args:
+            key: the session.
+            num_events: newest events to return (0 = ``session_event_limit``).
+            after: only events at or after this time (the reference filtering applies:
+                the newest earlier user message may be prepended).
+        """
+        self._check_open()
+        validate_key(key)
+        ctx = GetSessionContext(key=key, num_events=num_events, after=_as_gotime(after))
+        session: Session | None = await run_chain(
+            self.settings.get_session_hooks, ctx, self._get_final
+        )
+        return session
+
+    async def _get_final(self, ctx: GetSessionContext) -> Session | None:
+        limit = ctx.num_events if ctx.num_events > 0 else max(self.settings.session_event_limit, 0)
+        async with self._errors:
+            return await _reads.get_session(self, ctx.key, limit, ctx.after)
+
+    async def list_sessions(
+        self,
+        user_key: UserKey,
+        only_meta: bool = False,
+        offset: int = 0,
+        limit: int = 0,
+        num_events: int = 0,
+        after: Timestamp = None,
+    ) -> list[Session]:
+        """A user's sessions, newest ``updated_at`` first, paged by ``offset``/``limit``.
+
+        ``limit`` 0 returns every session from ``offset`` on. With the user session index
+        enabled no SCAN is made.
+        """
+        self._check_open()
+        validate_user_key(user_key)
+        if offset < 0 or limit < 0:
+            raise InvalidArgumentError("list session page requires offset >= 0 and limit >= 0")
+        events_limit = num_events if num_events > 0 else max(self.settings.session_event_limit, 0)
+        async with self._errors:
+            sessions = await _reads.list_sessions(
+                self, user_key, only_meta, events_limit, _as_gotime(after)
+            )
+        sessions.sort(key=lambda s: (s.updated_at, s.id), reverse=True)
+        end = None if limit == 0 else offset + limit
+        return sessions[offset:end]
+
+    async def list_app_sessions(self, app_name: str) -> list[Session]:
+        """Every session of an app, all users (meta and state only, no events).
+
+        This SCANs the keyspace over every primary: its cost grows with the whole database,
+        not with the app. Prefer :meth:`list_sessions` where the user is known.
+        """
+        self._check_open()
+        validate_app(app_name)
+        async with self._errors:
+            return await _reads.list_app_sessions(self, app_name)
+
+    async def delete_session(self, key: Key) -> None:
+        """Delete a session with its events, tracks, summaries and index entry."""
+        self._check_open()
+        validate_key(key)
+        async with self._errors:
+            meta_raw, stored = await self.engine.track_names_for_delete(key)
+            names = {n.decode("utf-8", "replace") for n in stored}
+            if meta_raw is not None:
+                try:
+                    meta = SessionMeta.from_json(meta_raw)
+                    names.update(_reads.track_names(meta.state or {}))
+                except Exception:  # noqa: BLE001 - a corrupt meta must not block a delete
+                    pass
+            await self.engine.delete(key, sorted(names))
+
+    # -- events -------------------------------------------------------------------------
+    async def append_event(self, session: Session, event: Event) -> Receipt:
+        """Append an event: stored if storable, its state delta applied, caller updated.
+
+        Returns:
+            A Receipt; in synchronous mode the write is already persisted.
+
+        Raises:
+            SessionNotFoundError: the session does not exist (deleted or expired).
+        """
+        self._check_open()
+        if session is None:
+            raise InvalidArgumentError("session is nil")
+        if event is None:
+            raise InvalidArgumentError("event is nil")
+        key = session.key
+        validate_key(key)
+        ctx = AppendEventContext(session=session, event=event, key=key)
+        receipt: Receipt = await run_chain(
+            self.settings.append_event_hooks, ctx, self._append_final
+        )
+        return receipt
+
+    async def _append_final(self, ctx: AppendEventContext) -> Receipt:
+        receipts = await self._append_many(ctx.session, [ctx.event], ctx.key)
+        return receipts[0]
+
+    async def append_events(self, session: Session, events: Sequence[Event]) -> list[Receipt]:
+        """Append several events to one session in one script call (hooks do not run)."""
+        self._check_open()
+        if session is None:
+            raise InvalidArgumentError("session is nil")
+        if any(e is None for e in events):
+            raise InvalidArgumentError("event is nil")
+        key = session.key
+        validate_key(key)
+        return await self._append_many(session, list(events), key)
+
+    async def _append_many(self, session: Session, events: list[Event], key: Key) -> list[Receipt]:
+        entries: list[AppendEntry] = []
+        app_pairs: list[tuple[str, bytes]] = []
+        now = GoTime.now()
+        for event in events:
+            if not event.id:
+                event.id = str(uuid.uuid4())
+            _update_in_memory(session, event, now)
+            if event.is_partial:
+                continue
+            entry, app = _entry_for(event, now)
+            entries.append(entry)
+            app_pairs.extend(app)
+        receipts = [Receipt(key, -1, "", e.rid) for e in entries]
+        if not entries:
+            return [Receipt(key, -1, "", _rid()) for _ in events]
+        async with self._errors:
+            await self._write_scopes(key, app_pairs, [])
+            statuses = await self.engine.append(
+                key, entries, ttl_ms=self._ttl_ms, storage_limit=self.settings.storage_limit,
+                user_state_ttl_ms=self.settings.user_state_ttl_s * 1000,
+            )
+        for status in statuses:
+            _check_status(status, key)
+        return receipts
+
+    async def append_track_event(self, session: Session, track_event: TrackEvent) -> Receipt:
+        """Append a track event; the track name is merged into ``state["tracks"]``."""
+        self._check_open()
+        if session is None:
+            raise InvalidArgumentError("session is nil")
+        if track_event is None:
+            raise InvalidArgumentError("append track event: track event is nil")
+        key = session.key
+        validate_key(key)
+        if not track_event.track:
+            raise InvalidArgumentError("append track event: track name is required")
+        _add_track_in_memory(session, track_event)
+        rid = _rid()
+        s = self.settings
+        async with self._errors:
+            status = await self.engine.append_track(
+                key, rid=rid, track=track_event.track, track_json=track_event.to_json(),
+                ts_ns=track_event.timestamp.unix_ns, track_ttl_s=s.track_ttl_s,
+                persist=s.track_ttl_explicit_none, producer_ts=GoTime.now().to_text(),
+                session_ttl_ms=self._ttl_ms,
+            )
+        _check_status(status, key)
+        return Receipt(key, -1, "", rid)
+
+    async def get_track_events(
+        self, key: Key, track: str, num_events: int = 0, after: Timestamp = None
+    ) -> TrackEvents:
+        """Events of one track, oldest first (``num_events`` 0 = all); read even without meta."""
+        self._check_open()
+        validate_key(key)
+        async with self._errors:
+            return await _reads.track_events(self, key, track, num_events, _as_gotime(after))
+
+    async def trim_conversations(self, key: Key, count: int = 1) -> list[Event]:
+        """Delete the newest ``count`` conversations (events sharing a request id).
+
+        Returns the deleted events oldest first; an unknown session gives ``[]``.
+        """
+        self._check_open()
+        validate_key(key)
+        count = max(count, 1)
+        async with self._errors:
+            if not await self.client.exists(self.keys.meta(key)):
+                return []
+            status, raws = await self.engine.trim(key, rid=_rid(), count=count,
+                                                  ttl_ms=self._ttl_ms)
+        _check_status(status, key)
+        return _reads.decode_events(raws, key)
+
+    # -- state --------------------------------------------------------------------------
+    async def update_session_state(self, key: Key, state: Mapping[str, Any]) -> Receipt:
+        """Merge ``state`` into the session state (``app:``/``user:`` keys are refused)."""
+        self._check_open()
+        validate_key(key)
+        values = copy_state(state)
+        for k in values:
+            if not k:
+                raise InvalidKeyError("state key is required")
+            if k.startswith(APP_PREFIX):
+                raise InvalidKeyError(f"{k} is not allowed, use update_app_state instead")
+            if k.startswith(USER_PREFIX):
+                raise InvalidKeyError(f"{k} is not allowed, use update_user_state instead")
+        patch = {k: v for k, v in values.items() if not k.startswith(TEMP_PREFIX)}
+        rid = _rid()
+        async with self._errors:
+            status = await self.engine.update_state(
+                key, rid=rid, patch_json=b64_patch(patch), producer_ts=GoTime.now().to_text(),
+                ttl_ms=self._ttl_ms,
+            )
+        _check_status(status, key)
+        return Receipt(key, -1, "", rid)
+
+    async def update_app_state(self, app_name: str, state: Mapping[str, Any]) -> None:
+        """Set app-state fields (a leading ``app:`` is stripped); refreshes the app TTL."""
+        self._check_open()
+        validate_app(app_name)
+        pairs = strip_prefix(state, APP_PREFIX)
+        async with self._errors:
+            await self.engine.set_hash(
+                self.keys.app_state(app_name), pairs, self.settings.app_state_ttl_s * 1000
+            )
+
+    async def list_app_states(self, app_name: str) -> dict[str, bytes]:
+        """Every app-state field (empty when none)."""
+        self._check_open()
+        validate_app(app_name)
+        async with self._errors:
+            return decode_hash(await self.client.hgetall(self.keys.app_state(app_name)))
+
+    async def delete_app_state(self, app_name: str, key: str) -> None:
+        """Delete one app-state field (a missing one is fine)."""
+        self._check_open()
+        validate_app(app_name)
+        field = _state_field(key, APP_PREFIX)
+        async with self._errors:
+            await self.client.hdel(self.keys.app_state(app_name), field)
+
+    async def update_user_state(self, user_key: UserKey, state: Mapping[str, Any]) -> None:
+        """Set user-state fields (a leading ``user:`` is stripped); refreshes the user TTL."""
+        self._check_open()
+        validate_user_key(user_key)
+        pairs = strip_prefix(state, USER_PREFIX)
+        async with self._errors:
+            await self.engine.set_hash(
+                self.keys.user_state(user_key), pairs, self.settings.user_state_ttl_s * 1000
+            )
+
+    async def list_user_states(self, user_key: UserKey) -> dict[str, bytes]:
+        """Every user-state field (empty when none)."""
+        self._check_open()
+        validate_user_key(user_key)
+        async with self._errors:
+            return decode_hash(await self.client.hgetall(self.keys.user_state(user_key)))
+
+    async def delete_user_state(self, user_key: UserKey, key: str) -> None:
+        """Delete one user-state field (a missing one is fine)."""
+        self._check_open()
+        validate_user_key(user_key)
+        field = _state_field(key, USER_PREFIX)
+        async with self._errors:
+            await self.client.hdel(self.keys.user_state(user_key), field)
+
+    async def _write_scopes(
+        self, key: Key, app: list[tuple[str, bytes]], user: list[tuple[str, bytes]]
+    ) -> None:
+        # App state lives in another slot: written first and idempotently, so a crash
+        # repeats the write rather than losing it.
+        if app:
+            await self.engine.set_hash(
+                self.keys.app_state(key.app_name), app, self.settings.app_state_ttl_s * 1000
+            )
+        if user:
+            await self.engine.set_hash(
+                self.keys.user_state(key), user, self.settings.user_state_ttl_s * 1000
+            )
+
+    # -- receipts -----------------------------------------------------------------------
+    async def wait_persisted(self, receipt: Receipt | str, timeout: float = 5.0) -> str:
+        """Wait until a write reached its outcome; returns ``applied`` or ``duplicate``.
+
+        Raises:
+            SessionNotFoundError: the session was deleted, re-created or expired meanwhile.
+            DeadLetteredError: the write failed repeatedly and was dead-lettered.
+            PersistTimeoutError: no outcome within ``timeout`` seconds.
+        """
+        if isinstance(receipt, str):
+            receipt = Receipt.parse(receipt)
+        if not receipt.streamed:
+            return "applied"
+        deadline = time.monotonic() + timeout
+        applied_key = self.keys.applied(receipt.key)
+        delay = 0.002
+        while True:
+            async with self._errors:
+                score = await self.client.zscore(applied_key, receipt.rid)
+            if score is not None:
+                outcome = _OUTCOMES.get(int(score) % 8, "invalid")
+                if outcome == "applied":
+                    return outcome
+                if outcome == "dead_lettered":
+                    raise DeadLetteredError(f"write {receipt.rid} was dead-lettered")
+                raise SessionNotFoundError(f"write {receipt.rid}: {outcome}")
+            if time.monotonic() >= deadline:
+                raise PersistTimeoutError(f"write {receipt.rid} not persisted in {timeout}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def _state_field(key: str, prefix: str) -> str:
+    field = key[len(prefix):] if key.startswith(prefix) else key
+    if not field:
+        raise InvalidKeyError("state key is required")
+    return field
+
+
+def _update_in_memory(session: Session, event: Event, now: GoTime) -> None:
+    """What the running agent sees at once: the event and its whole delta (temp: included).
+
+    A partial (streaming) event changes nothing, in memory or in storage.
+    """
+    if event.is_partial:
+        return
+    if event.is_storable():
+        session.events.append(event)
+    session.updated_at = now
+    if event.state_delta:
+        session.state.update(event.state_delta)
+
+
+def _entry_for(event: Event, now: GoTime) -> tuple[AppendEntry, list[tuple[str, bytes]]]:
+    """The apply-script entry of one event, and its app-state pairs (written first)."""
+    delta = event.state_delta or {}
+    scoped = split_scopes(delta)
+    stored = event
+    if any(k.startswith(TEMP_PREFIX) for k in delta):
+        kept = {k: v for k, v in delta.items() if not k.startswith(TEMP_PREFIX)}
+        stored = msgspec.structs.replace(event, state_delta=kept or None)
+    entry = AppendEntry(
+        rid=_rid(),
+        event_id=event.id,
+        event_json=stored.to_json() if event.is_storable() else b"",
+        ts_ns=event.timestamp.unix_ns,
+        is_user=event.is_user_message(),
+        producer_ts=now.to_text(),
+        session_delta=b64_patch(scoped.session) if scoped.session else b"",
+        user_pairs=tuple(scoped.user),
+    )
+    return entry, scoped.app
+
+
+def _add_track_in_memory(session: Session, track_event: TrackEvent) -> None:
+    name = track_event.track
+    names = _reads.track_names(session.state)
+    if name not in names:
+        session.state["tracks"] = msgspec.json.encode([*names, name])
+    if session.tracks is None:
+        session.tracks = {}
+    bundle = session.tracks.setdefault(name, TrackEvents(track=name, events=[]))
+    if bundle.events is None:
+        bundle.events = []
+    bundle.events.append(track_event)
+    session.updated_at = GoTime.now()

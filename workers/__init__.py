@@ -1,0 +1,1 @@
+"""Worker processes that persist streamed writes and run summarizers."""
