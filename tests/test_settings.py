@@ -109,7 +109,8 @@ def test_explicit_non_positive_track_ttl_means_persist(ttl: Any) -> None:
     s = Settings(session_ttl=100, track_event_ttl=ttl)
     assert s.track_ttl_s == 0
     assert s.track_ttl_explicit_none
-    assert s.track_event_ttl is not None and s.track_event_ttl <= 0
+    assert s.track_event_ttl is not None
+    assert s.track_event_ttl <= 0
 
 
 def test_explicit_positive_track_ttl_is_rounded_up() -> None:
