@@ -1,0 +1,77 @@
+"""The ``sessionstreams`` command line.
+
+Every command reads its settings from ``SESSIONSTREAMS_*`` environment variables; ``--url``
+overrides the Redis URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import runpy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from common.errors import SessionStoreError
+from common.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {"url": args.url} if args.url else {}
+    return Settings.from_env(**overrides)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from common.demo import run_demo
+
+    return asyncio.run(run_demo(_settings(args), sessions=args.sessions, turns=args.turns))
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    script = Path(__file__).resolve().parents[1] / "ops" / f"bench_{args.kind}.py"
+    if not script.exists():
+        print(f"benchmark script {script} not found (run from a source checkout)", file=sys.stderr)
+        return 2
+    argv = [str(script), *args.rest]
+    if args.url:
+        argv += ["--url", args.url]
+    sys.argv = argv
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="sessionstreams", description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="", help="Redis URL (overrides SESSIONSTREAMS_URL)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="create sessions, append events and read them back")
+    demo.add_argument("--sessions", type=int, default=2)
+    demo.add_argument("--turns", type=int, default=3)
+    demo.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="run a benchmark script from ops/")
+    bench.add_argument("kind", choices=["sync"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sessionstreams`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except SessionStoreError as exc:
+        print(f"sessionstreams: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
