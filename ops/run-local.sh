@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up and run sessionstreams locally without Docker: a redis-server on a loopback port,
+# then a short demo through the session service. Redis is stopped at the end unless --keep.
+#   bash ops/run-local.sh [--keep] [--port 6390]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+keep=0
+port=6390
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keep) keep=1 ;;
+    --port) port="$2"; shift ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "redis-server is missing: sudo apt-get install -y redis-server" >&2; exit 1
+  fi
+fi
+python3 -m pip install -q -e . >/dev/null
+
+run_dir="$PWD/.run/redis-$port"
+mkdir -p "$run_dir"
+if ! redis-cli -p "$port" ping >/dev/null 2>&1; then
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$run_dir" --appendonly yes \
+    --appendfsync everysec --save "" --daemonize yes --pidfile "$run_dir/redis.pid" \
+    --logfile "$run_dir/redis.log"
+  for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+fi
+echo "redis-server on 127.0.0.1:$port (data in $run_dir)"
+
+url="redis://127.0.0.1:$port/0"
+status=0
+sessionstreams --url "$url" demo || status=$?
+
+if [ "$keep" = 0 ]; then
+  redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+  echo "redis-server stopped (use --keep to leave it running)"
+else
+  echo "redis-server left running: SESSIONSTREAMS_URL=$url"
+fi
+exit "$status"
