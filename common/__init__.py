@@ -1,0 +1,1 @@
+"""Shared library of sessionstreams: models, keys, settings, connection, scripts, engines."""
