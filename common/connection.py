@@ -47,6 +47,7 @@ __all__ = [
     "ClientOptions",
     "ParsedURL",
     "Purpose",
+    "SentinelPrimaryRedis",
     "check_server",
     "create_client",
     "default_client_factory",
@@ -232,11 +233,31 @@ def default_client_factory(parsed: ParsedURL, options: ClientOptions) -> Any:
             min_other_sentinels=options.min_other_sentinels,
             sentinel_kwargs=dict(options.sentinel_kwargs),
         )
-        return sentinel.master_for(parsed.service_name, db=parsed.db, ssl=parsed.tls, **kwargs)
+        return sentinel.master_for(
+            parsed.service_name,
+            redis_class=SentinelPrimaryRedis,
+            db=parsed.db,
+            ssl=parsed.tls,
+            **kwargs,
+        )
     if parsed.kind == "unix":
         return Redis(unix_socket_path=parsed.path, db=parsed.db, **kwargs)
     host, port = parsed.hosts[0]
     return Redis(host=host, port=port, db=parsed.db, ssl=parsed.tls, **kwargs)
+
+
+class SentinelPrimaryRedis(Redis):
+    """The Sentinel primary client; ``aclose()`` also closes the connections to the sentinels.
+
+    redis-py's ``master_for`` client closes only its own pool, leaving the sentinel clients'
+    connections open (a ResourceWarning at garbage collection).
+    """
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel_client in getattr(manager, "sentinels", ()):
+            await sentinel_client.aclose()
 
 
 def _client_options(

@@ -98,7 +98,11 @@ def redis_server_binary() -> str:
 
 
 def start_redis_server(
-    directory: Path, extra_args: Sequence[str] = (), *, port: int | None = None
+    directory: Path,
+    extra_args: Sequence[str] = (),
+    *,
+    port: int | None = None,
+    config_file: Path | None = None,
 ) -> RunningRedis:
     """Start ``redis-server`` on a free loopback port with its files in ``directory``.
 
@@ -106,6 +110,7 @@ def start_redis_server(
         directory: working directory (log, and any dump or AOF a test enables).
         extra_args: more ``redis-server`` arguments, e.g. ``("--maxmemory-policy", "x")``.
         port: a fixed port (a free one is picked when None).
+        config_file: a config file, passed first (Sentinel needs one it can rewrite).
 
     Returns:
         The running server; PING has answered.
@@ -123,6 +128,7 @@ def start_redis_server(
         errfile = directory / f"redis-{chosen}.stderr"
         argv = [
             binary,
+            *([str(config_file)] if config_file is not None else []),
             "--port", str(chosen),
             "--bind", "127.0.0.1",
             "--save", "",
@@ -146,6 +152,39 @@ def start_redis_server(
             return server
         last_error = _startup_failure(server, (errfile, logfile))
     raise RuntimeError(f"redis-server did not start: {last_error}")
+
+
+def start_sentinel(
+    directory: Path, primary: RunningRedis, service_name: str = "mymaster", quorum: int = 1
+) -> RunningRedis:
+    """Start a Sentinel monitoring ``primary`` as ``service_name``; its ``url`` is the
+    ``redis+sentinel://`` URL of the primary through this sentinel."""
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "sentinel.conf"
+    conf.write_text(
+        f"sentinel monitor {service_name} {primary.host} {primary.port} {quorum}\n"
+        f"sentinel down-after-milliseconds {service_name} 1000\n"
+        f"sentinel failover-timeout {service_name} 3000\n"
+    )
+    sentinel = start_redis_server(directory, ("--sentinel",), config_file=conf)
+    sentinel.url = f"redis+sentinel://{sentinel.host}:{sentinel.port}/{service_name}/0"
+    return sentinel
+
+
+def start_single_node_cluster(directory: Path) -> RunningRedis:
+    """Start a cluster-enabled server owning all 16384 slots; ``url`` is ``redis+cluster://``."""
+    node = start_redis_server(
+        directory, ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+    )
+    node.command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while b"cluster_state:ok" not in node.command("CLUSTER", "INFO"):
+        if time.monotonic() > deadline:
+            node.stop()
+            raise RuntimeError("single-node cluster did not reach cluster_state:ok")
+        time.sleep(0.02)  # poll interval
+    node.url = f"redis+cluster://{node.host}:{node.port}"
+    return node
 
 
 def _wait_until_ready(server: RunningRedis) -> bool:

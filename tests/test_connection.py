@@ -12,7 +12,13 @@ import pytest
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 from redis.asyncio.sentinel import SentinelConnectionPool
-from redis_harness import RunningRedis, free_port, start_redis_server
+from redis_harness import (
+    RunningRedis,
+    free_port,
+    start_redis_server,
+    start_sentinel,
+    start_single_node_cluster,
+)
 from structlog.testing import capture_logs
 
 from common import connection
@@ -528,3 +534,40 @@ def test_translate_mapping(exc: Exception, expected: type[SessionStoreError]) ->
     assert type(result) is expected
     assert "pw" not in str(result)
     assert str(exc) in str(result)
+
+
+# -- Sentinel and Cluster smoke tests (failover and resharding are tested elsewhere) -----------
+
+
+async def test_sentinel_url_reaches_the_primary(
+    tmp_path: Path, key_prefix: str, closing: Callable[[Any], Any]
+) -> None:
+    """A redis+sentinel:// client finds the primary through a real sentinel and writes."""
+    primary = start_redis_server(tmp_path / "primary")
+    sentinel = start_sentinel(tmp_path / "sentinel", primary)
+    try:
+        client = closing(create_client(Settings(url=sentinel.url)))
+        await check_server(client)
+        await client.set(f"{key_prefix}:k", b"v")
+        direct = closing(primary.client())
+        assert await direct.get(f"{key_prefix}:k") == b"v"
+    finally:
+        sentinel.stop()
+        primary.stop()
+
+
+async def test_cluster_url_reaches_a_cluster(
+    tmp_path: Path, key_prefix: str, closing: Callable[[Any], Any]
+) -> None:
+    """A redis+cluster:// client (default and stream) works against a real cluster node."""
+    node = start_single_node_cluster(tmp_path)
+    try:
+        s = Settings(url=node.url, block_ms=100)
+        client = closing(create_client(s))
+        await check_server(client)
+        await client.set(f"{{{key_prefix}}}:k", b"v")
+        stream = closing(create_client(s, purpose="stream"))
+        assert await stream.get(f"{{{key_prefix}}}:k") == b"v"
+        assert await stream.xread({f"{{{key_prefix}}}:s": "$"}, block=s.block_ms) == []
+    finally:
+        node.stop()
