@@ -1,4 +1,5 @@
-"""Redis URL parsing and redaction (private helpers of :mod:`common.connection`).
+"""Redis URL parsing, redaction and client-option checks (private helpers of
+:mod:`common.connection`).
 
 Accepted forms (anything else is a :class:`~common.errors.ConfigError`):
 
@@ -38,6 +39,29 @@ _SCHEMES: Mapping[str, tuple[Kind, bool]] = {
     "rediss+cluster": ("cluster", True),
 }
 _DEFAULT_PORT: Mapping[Kind, int] = {"standalone": 6379, "sentinel": 26379, "cluster": 6379}
+
+# Keys an extra option (or URL query option) may not set, with the reason shown to the user.
+_PINNED: Mapping[str, str] = {
+    "protocol": "pinned to 2 (RESP2 reply shapes)",
+    "decode_responses": "pinned to False (bytes everywhere)",
+    "legacy_responses": "reply shapes are pinned",
+    "retry": "set by client_retries (and off for the stream client)",
+    "retry_on_error": "set by client_retries (and off for the stream client)",
+    "retry_on_timeout": "set by client_retries (and off for the stream client)",
+    "cluster_error_retry_attempts": "set by client_retries (and off for the stream client)",
+    "socket_timeout": "use Settings.socket_timeout_s (the stream client also needs > block_ms)",
+    "socket_connect_timeout": "use Settings.socket_connect_timeout_s",
+    "connection_pool": "the pool is built from the url",
+    "connection_class": "the connection class comes from the url scheme",
+    "host": "comes from the url",
+    "port": "comes from the url",
+    "db": "comes from the url",
+    "path": "comes from the url",
+    "unix_socket_path": "comes from the url",
+    "startup_nodes": "comes from the url",
+    "ssl": "use a rediss:// url",
+}
+_SENTINEL_ONLY = ("sentinel_kwargs", "min_other_sentinels")
 _SECRET_QUERY = re.compile(r"([?&](?:password|sentinel_password)=)[^&#]*", re.IGNORECASE)
 
 
@@ -265,3 +289,19 @@ def _pop_db(options: dict[str, Any], segments: list[str], safe: str) -> int:
 
 def _format_host(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_client_options(parsed: ParsedURL, extra: Mapping[str, Any]) -> None:
+    """Refuse URL query options and extra options that would override pinned client values.
+
+    Raises:
+        ConfigError: naming the offending option and what to use instead.
+    """
+    for what, options in (("url option", parsed.options), ("extra option", extra)):
+        for key in options:
+            if key in _PINNED:
+                raise ConfigError(
+                    f"{what} {key} is not allowed for {parsed.redacted}: {_PINNED[key]}"
+                )
+            if key in _SENTINEL_ONLY and parsed.kind != "sentinel":
+                raise ConfigError(f"{what} {key} needs a redis+sentinel:// url")

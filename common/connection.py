@@ -31,7 +31,10 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
-from common._urls import ParsedURL, parse_url, redact_url
+from common._urls import ParsedURL as ParsedURL  # re-exported
+from common._urls import check_client_options
+from common._urls import parse_url as parse_url  # re-exported
+from common._urls import redact_url as redact_url  # re-exported
 from common.errors import (
     ConfigError,
     ConnectionFailedError,
@@ -42,26 +45,6 @@ from common.errors import (
 )
 from common.settings import Settings
 
-__all__ = [
-    "ClientFactory",
-    "ClientOptions",
-    "ParsedURL",
-    "Purpose",
-    "SentinelPrimaryRedis",
-    "check_server",
-    "create_client",
-    "default_client_factory",
-    "parse_url",
-    "redact_url",
-    "register_instance",
-    "reset_global_state",
-    "resolve_url",
-    "set_client_factory",
-    "translate",
-    "translate_errors",
-    "unregister_instance",
-]
-
 log = structlog.get_logger(__name__)
 
 Purpose = Literal["default", "stream"]
@@ -70,29 +53,6 @@ HEALTH_CHECK_INTERVAL_S = 30
 BACKOFF_BASE_S = 0.01
 BACKOFF_CAP_S = 1.0
 STREAM_TIMEOUT_MARGIN_S = 2.0
-
-# Keys an extra option (or URL query option) may not set, with the reason shown to the user.
-_PINNED: Mapping[str, str] = {
-    "protocol": "pinned to 2 (RESP2 reply shapes)",
-    "decode_responses": "pinned to False (bytes everywhere)",
-    "legacy_responses": "reply shapes are pinned",
-    "retry": "set by client_retries (and off for the stream client)",
-    "retry_on_error": "set by client_retries (and off for the stream client)",
-    "retry_on_timeout": "set by client_retries (and off for the stream client)",
-    "cluster_error_retry_attempts": "set by client_retries (and off for the stream client)",
-    "socket_timeout": "use Settings.socket_timeout_s (the stream client also needs > block_ms)",
-    "socket_connect_timeout": "use Settings.socket_connect_timeout_s",
-    "connection_pool": "the pool is built from the url",
-    "connection_class": "the connection class comes from the url scheme",
-    "host": "comes from the url",
-    "port": "comes from the url",
-    "db": "comes from the url",
-    "path": "comes from the url",
-    "unix_socket_path": "comes from the url",
-    "startup_nodes": "comes from the url",
-    "ssl": "use a rediss:// url",
-}
-_SENTINEL_ONLY = ("sentinel_kwargs", "min_other_sentinels")
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,12 +223,7 @@ class SentinelPrimaryRedis(Redis):
 def _client_options(
     settings: Settings, parsed: ParsedURL, extra: Mapping[str, Any], purpose: Purpose
 ) -> ClientOptions:
-    _refuse_pinned(parsed.options, "url option", parsed.redacted)
-    _refuse_pinned(extra, "extra option", parsed.redacted)
-    if parsed.kind != "sentinel":
-        for key in _SENTINEL_ONLY:
-            if key in extra or key in parsed.options:
-                raise ConfigError(f"extra option {key} needs a redis+sentinel:// url")
+    check_client_options(parsed, extra)
     extra = dict(extra)
     sentinel_extra = extra.pop("sentinel_kwargs", None) or {}
     min_other = extra.pop("min_other_sentinels", 0)
@@ -311,12 +266,6 @@ def _client_options(
         min_other_sentinels=min_other,
         settings=settings,
     )
-
-
-def _refuse_pinned(options: Mapping[str, Any], what: str, url: str) -> None:
-    for key in options:
-        if key in _PINNED:
-            raise ConfigError(f"{what} {key} is not allowed for {url}: {_PINNED[key]}")
 
 
 def _retry(retries: int) -> Retry:
