@@ -29,7 +29,8 @@ async def run_demo(settings: Settings, *, sessions: int = 2, turns: int = 3) -> 
             for e in got.events:
                 choice = e.response.choices[0] if e.response and e.response.choices else None
                 text = choice.message.content if choice else ""
-                print(f"  {e.timestamp.to_text()}  {choice.message.role if choice else '?':9} {text}")
+                role = choice.message.role if choice else "?"
+                print(f"  {e.timestamp.to_text()}  {role:9} {text}")
         listed = await svc.list_sessions(UserKey("demo", user), only_meta=True)
         print(f"user {user} has {len(listed)} sessions: {', '.join(s.id for s in listed)}")
         for s in listed:

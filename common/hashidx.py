@@ -311,7 +311,9 @@ class HashIdxEngine:
         )
         return _status(result[0]), list(result[1:])
 
-    async def set_hash(self, hash_key: str, pairs: Sequence[tuple[str, bytes]], ttl_ms: int) -> None:
+    async def set_hash(
+        self, hash_key: str, pairs: Sequence[tuple[str, bytes]], ttl_ms: int
+    ) -> None:
         """HSET ``pairs`` and refresh the TTL in one script (app or user state)."""
         args: list[Arg] = [ttl_ms]
         for field, value in pairs:

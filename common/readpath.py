@@ -11,8 +11,16 @@ from common.errors import DecodeError
 from common.gotime import GoTime
 from common.hashidx import LoadResult
 from common.keys import session_hash
-from common.models import Event, Key, Session, SessionMeta, Summary, TrackEvent, TrackEvents
-from common.models import decode_summary_map
+from common.models import (
+    Event,
+    Key,
+    Session,
+    SessionMeta,
+    Summary,
+    TrackEvent,
+    TrackEvents,
+    decode_summary_map,
+)
 from common.state import merge_scopes
 
 log = structlog.get_logger("sessionstreams.read")

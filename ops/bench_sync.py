@@ -32,12 +32,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import redis.asyncio as aioredis  # noqa: E402
+import redis.asyncio as aioredis
 
-from common.gotime import GoTime  # noqa: E402
-from common.models import Event, Key, Session  # noqa: E402
-from common.settings import Settings  # noqa: E402
-from producer import SessionService  # noqa: E402
+from common.gotime import GoTime
+from common.models import Event, Key, Session
+from common.settings import Settings
+from producer import SessionService
 
 
 @contextmanager
@@ -133,8 +133,11 @@ async def run(url: str, samples: int) -> dict[str, object]:
     await bare.aclose()
     base = statistics.median(times["bare"])
     for name, values in times.items():
-        results[name] = {"p50_us": round(pct(values, 0.5), 1), "p99_us": round(pct(values, 0.99), 1),
-                         "p50_ratio_to_bare": round(statistics.median(values) / base, 2)}
+        results[name] = {
+            "p50_us": round(pct(values, 0.5), 1),
+            "p99_us": round(pct(values, 0.99), 1),
+            "p50_ratio_to_bare": round(statistics.median(values) / base, 2),
+        }
     get1k, get100k = (statistics.median(times[f"get_{n}"]) for n in (1_000, 100_000))
     results["get_100k_over_1k"] = round(get100k / get1k, 2)
     return results

@@ -111,7 +111,7 @@ async def list_sessions(
             continue
         try:
             meta = decode_meta(loaded.meta, key)
-        except Exception:  # noqa: BLE001 - one bad meta must not hide the others
+        except Exception:
             continue
         events: list[Any] = []
         if not only_meta:
@@ -162,7 +162,7 @@ async def list_app_sessions(svc: SessionService, app: str) -> list[Session]:
             continue
         try:
             meta = decode_meta(raw, key)
-        except Exception:  # noqa: BLE001 - skip a corrupt meta, keep the rest
+        except Exception:
             continue
         sessions.append(build_session(key, meta, [], user_states[key.user_id], app_state))
     sessions.sort(key=lambda s: (s.updated_at, s.id), reverse=True)

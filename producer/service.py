@@ -29,13 +29,29 @@ from common.errors import (
 from common.gotime import GoTime
 from common.hashidx import AppendEntry, HashIdxEngine
 from common.keys import KeySpace, validate_app, validate_key, validate_user_key
-from common.models import Event, Key, Session, SessionIndexEntry, SessionMeta, TrackEvent
-from common.models import TrackEvents, UserKey
+from common.models import (
+    Event,
+    Key,
+    Session,
+    SessionIndexEntry,
+    SessionMeta,
+    TrackEvent,
+    TrackEvents,
+    UserKey,
+)
 from common.receipt import Receipt
 from common.scripts import Scripts
 from common.settings import Settings
-from common.state import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, copy_state, decode_hash
-from common.state import b64_patch, split_scopes, strip_prefix
+from common.state import (
+    APP_PREFIX,
+    TEMP_PREFIX,
+    USER_PREFIX,
+    b64_patch,
+    copy_state,
+    decode_hash,
+    split_scopes,
+    strip_prefix,
+)
 from producer import _reads
 from producer.hooks import AppendEventContext, GetSessionContext, run_chain
 
@@ -60,9 +76,10 @@ def _rid() -> str:
 def _check_status(status: str, key: Key) -> None:
     if status in ("applied", "duplicate"):
         return
+    where = f"{key.app_name}/{key.user_id}/{key.session_id}"
     if status in ("session_gone", "superseded"):
-        raise SessionNotFoundError(f"session not found: {key.app_name}/{key.user_id}/{key.session_id}")
-    raise CorruptDataError(f"session {key.app_name}/{key.user_id}/{key.session_id}: {status}")
+        raise SessionNotFoundError(f"session not found: {where}")
+    raise CorruptDataError(f"session {where}: {status}")
 
 
 class SessionService:
@@ -231,7 +248,7 @@ class SessionService:
                 try:
                     meta = SessionMeta.from_json(meta_raw)
                     names.update(_reads.track_names(meta.state or {}))
-                except Exception:  # noqa: BLE001 - a corrupt meta must not block a delete
+                except Exception:
                     pass
             await self.engine.delete(key, sorted(names))
 

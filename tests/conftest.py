@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 import structlog
-from redis_harness import RunningRedis, provide_redis_server
 
 from common import connection
 from common.settings import Settings
+from redis_harness import RunningRedis, provide_redis_server
 
 
 @pytest.fixture(scope="session")

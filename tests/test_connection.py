@@ -12,13 +12,6 @@ import pytest
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 from redis.asyncio.sentinel import SentinelConnectionPool
-from redis_harness import (
-    RunningRedis,
-    free_port,
-    start_redis_server,
-    start_sentinel,
-    start_single_node_cluster,
-)
 from structlog.testing import capture_logs
 
 from common import connection
@@ -46,6 +39,13 @@ from common.errors import (
     StoreTimeoutError,
 )
 from common.settings import Settings
+from redis_harness import (
+    RunningRedis,
+    free_port,
+    start_redis_server,
+    start_sentinel,
+    start_single_node_cluster,
+)
 
 # -- URL parsing -----------------------------------------------------------------------------
 

@@ -73,9 +73,8 @@ async def test_equal_timestamps_keep_append_order(make_service) -> None:
     ts = GoTime(T0)
     ids = ["z", "b", "m", "a"]
     for i, eid in enumerate(ids):
-        await svc.append_event(
-            s, Event.message("user", eid, id=eid, timestamp=ts, state_delta={"seq": str(i).encode()})
-        )
+        delta = {"seq": str(i).encode()}
+        await svc.append_event(s, Event.message("user", eid, id=eid, timestamp=ts, state_delta=delta))
     got = await svc.get_session(s.key)
     assert [e.id for e in got.events] == ids
     assert got.state["seq"] == b"3"
@@ -148,7 +147,7 @@ async def test_after_filter_and_prepend(make_service) -> None:
 
 
 async def test_user_like_text_in_extensions_is_not_a_user_message(make_service) -> None:
-    """An assistant event whose extensions contain "role":"user" does not count as a user message."""
+    """An assistant event with "role":"user" inside its extensions is not a user message."""
     svc = await make_service()
     s = await _session(svc)
     await svc.append_event(s, msg("user", "q", 0))
@@ -264,7 +263,7 @@ async def test_nil_event_and_session_rejected(make_service) -> None:
         await svc.append_event(s, None)  # type: ignore[arg-type]
 
 
-async def test_append_to_missing_session_fails_and_writes_nothing(make_service, redis_client) -> None:
+async def test_append_to_missing_session_fails(make_service, redis_client) -> None:
     """Appending to a session that does not exist raises SessionNotFoundError; no orphan events."""
     svc = await make_service()
     ghost = Session(id="ghost", app_name="app", user_id="u")

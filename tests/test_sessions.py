@@ -17,9 +17,9 @@ import asyncio
 import uuid
 
 import pytest
-from common.models import Event, Key, UserKey
 
 from common.errors import ConnectionFailedError, DecodeError, InvalidKeyError
+from common.models import Event, Key, UserKey
 from producer import SessionService
 
 
@@ -255,14 +255,14 @@ async def test_delete_missing_session_is_fine(make_service) -> None:
 
 async def test_delete_removes_every_key(make_service, redis_client, key_prefix) -> None:
     """Delete removes meta, events, index, summaries, tracks, names, our keys and index entry."""
-    from common.models import TrackEvent
-
     from common.gotime import GoTime
+    from common.models import TrackEvent
 
     svc = await make_service(enable_user_session_index=True)
     s = await svc.create_session(Key("app", "u", "s"))
     await svc.append_event(s, Event.message("user", "hi"))
-    await svc.append_track_event(s, TrackEvent(track="t1", payload=b'{"a":1}', timestamp=GoTime.now()))
+    track = TrackEvent(track="t1", payload=b'{"a":1}', timestamp=GoTime.now())
+    await svc.append_track_event(s, track)
     await redis_client.set(svc.keys.summary(s.key), b"{}")
     await svc.delete_session(s.key)
     left = [k async for k in redis_client.scan_iter(match=f"{key_prefix}:*")]
@@ -270,11 +270,10 @@ async def test_delete_removes_every_key(make_service, redis_client, key_prefix) 
     assert await svc.get_session(s.key) is None
 
 
-async def test_delete_after_meta_expired_still_removes_tracks(make_service, redis_client, key_prefix) -> None:
+async def test_delete_without_meta_removes_tracks(make_service, redis_client, key_prefix) -> None:
     """Track keys named only in the names SET are deleted after the meta is gone."""
-    from common.models import TrackEvent
-
     from common.gotime import GoTime
+    from common.models import TrackEvent
 
     svc = await make_service()
     s = await svc.create_session(Key("app", "u", "s"))
