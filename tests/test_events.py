@@ -73,8 +73,8 @@ async def test_equal_timestamps_keep_append_order(make_service) -> None:
     ts = GoTime(T0)
     ids = ["z", "b", "m", "a"]
     for i, eid in enumerate(ids):
-        delta = {"seq": str(i).encode()}
-        await svc.append_event(s, Event.message("user", eid, id=eid, timestamp=ts, state_delta=delta))
+        e = Event.message("user", eid, id=eid, timestamp=ts, state_delta={"seq": str(i).encode()})
+        await svc.append_event(s, e)
     got = await svc.get_session(s.key)
     assert [e.id for e in got.events] == ids
     assert got.state["seq"] == b"3"
