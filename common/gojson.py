@@ -239,3 +239,128 @@ def _encode_into(value: Any, out: list[bytes]) -> None:
         out.append(compact_raw(bytes(value)))
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as a Go JSON value")
+
+
+# ---------------------------------------------------------------------------------------------
+# A small exact parser for the decoders' slow path
+# ---------------------------------------------------------------------------------------------
+class Num(str):
+    """A JSON number, kept as its literal text (Go decides int vs float per field)."""
+
+    __slots__ = ()
+
+
+class Obj:
+    """A JSON object as Go sees it: members in order, duplicates kept, with raw value spans.
+
+    Attributes:
+        pairs: ``(key, value, start, end)`` tuples; ``text[start:end]`` is the raw value.
+    """
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[str, Any, int, int]]) -> None:
+        self.pairs = pairs
+
+
+_P_WS = re.compile(r"[ \t\n\r]*")
+_P_STR = re.compile(r'"((?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*)"')
+_P_NUM = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def doc_text(data: bytes | bytearray | memoryview | str) -> str:
+    """The document as ``str``; invalid UTF-8 bytes become lone surrogates (``\\udcXX``)."""
+    if isinstance(data, str):
+        return data
+    return bytes(data).decode("utf-8", "surrogateescape")
+
+
+def span_bytes(text: str) -> bytes:
+    """Back from :func:`doc_text` to the original bytes of a span."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
+def _unquote(body: str) -> str:
+    # Go turns invalid UTF-8 and unpaired surrogate escapes into U+FFFD.
+    s = json.loads(f'"{body}"') if "\\" in body else body
+    return _SURROGATE.sub("\ufffd", s) if _SURROGATE.search(s) else s
+
+
+def parse_tree(text: str) -> Any:
+    """Parse one JSON document into ``None``/bool/:class:`Num`/str/list/:class:`Obj`.
+
+    Raises:
+        ValueError: The text is not exactly one JSON value (Go's syntax rules).
+    """
+    value, i = _parse_value(text, _P_WS.match(text, 0).end())  # type: ignore[union-attr]
+    i = _P_WS.match(text, i).end()  # type: ignore[union-attr]
+    if i != len(text):
+        raise ValueError(f"invalid character after top-level value at offset {i}")
+    return value
+
+
+def _parse_value(s: str, i: int) -> tuple[Any, int]:
+    c = s[i : i + 1]
+    if c == '"':
+        m = _P_STR.match(s, i)
+        if m is None:
+            raise ValueError(f"invalid string at offset {i}")
+        return _unquote(m.group(1)), m.end()
+    if c == "{":
+        return _parse_object(s, i)
+    if c == "[":
+        return _parse_array(s, i)
+    for lit, val in (("true", True), ("false", False), ("null", None)):
+        if s.startswith(lit, i):
+            return val, i + len(lit)
+    m = _P_NUM.match(s, i)
+    if m is None:
+        raise ValueError(f"invalid character {c!r} at offset {i}")
+    return Num(m.group()), m.end()
+
+
+def _parse_object(s: str, i: int) -> tuple[Obj, int]:
+    ws = _P_WS.match
+    pairs: list[tuple[str, Any, int, int]] = []
+    i = ws(s, i + 1).end()  # type: ignore[union-attr]
+    if s[i : i + 1] == "}":
+        return Obj(pairs), i + 1
+    while True:
+        m = _P_STR.match(s, i)
+        if m is None:
+            raise ValueError(f"expected an object key at offset {i}")
+        key = _unquote(m.group(1))
+        i = ws(s, m.end()).end()  # type: ignore[union-attr]
+        if s[i : i + 1] != ":":
+            raise ValueError(f"expected ':' at offset {i}")
+        start = ws(s, i + 1).end()  # type: ignore[union-attr]
+        value, end = _parse_value(s, start)
+        pairs.append((key, value, start, end))
+        i = ws(s, end).end()  # type: ignore[union-attr]
+        c = s[i : i + 1]
+        if c == "}":
+            return Obj(pairs), i + 1
+        if c != ",":
+            raise ValueError(f"expected ',' or '}}' at offset {i}")
+        i = ws(s, i + 1).end()  # type: ignore[union-attr]
+
+
+def _parse_array(s: str, i: int) -> tuple[list[Any], int]:
+    ws = _P_WS.match
+    items: list[Any] = []
+    i = ws(s, i + 1).end()  # type: ignore[union-attr]
+    if s[i : i + 1] == "]":
+        return items, i + 1
+    while True:
+        value, i = _parse_value(s, i)
+        items.append(value)
+        i = ws(s, i).end()  # type: ignore[union-attr]
+        c = s[i : i + 1]
+        if c == "]":
+            return items, i + 1
+        if c != ",":
+            raise ValueError(f"expected ',' or ']' at offset {i}")
+        i = ws(s, i + 1).end()  # type: ignore[union-attr]
