@@ -364,15 +364,17 @@ def _event_from_wire(w: _EventIn) -> Event:
         if ch is not u and ch:
             _floatify_choices(ch)
         resp = Response(
-            object="" if ob is u else ob,
-            created=0 if cr is u else cr,
-            model="" if mo is u else mo,
-            choices=None if ch is u else ch,
-            usage=None if us is u else us,
-            system_fingerprint=None if sf is u else sf,
-            error=None if er is u else er,
-            done=False if dn is u else dn,
-            is_partial=False if ip is u else ip,
+            "",
+            "" if ob is u else ob,
+            0 if cr is u else cr,
+            "" if mo is u else mo,
+            None if ch is u else ch,
+            None if us is u else us,
+            None if sf is u else sf,
+            None if er is u else er,
+            _ZERO,
+            False if dn is u else dn,
+            False if ip is u else ip,
         )
     meta = w.response
     if meta is not u and meta is not None:
@@ -383,23 +385,23 @@ def _event_from_wire(w: _EventIn) -> Event:
     lrt = w.longRunningToolIDs
     ext = w.extensions
     return Event(
-        response=resp,
-        request_id=w.requestID,
-        invocation_id=w.invocationId,
-        parent_invocation_id=w.parentInvocationId,
-        parent_metadata=w.parentMetadata,
-        author=w.author,
-        id=w.id,
-        timestamp=_ZERO if w.timestamp is u else GoTime.parse(w.timestamp),
-        branch=w.branch,
-        tag=w.tag,
-        requires_completion=w.requiresCompletion,
-        long_running_tool_ids=None if lrt is None else set(lrt),
-        state_delta=w.stateDelta,
-        extensions=None if ext is None else {k: _raw_norm(bytes(v)) for k, v in ext.items()},
-        actions=w.actions,
-        filter_key=w.filterKey,
-        version=w.version,
+        resp,
+        w.requestID,
+        w.invocationId,
+        w.parentInvocationId,
+        w.parentMetadata,
+        w.author,
+        w.id,
+        _ZERO if w.timestamp is u else GoTime.parse(w.timestamp),
+        w.branch,
+        w.tag,
+        w.requiresCompletion,
+        None if lrt is None else set(lrt),
+        w.stateDelta,
+        None if ext is None else {k: _raw_norm(bytes(v)) for k, v in ext.items()},
+        w.actions,
+        w.filterKey,
+        w.version,
     )
 
 

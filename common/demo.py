@@ -23,9 +23,9 @@ async def run_demo(settings: Settings, *, sessions: int = 2, turns: int = 3) -> 
                 await svc.append_event(s, Event.message("assistant", f"answer {t}"))
             got = await svc.get_session(s.key, num_events=4)
             assert got is not None
+            turn, greeting = got.state.get("turn"), got.state.get("app:greeting")
             print(f"session {got.id}: {len(got.events)} newest events, "
-                  f"state turn={got.state['turn'].decode()!r} "
-                  f"app:greeting={got.state['app:greeting'].decode()!r}")
+                  f"state turn={turn!r} app:greeting={greeting!r}")
             for e in got.events:
                 choice = e.response.choices[0] if e.response and e.response.choices else None
                 text = choice.message.content if choice else ""

@@ -103,12 +103,32 @@ _ZONE = re.compile(r"[+-]\d\d:\d\d\Z", re.ASCII)
 
 
 # Lookup tables for the fast parser: "HH:MM:" -> seconds, "SS" -> seconds (fixed size), and
-# a memo "YYYY-MM-DDT" -> day number (cleared when it reaches _DAYS_OF_MAX entries).
+# memos "YYYY-MM-DDT" -> day number and "YYYY-MM-DDTHH:MM:SS" -> Unix seconds (each cleared
+# when it reaches _DAYS_OF_MAX entries, so memory stays bounded).
 _HM_S: Final = {f"{h:02d}:{m:02d}:": h * 3600 + m * 60 for h in range(24) for m in range(60)}
 _SS_S: Final = {f"{s:02d}": s for s in range(60)}
 _DAYS_OF: dict[str, int] = {}
 _DAYS_OF_MAX: Final = 4096
 _DATE_PREFIX = re.compile(r"\d{4}-\d\d-\d\dT\Z", re.ASCII)
+
+
+_SECS_OF: dict[str, int] = {}
+
+
+def _head_seconds(head: str) -> int | None:
+    """Unix seconds of a valid ``YYYY-MM-DDTHH:MM:SS`` (memoised), or None."""
+    days = _DAYS_OF.get(head[:11])
+    if days is None:
+        days = _date_prefix_days(head[:11])
+    hm = _HM_S.get(head[11:17])
+    sec = _SS_S.get(head[17:19])
+    if days is None or hm is None or sec is None:
+        return None
+    secs = days * 86_400 + hm + sec
+    if len(_SECS_OF) >= _DAYS_OF_MAX:
+        _SECS_OF.clear()
+    _SECS_OF[head] = secs
+    return secs
 
 
 def _date_prefix_days(prefix: str) -> int | None:
@@ -236,16 +256,15 @@ class GoTime:
         """
         # Fast path for the shapes Go and most writers produce; anything else (or any doubt)
         # goes to the general parser, which also produces the errors.
+        if text == "0001-01-01T00:00:00Z":
+            return _ZERO_TIME
         if type(text) is not str or len(text) < 20 or not text.isascii():
             return _parse_slow(text)
-        days = _DAYS_OF.get(text[:11])
-        if days is None:
-            days = _date_prefix_days(text[:11])
-        hm = _HM_S.get(text[11:17])
-        sec = _SS_S.get(text[17:19])
-        if days is None or hm is None or sec is None:
-            return _parse_slow(text)
-        secs = days * 86_400 + hm + sec
+        secs = _SECS_OF.get(text[:19])
+        if secs is None:
+            secs = _head_seconds(text[:19])
+            if secs is None:
+                return _parse_slow(text)
         if text[-1] == "Z":
             off = 0
             end = len(text) - 1
@@ -385,4 +404,4 @@ def _make(unix_ns: int, offset_s: int) -> GoTime:
     return t
 
 
-GoTime.ZERO = _make(_ZERO_UNIX_NS, 0)
+GoTime.ZERO = _ZERO_TIME = _make(_ZERO_UNIX_NS, 0)

@@ -280,8 +280,11 @@ class ResponseError(_Wire):
     code: str = ""
 
 
-class Response(msgspec.Struct, kw_only=True):
-    """``model.Response``, embedded (flattened) in :class:`Event` on the wire."""
+class Response(msgspec.Struct):
+    """``model.Response``, embedded (flattened) in :class:`Event` on the wire.
+
+    Positional construction follows the field order (Go's); keywords are clearer.
+    """
 
     id: str = ""
     object: str = ""
@@ -317,8 +320,10 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-class Event(msgspec.Struct, kw_only=True):
+class Event(msgspec.Struct):
     """``event.Event``: one agent event, stored as Go's ``json.Marshal(event)``.
+
+    Prefer keyword arguments; positional ones follow the field order below.
 
     Defaults follow Go's ``event.New``: a random id, the current time and version 1. Decoding
     never uses them: an absent key decodes to Go's zero value.
