@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from redis.asyncio import RedisCluster
+
 from common.errors import CorruptDataError
 from common.keys import KeySpace
 from common.models import Key, UserKey
@@ -59,6 +61,7 @@ class LoadResult(msgspec.Struct):
     track_names: list[str]
     events: list[bytes]
     prepend: bytes | None
+    app_state: dict[str, bytes]
 
 
 def _pairs_to_dict(flat: Sequence[bytes]) -> dict[str, bytes]:
@@ -76,6 +79,9 @@ class HashIdxEngine:
         self.client = client
         self.keys = keys
         self.scripts = scripts
+        # On one node a script may read a key of another slot: the app state then comes
+        # back with the session read, saving a pipelined command.
+        self.single_node = not isinstance(client, RedisCluster)
 
     # -- create / delete ----------------------------------------------------------------
     async def create(
@@ -122,26 +128,35 @@ class HashIdxEngine:
 
     # -- reads --------------------------------------------------------------------------
     def load_call(self, key: Key, limit: int, after_ns: int | None, flags: str) -> tuple[Any, ...]:
-        """A pipeline call tuple for :meth:`Scripts.run_pipeline` reading one session."""
+        """A pipeline call tuple for :meth:`Scripts.run_pipeline` reading one session.
+
+        Flag ``a`` (app state) is only honoured on a single node; see :attr:`single_node`.
+        """
         k = self.keys
+        keys = [
+            k.meta(key),
+            k.event_data(key),
+            k.event_index(key),
+            k.summary(key),
+            k.user_state(key),
+            k.track_names(key),
+        ]
+        if "a" in flags:
+            if self.single_node:
+                keys.append(k.app_state(key.app_name))
+            else:
+                flags = flags.replace("a", "")
         return (
             "script",
             "hashidx_load",
-            [
-                k.meta(key),
-                k.event_data(key),
-                k.event_index(key),
-                k.summary(key),
-                k.user_state(key),
-                k.track_names(key),
-            ],
+            keys,
             [max(limit, 0), "" if after_ns is None else str(after_ns), flags],
         )
 
     @staticmethod
     def parse_load(raw: Sequence[Any]) -> LoadResult:
         """Turn a hashidx_load reply into a LoadResult."""
-        meta, summary, ustate, names, events, prepend = raw
+        meta, summary, ustate, names, events, prepend, astate = raw
         return LoadResult(
             meta=meta or None,
             summary=summary or None,
@@ -149,6 +164,7 @@ class HashIdxEngine:
             track_names=[n.decode("utf-8", "replace") for n in names],
             events=list(events),
             prepend=prepend or None,
+            app_state=_pairs_to_dict(astate),
         )
 
     async def find_user_before(self, key: Key, first_event_id: str) -> bytes | None:

@@ -61,12 +61,14 @@ async def get_session(
 ) -> Session | None:
     """Load one HashIdx session: one pipeline, plus one call per extra need (tracks)."""
     engine: HashIdxEngine = svc.engine
-    calls = [
-        engine.load_call(key, limit, _ns(after), "estu"),
-        ("cmd", "HGETALL", svc.keys.app_state(key.app_name)),
-    ]
-    raw_load, raw_app = await svc.scripts.run_pipeline(svc.client, calls)
-    loaded = engine.parse_load(raw_load)
+    call = engine.load_call(key, limit, _ns(after), "estua")
+    if engine.single_node:
+        loaded = engine.parse_load(await svc.scripts.call(svc.client, *call[1:]))
+        app_state = loaded.app_state
+    else:
+        app_call = ("cmd", "HGETALL", svc.keys.app_state(key.app_name))
+        raw_load, raw_app = await svc.scripts.run_pipeline(svc.client, [call, app_call])
+        loaded, app_state = engine.parse_load(raw_load), _hash(raw_app)
     if loaded.meta is None:
         return None
     meta = decode_meta(loaded.meta, key)
@@ -74,7 +76,7 @@ async def get_session(
     if lookup:
         found = await engine.find_user_before(key, events[0].id)
         events = decode_events([found], key) + events if found else []
-    session = build_session(key, meta, events, loaded.user_state, _hash(raw_app))
+    session = build_session(key, meta, events, loaded.user_state, app_state)
     attach_summaries(session, loaded.summary)
     names = track_names(meta.state or {}, loaded.track_names)
     if names:

@@ -189,9 +189,10 @@ class SessionService:
         self._check_open()
         validate_key(key)
         ctx = GetSessionContext(key=key, num_events=num_events, after=_as_gotime(after))
-        session: Session | None = await run_chain(
-            self.settings.get_session_hooks, ctx, self._get_final
-        )
+        hooks = self.settings.get_session_hooks
+        if not hooks:
+            return await self._get_final(ctx)
+        session: Session | None = await run_chain(hooks, ctx, self._get_final)
         return session
 
     async def _get_final(self, ctx: GetSessionContext) -> Session | None:
@@ -270,9 +271,10 @@ class SessionService:
         key = session.key
         validate_key(key)
         ctx = AppendEventContext(session=session, event=event, key=key)
-        receipt: Receipt = await run_chain(
-            self.settings.append_event_hooks, ctx, self._append_final
-        )
+        hooks = self.settings.append_event_hooks
+        if not hooks:
+            return await self._append_final(ctx)
+        receipt: Receipt = await run_chain(hooks, ctx, self._append_final)
         return receipt
 
     async def _append_final(self, ctx: AppendEventContext) -> Receipt:

@@ -1,17 +1,19 @@
 -- hashidx_load: read one HashIdx session: meta, an event window, summary, user state, tracks.
 -- KEYS[1] meta  KEYS[2] evtdata  KEYS[3] evtidx:time  KEYS[4] sesssum  KEYS[5] userstate
--- KEYS[6] trkidx:names
+-- KEYS[6] trkidx:names  KEYS[7] appstate (optional: only on a single-node server, where a
+-- key of another slot may be read; on Cluster the caller pipelines HGETALL beside the script)
 -- ARGV[1] limit (0 = every event)  ARGV[2] lowest timestamp ns ('' = none)
--- ARGV[3] flags: 'e' events, 's' summary, 'u' user state, 't' track names
+-- ARGV[3] flags: 'e' events, 's' summary, 'u' user state, 't' track names, 'a' app state
 -- Returns {meta|false, summary|false, {user state field, value, ...}, {track names},
---          {event JSON of the window, oldest first}, newest earlier user message JSON|false}.
+--          {event JSON of the window, oldest first}, newest earlier user message JSON|false,
+--          {app state field, value, ...}}.
 -- The window is the newest `limit` events at or after the timestamp. When no event of the
 -- window looks like a user message, the newest earlier user message is returned beside it
 -- (the reference filtering prepends it). Reads only; never touches a TTL.
 
 local meta = redis.call('GET', KEYS[1])
 if not meta then
-  return {false, false, {}, {}, {}, false}
+  return {false, false, {}, {}, {}, false, {}}
 end
 local limit = tonumber(ARGV[1])
 local after = ARGV[2]
@@ -20,7 +22,10 @@ local function want(f)
   return string.find(flags, f, 1, true) ~= nil
 end
 
-local summary, ustate, names, events, prepend = false, {}, {}, {}, false
+local summary, ustate, names, events, prepend, astate = false, {}, {}, {}, false, {}
+if want('a') then
+  astate = redis.call('HGETALL', KEYS[7])
+end
 if want('s') then
   summary = redis.call('GET', KEYS[4])
 end
@@ -67,4 +72,4 @@ if want('e') then
     prepend = json or false
   end
 end
-return {meta, summary, ustate, names, events, prepend}
+return {meta, summary, ustate, names, events, prepend, astate}
