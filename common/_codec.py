@@ -16,6 +16,7 @@ decoding into existing structs merges, strict base64, the two-pass event decode.
 from __future__ import annotations
 
 import logging
+import re
 import types
 import typing
 from typing import Any, Final
@@ -51,6 +52,7 @@ from common.models import (
 )
 
 _log = logging.getLogger(__name__)
+_SURROGATES = re.compile("[\ud800-\udfff]")
 _ZERO = GoTime.ZERO
 _raw_norm = gojson.compact_raw
 _escape = gojson.escape_html
@@ -318,7 +320,7 @@ def _logprobs(lp: Logprobs) -> bytes:
 def _scrub(obj: Any) -> Any:
     """A copy of ``obj`` with lone surrogates replaced by U+FFFD (only on the error path)."""
     if isinstance(obj, str):
-        return obj.encode("utf-8", "replace").decode("utf-8")
+        return _SURROGATES.sub("\ufffd", obj)
     if isinstance(obj, msgspec.Struct):
         changes = {f: _scrub(getattr(obj, f)) for f in obj.__struct_fields__}
         return _replace(obj, **changes)
