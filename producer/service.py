@@ -8,6 +8,7 @@ carrying a request id so a retried command never applies twice.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -69,8 +70,13 @@ def _as_gotime(value: Timestamp) -> GoTime | None:
     raise InvalidArgumentError(f"expected a datetime or GoTime, not {type(value).__name__}")
 
 
+_RID_PREFIX = uuid.uuid4().hex[:16]
+_rid_counter = itertools.count()
+
+
 def _rid() -> str:
-    return uuid.uuid4().hex
+    """A request id unique across processes: a random process prefix and a counter."""
+    return f"{_RID_PREFIX}-{next(_rid_counter)}"
 
 
 def _check_status(status: str, key: Key) -> None:

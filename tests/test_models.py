@@ -692,3 +692,101 @@ def test_models_are_msgspec_structs() -> None:
     assert names["request_id"] == "requestID"
     assert names["long_running_tool_ids"] == "longRunningToolIDs"
     assert Key("a", "u", "s") == Key(app_name="a", user_id="u", session_id="s")
+
+
+# ---------------------------------------------------------------------------------------------
+# Property: any event survives encode -> decode (both paths) -> encode
+# ---------------------------------------------------------------------------------------------
+_text = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=12)
+_floats = st.floats(allow_nan=False, allow_infinity=False)
+_json_values = st.recursive(
+    st.none() | st.booleans() | _floats | st.integers(-(10**6), 10**6) | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+_messages = st.builds(
+    Message,
+    role=st.sampled_from(["", "user", "assistant", "tool"]),
+    content=_text,
+    tool_id=_text,
+    reasoning_content=_text,
+    content_parts=st.none()
+    | st.lists(st.builds(ContentPart, type=_text, text=st.none() | _text), max_size=2),
+    tool_calls=st.none()
+    | st.lists(
+        st.builds(
+            ToolCall,
+            type=_text,
+            function=st.builds(FunctionDef, name=_text, arguments=_text, strict=st.booleans()),
+            id=_text,
+            index=st.none() | st.integers(0, 5),
+            extra_fields=st.none() | st.dictionaries(_text, _json_values, max_size=3),
+        ),
+        max_size=2,
+    ),
+)
+_choices = st.builds(
+    Choice,
+    index=st.integers(0, 3),
+    message=_messages,
+    delta=_messages,
+    finish_reason=st.none() | _text,
+    logprobs=st.none()
+    | st.builds(
+        Logprobs,
+        content=st.none()
+        | st.lists(st.builds(TokenLogprob, token=_text, logprob=_floats), max_size=2),
+    ),
+)
+_times = st.builds(GoTime, st.integers(MIN_NS, MAX_NS), OFFSETS)
+_responses = st.builds(
+    Response,
+    id=_text,
+    object=_text,
+    created=st.integers(-(2**63), 2**63 - 1),
+    model=_text,
+    choices=st.none() | st.lists(_choices, max_size=2),
+    usage=st.none() | st.builds(Usage, prompt_tokens=st.integers(0, 10**6)),
+    system_fingerprint=st.none() | _text,
+    timestamp=_times,
+    done=st.booleans(),
+    is_partial=st.booleans(),
+)
+_events = st.builds(
+    Event,
+    response=st.none() | _responses,
+    request_id=_text,
+    invocation_id=_text,
+    author=_text,
+    id=_text,
+    timestamp=_times,
+    branch=_text,
+    tag=_text,
+    requires_completion=st.booleans(),
+    long_running_tool_ids=st.none() | st.sets(_text, max_size=3),
+    state_delta=st.none() | st.dictionaries(_text, st.none() | st.binary(max_size=8), max_size=3),
+    extensions=st.none()
+    | st.dictionaries(
+        _text, st.none() | _json_values.map(lambda v: json.dumps(v).encode()), max_size=3
+    ),
+    actions=st.none() | st.builds(EventActions, skip_summarization=st.booleans()),
+    filter_key=_text,
+    version=st.integers(0, 2),
+)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(_events)
+def test_any_event_round_trips(event: Event) -> None:
+    """Encode -> fast decode -> encode is stable, and the slow path decodes the same event."""
+    data = event.to_json()
+    json.loads(data)  # always valid JSON
+    fast = Event.from_json(data)
+    assert fast.to_json() == data
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(codec, "_decode_event_in", _raise)
+        assert Event.from_json(data) == fast
+
+
+def _raise(_data: Any) -> Any:
+    raise ValueError("forced slow path")

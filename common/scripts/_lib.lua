@@ -119,7 +119,12 @@ local function ss_parse_time(text)
 end
 
 -- True when time text a is strictly later than b (an unparseable b counts as earliest).
+-- Two UTC texts of one length compare as strings (fixed-width fields); others are parsed.
 local function ss_time_after(a, b)
+  if type(b) == 'string' and #a == #b and string.byte(a, -1) == 90 and string.byte(b, -1) == 90
+      and string.byte(a, 20) == string.byte(b, 20) then
+    return a > b
+  end
   local as, an = ss_parse_time(a)
   if not as then
     return false
