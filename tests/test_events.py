@@ -464,3 +464,29 @@ async def test_trim_spans_batches(make_service) -> None:
     assert len(removed) == 155
     got = await svc.get_session(s.key)
     assert len(got.events) == 5
+
+
+async def test_wrong_type_meta_reports_and_writes_nothing(make_service, redis_client) -> None:
+    """A meta key of the wrong Redis type: CorruptDataError, and no event key is created."""
+    from common.errors import CorruptDataError
+
+    svc = await make_service()
+    s = await _session(svc)
+    await redis_client.delete(svc.keys.meta(s.key))
+    await redis_client.hset(svc.keys.meta(s.key), "x", "y")
+    with pytest.raises(CorruptDataError, match="wrong Redis type"):
+        await svc.append_event(s, msg("user", "x", 1, state_delta={"k": b"v"}))
+    assert await redis_client.exists(svc.keys.event_data(s.key)) == 0
+    assert await redis_client.exists(svc.keys.applied(s.key)) == 0
+
+
+async def test_corrupt_meta_json_reports_and_writes_nothing(make_service, redis_client) -> None:
+    """A meta that is not JSON fails the append as CorruptDataError; nothing is written."""
+    from common.errors import CorruptDataError
+
+    svc = await make_service()
+    s = await _session(svc)
+    await redis_client.set(svc.keys.meta(s.key), b"{oops")
+    with pytest.raises(CorruptDataError, match="not a JSON object"):
+        await svc.append_event(s, msg("user", "x", 1))
+    assert await redis_client.exists(svc.keys.event_data(s.key)) == 0

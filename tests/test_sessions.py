@@ -281,3 +281,15 @@ async def test_delete_without_meta_removes_tracks(make_service, redis_client, ke
     await redis_client.delete(svc.keys.meta(s.key))
     await svc.delete_session(s.key)
     assert [k async for k in redis_client.scan_iter(match=f"{key_prefix}:*")] == []
+
+
+async def test_list_with_index_sends_no_scan(make_service, redis_client) -> None:
+    """With the user session index, listing uses HSCAN on one key and never SCAN."""
+    svc = await make_service(enable_user_session_index=True)
+    for i in range(3):
+        await svc.create_session(Key("app", "u", f"s{i}"))
+    await redis_client.config_resetstat()
+    assert len(await svc.list_sessions(UserKey("app", "u"))) == 3
+    stats = await redis_client.info("commandstats")
+    assert "cmdstat_scan" not in stats
+    assert "cmdstat_hscan" in stats
