@@ -10,7 +10,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
-
 from redis.asyncio import RedisCluster
 
 from common.errors import CorruptDataError
