@@ -339,14 +339,14 @@ def _scrub(obj: Any) -> Any:
 def decode_event(data: bytes | bytearray | memoryview | str) -> Event:
     """Decode an event: msgspec fast path, exact slow path when it fails."""
     try:
-        return _event_from_wire(_decode_event_in(data))
+        return _event_from_wire(_decode_event_in(data), data)
     except Exception:
         pass
     ev: Event = _slow(data, lambda dec, tree: dec.event(tree))
     return ev
 
 
-def _event_from_wire(w: _EventIn) -> Event:
+def _event_from_wire(w: _EventIn, data: bytes | bytearray | memoryview | str) -> Event:
     ob, cr, mo, ch, us, sf, er, dn, ip = (
         w.object,
         w.created,
@@ -364,7 +364,7 @@ def _event_from_wire(w: _EventIn) -> Event:
         ob is u and cr is u and mo is u and ch is u and us is u and sf is u and er is u
     ) or not (dn is u and ip is u):
         if ch is not u and ch:
-            _floatify_choices(ch)
+            _floatify_choices(ch, data)
         resp = Response(
             "",
             "" if ob is u else ob,
@@ -407,14 +407,26 @@ def _event_from_wire(w: _EventIn) -> Event:
     )
 
 
-def _floatify_choices(choices: list[Choice]) -> None:
-    """Go decodes ``extra_fields`` numbers as float64; do the same after msgspec."""
+def _floatify_choices(choices: list[Choice], data: bytes | bytearray | memoryview | str) -> None:
+    """Go decodes ``extra_fields`` numbers as float64; do the same after msgspec.
+
+    msgspec reads ``-0`` as the int 0, losing the sign Go keeps, so such documents go to the
+    exact decoder instead.
+    """
     for c in choices:
         for m in (c.message, c.delta):
             if m.tool_calls:
                 for t in m.tool_calls:
                     if t.extra_fields:
+                        if _has_negative_zero(data):
+                            raise ValueError("-0 in extra_fields needs the exact decoder")
                         t.extra_fields = _floatify(t.extra_fields)
+
+
+def _has_negative_zero(data: bytes | bytearray | memoryview | str) -> bool:
+    if isinstance(data, str):
+        return "-0" in data
+    return b"-0" in (bytes(data) if isinstance(data, memoryview) else data)
 
 
 def _floatify(v: Any) -> Any:
