@@ -11,6 +11,10 @@ anything unusual (mis-cased or unknown keys, ``null`` scalars, lenient base64, a
 ``response``) makes it fail. The slow path then parses the text itself (keeping duplicate keys
 and raw spans) and applies Go's rules: case-insensitive keys, ``null`` keeps zero values,
 decoding into existing structs merges, strict base64, the two-pass event decode.
+
+Known gap: a document that repeats an object-valued key with the exact same spelling is taken
+by the fast path with "last wins", where Go would merge the two objects. Neither Go, cjson nor
+this encoder writes duplicate keys.
 """
 
 from __future__ import annotations
