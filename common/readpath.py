@@ -26,6 +26,8 @@ from common.state import merge_scopes
 log = structlog.get_logger("sessionstreams.read")
 
 STORAGE_TYPE = "storage_type"
+#: service_meta key of the incarnation (the meta generation) streamed writes are checked against.
+INCARNATION = "incarnation"
 HASHIDX = "hashidx"
 ZSET = "zset"
 
@@ -130,7 +132,7 @@ def build_session(
         created_at=meta.created_at,
         updated_at=meta.updated_at,
         hash=session_hash(key),
-        service_meta={STORAGE_TYPE: storage},
+        service_meta={STORAGE_TYPE: storage, INCARNATION: meta.generation},
     )
 
 

@@ -7,9 +7,7 @@ carrying a request id so a retried command never applies twice.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -18,10 +16,10 @@ from typing import Any
 import msgspec
 
 from common.connection import check_server, create_client, translate_errors
+from common.entries import Kind, StatePayload, StreamEntry, TrackPayload
 from common.errors import (
     ClosedError,
     CorruptDataError,
-    DeadLetteredError,
     InvalidArgumentError,
     InvalidKeyError,
     PersistTimeoutError,
@@ -40,6 +38,7 @@ from common.models import (
     TrackEvents,
     UserKey,
 )
+from common.readpath import HASHIDX, INCARNATION, STORAGE_TYPE
 from common.receipt import Receipt
 from common.scripts import Scripts
 from common.settings import Settings
@@ -54,12 +53,11 @@ from common.state import (
     strip_prefix,
 )
 from producer import _reads
+from producer._streams import StreamWriter
 from producer.hooks import AppendEventContext, GetSessionContext, run_chain
 
 Timestamp = GoTime | datetime | None
 
-# Outcome codes of the request record (see common/scripts/_lib.lua).
-_OUTCOMES = {1: "applied", 2: "session_gone", 3: "superseded", 4: "invalid", 5: "dead_lettered"}
 
 
 def _as_gotime(value: Timestamp) -> GoTime | None:
@@ -103,6 +101,10 @@ class SessionService:
         self.keys = KeySpace(settings.key_prefix)
         self.scripts = Scripts(disable_cache=settings.disable_script_cache)
         self.engine = HashIdxEngine(self.client, self.keys, self.scripts)
+        self._streams = (
+            StreamWriter(self.client, self.keys, self.scripts, settings)
+            if settings.enable_async_persist else None
+        )
         self._started = False
         self._closed = False
         self._errors = translate_errors(settings.url or None)
@@ -122,16 +124,52 @@ class SessionService:
         await self.close()
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Wait until every write of this process is persisted (immediate in sync mode)."""
-        del timeout
+        """Wait until every write of this process is persisted (immediate in sync mode).
+
+        Raises:
+            PersistTimeoutError: writes still pending after ``timeout`` seconds.
+        """
+        if self._streams is not None:
+            async with self._errors:
+                await self._streams.flush(timeout)
 
     async def close(self, timeout: float | None = None) -> None:
         """Flush, then close the Redis clients. A second call does nothing."""
         if self._closed:
             return
-        await self.flush(timeout)
         self._closed = True
-        await self.client.aclose()
+        try:
+            await self.flush(timeout)
+        finally:
+            await self.client.aclose()
+
+    def _stream_entry(self, session: Session, kind: Kind, **payload: Any) -> StreamEntry:
+        """A stream entry for ``session`` carrying its route, incarnation and limits."""
+        s = self.settings
+        return StreamEntry(
+            kind=kind,
+            app=session.app_name,
+            user=session.user_id,
+            sid=session.id,
+            route=session.service_meta.get(STORAGE_TYPE, HASHIDX),
+            incarnation=session.service_meta.get(INCARNATION, ""),
+            producer_ts=GoTime.now().to_text(),
+            ttl_ms=self._ttl_ms,
+            storage_limit=s.storage_limit,
+            user_state_ttl_ms=s.user_state_ttl_s * 1000,
+            app_state_ttl_ms=s.app_state_ttl_s * 1000,
+            **payload,
+        )
+
+    async def _read_your_writes(self, key: Key) -> None:
+        """Before a read: wait for this process's pending writes of the session."""
+        if self._streams is None or not self._streams.pending_for(key):
+            return
+        try:
+            await self._streams.wait_session(key, self.settings.read_your_writes_wait_s)
+        except PersistTimeoutError:
+            if not self.settings.read_your_writes_stale_ok:
+                raise
 
     def _check_open(self) -> None:
         if self._closed:
@@ -203,6 +241,7 @@ class SessionService:
 
     async def _get_final(self, ctx: GetSessionContext) -> Session | None:
         limit = ctx.num_events if ctx.num_events > 0 else max(self.settings.session_event_limit, 0)
+        await self._read_your_writes(ctx.key)
         async with self._errors:
             return await _reads.get_session(self, ctx.key, limit, ctx.after)
 
@@ -225,6 +264,9 @@ class SessionService:
         if offset < 0 or limit < 0:
             raise InvalidArgumentError("list session page requires offset >= 0 and limit >= 0")
         events_limit = num_events if num_events > 0 else max(self.settings.session_event_limit, 0)
+        if self._streams is not None:
+            for pending_key in self._streams.pending_keys(user_key):
+                await self._read_your_writes(pending_key)
         async with self._errors:
             sessions = await _reads.list_sessions(
                 self, user_key, only_meta, events_limit, _as_gotime(after)
@@ -299,21 +341,26 @@ class SessionService:
         return await self._append_many(session, list(events), key)
 
     async def _append_many(self, session: Session, events: list[Event], key: Key) -> list[Receipt]:
-        entries: list[AppendEntry] = []
-        app_pairs: list[tuple[str, bytes]] = []
+        built: list[tuple[AppendEntry, list[tuple[str, bytes]]]] = []
         now = GoTime.now()
         for event in events:
             if not event.id:
                 event.id = str(uuid.uuid4())
             _update_in_memory(session, event, now)
-            if event.is_partial:
-                continue
-            entry, app = _entry_for(event, now)
-            entries.append(entry)
-            app_pairs.extend(app)
-        receipts = [Receipt(key, -1, "", e.rid) for e in entries]
-        if not entries:
+            if not event.is_partial:
+                built.append(_entry_for(event, now))
+        if not built:
             return [Receipt(key, -1, "", _rid()) for _ in events]
+        if self._streams is not None:
+            streamed = [
+                self._stream_entry(session, "event", event=entry, app_pairs=tuple(app))
+                for entry, app in built
+            ]
+            async with self._errors:
+                return await self._streams.submit(key, streamed)
+        entries = [entry for entry, _ in built]
+        app_pairs = [pair for _, app in built for pair in app]
+        receipts = [Receipt(key, -1, "", e.rid) for e in entries]
         async with self._errors:
             await self._write_scopes(key, app_pairs, [])
             statuses = await self.engine.append(
@@ -338,6 +385,17 @@ class SessionService:
         _add_track_in_memory(session, track_event)
         rid = _rid()
         s = self.settings
+        if self._streams is not None:
+            payload = TrackPayload(
+                rid=rid, track=track_event.track, track_json=track_event.to_json(),
+                ts_ns=track_event.timestamp.unix_ns, track_ttl_s=s.track_ttl_s,
+                persist=s.track_ttl_explicit_none,
+            )
+            async with self._errors:
+                (receipt,) = await self._streams.submit(
+                    key, [self._stream_entry(session, "track", track=payload)]
+                )
+            return receipt
         async with self._errors:
             status = await self.engine.append_track(
                 key, rid=rid, track=track_event.track, track_json=track_event.to_json(),
@@ -354,6 +412,7 @@ class SessionService:
         """Events of one track, oldest first (``num_events`` 0 = all); read even without meta."""
         self._check_open()
         validate_key(key)
+        await self._read_your_writes(key)
         async with self._errors:
             return await _reads.track_events(self, key, track, num_events, _as_gotime(after))
 
@@ -365,6 +424,7 @@ class SessionService:
         self._check_open()
         validate_key(key)
         count = max(count, 1)
+        await self._read_your_writes(key)
         async with self._errors:
             if not await self.client.exists(self.keys.meta(key)):
                 return []
@@ -388,6 +448,14 @@ class SessionService:
                 raise InvalidKeyError(f"{k} is not allowed, use update_user_state instead")
         patch = {k: v for k, v in values.items() if not k.startswith(TEMP_PREFIX)}
         rid = _rid()
+        if self._streams is not None:
+            entry = self._stream_entry(
+                Session(id=key.session_id, app_name=key.app_name, user_id=key.user_id),
+                "state", state=StatePayload(rid=rid, patch_json=b64_patch(patch)),
+            )
+            async with self._errors:
+                (receipt,) = await self._streams.submit(key, [entry])
+            return receipt
         async with self._errors:
             status = await self.engine.update_state(
                 key, rid=rid, patch_json=b64_patch(patch), producer_ts=GoTime.now().to_text(),
@@ -462,7 +530,9 @@ class SessionService:
 
     # -- receipts -----------------------------------------------------------------------
     async def wait_persisted(self, receipt: Receipt | str, timeout: float = 5.0) -> str:
-        """Wait until a write reached its outcome; returns ``applied`` or ``duplicate``.
+        """Wait until a write reached its outcome; returns ``applied``.
+
+        A receipt may come from another process (``str(receipt)`` / ``Receipt.parse``).
 
         Raises:
             SessionNotFoundError: the session was deleted, re-created or expired meanwhile.
@@ -473,23 +543,10 @@ class SessionService:
             receipt = Receipt.parse(receipt)
         if not receipt.streamed:
             return "applied"
-        deadline = time.monotonic() + timeout
-        applied_key = self.keys.applied(receipt.key)
-        delay = 0.002
-        while True:
-            async with self._errors:
-                score = await self.client.zscore(applied_key, receipt.rid)
-            if score is not None:
-                outcome = _OUTCOMES.get(int(score) % 8, "invalid")
-                if outcome == "applied":
-                    return outcome
-                if outcome == "dead_lettered":
-                    raise DeadLetteredError(f"write {receipt.rid} was dead-lettered")
-                raise SessionNotFoundError(f"write {receipt.rid}: {outcome}")
-            if time.monotonic() >= deadline:
-                raise PersistTimeoutError(f"write {receipt.rid} not persisted in {timeout}s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        writer = self._streams or StreamWriter(self.client, self.keys, self.scripts, self.settings)
+        async with self._errors:
+            outcomes = await writer.wait([receipt], timeout)
+        return outcomes[receipt.rid]
 
 
 def _state_field(key: str, prefix: str) -> str:

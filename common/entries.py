@@ -1,0 +1,87 @@
+"""Stream entries of the persist pipeline, msgspec-encoded (msgpack) once by the producer.
+
+One entry per request. New fields get defaults; field types never change (``ENTRY_FORMAT`` is
+bumped when an incompatible change is unavoidable).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from common.errors import DecodeError
+from common.hashidx import AppendEntry
+from common.models import Key
+
+Kind = Literal["event", "track", "state"]
+
+#: The stream entry field holding the encoded entry.
+FIELD = b"e"
+
+
+class TrackPayload(msgspec.Struct, frozen=True, array_like=True):
+    """A track event to append."""
+
+    rid: str
+    track: str
+    track_json: bytes
+    ts_ns: int
+    track_ttl_s: int
+    persist: bool
+
+
+class StatePayload(msgspec.Struct, frozen=True, array_like=True):
+    """A session-state patch (JSON object of base64 values or null)."""
+
+    rid: str
+    patch_json: bytes
+
+
+class StreamEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One request travelling through a shard stream."""
+
+    kind: Kind
+    app: str
+    user: str
+    sid: str
+    route: str = "hashidx"
+    incarnation: str = ""
+    producer_ts: str = ""
+    ttl_ms: int = 0
+    storage_limit: int = 0
+    user_state_ttl_ms: int = 0
+    app_state_ttl_ms: int = 0
+    traceparent: str = ""
+    event: AppendEntry | None = None
+    app_pairs: tuple[tuple[str, bytes], ...] = ()
+    track: TrackPayload | None = None
+    state: StatePayload | None = None
+
+    @property
+    def key(self) -> Key:
+        """The session this entry belongs to."""
+        return Key(self.app, self.user, self.sid)
+
+    @property
+    def rid(self) -> str:
+        """The request id of the write."""
+        payload = self.event or self.track or self.state
+        return payload.rid if payload is not None else ""
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(StreamEntry)
+
+
+def encode_entry(entry: StreamEntry) -> bytes:
+    """The bytes stored in the stream entry's ``e`` field."""
+    return _encoder.encode(entry)
+
+
+def decode_entry(data: bytes) -> StreamEntry:
+    """Decode a stream entry; DecodeError carries the raw bytes."""
+    try:
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise DecodeError(f"undecodable stream entry: {exc}", data) from exc

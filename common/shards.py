@@ -1,0 +1,75 @@
+"""Shards of the persist pipeline: which shard a session belongs to, and the shard's keys.
+
+Every key of shard ``i`` shares one hash tag ``{ssi.k}``. The suffix ``k`` is the smallest
+integer that puts the tag's Cluster slot into the i-th of N equal slot ranges, so the N shards
+spread evenly over the slot space (and so over the primaries of a Cluster).
+
+=============================================  ======  ====================================
+key                                            type    content
+=============================================  ======  ====================================
+``[p:]ss:shard:{tag}:stream``                  STREAM  persist entries (group ``persist``)
+``[p:]ss:shard:{tag}:summary``                 STREAM  summary jobs
+``[p:]ss:shard:{tag}:conf``                    HASH    ``n`` shard count, ``v`` entry format,
+                                                       ``paused`` (set during a resize)
+``[p:]ss:shard:{tag}:lease``                   STRING  owner token of the worker holding it
+``[p:]ss:shard:{tag}:failures``                HASH    entry id -> data failure count
+``[p:]ss:shard:{tag}:dlq``                     STREAM  dead letters (entry, error, source id)
+``[p:]ss:workers``                             ZSET    live worker ids scored by expiry (ms)
+=============================================  ======  ====================================
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+from common.keys import fnv1a32
+from common.models import Key
+
+#: The consumer group every persist stream carries.
+PERSIST_GROUP = "persist"
+#: The consumer group of summary streams.
+SUMMARY_GROUP = "summary"
+#: Version of the stream entry format; a producer and a shard must agree on it.
+ENTRY_FORMAT = 1
+
+
+def shard_of(key: Key, shards: int) -> int:
+    """The shard of a session: FNV-1a 32 of ``app:user:sid`` modulo the shard count."""
+    return fnv1a32(f"{key.app_name}:{key.user_id}:{key.session_id}") % shards
+
+
+@cache
+def shard_tag(shard: int, shards: int) -> str:
+    """The hash tag (without braces) of ``shard`` among ``shards``, spread over slots."""
+    lo = shard * REDIS_CLUSTER_HASH_SLOTS // shards
+    hi = (shard + 1) * REDIS_CLUSTER_HASH_SLOTS // shards
+    for k in range(1_000_000):
+        tag = f"ss{shard}.{k}"
+        if lo <= key_slot(tag.encode()) < hi:
+            return tag
+    return f"ss{shard}"  # pragma: no cover - a range of >= 1 slot is always hit
+
+
+class ShardKeys:
+    """Key names of one shard."""
+
+    __slots__ = ("conf", "dlq", "failures", "lease", "shard", "stream", "summary", "tag")
+
+    def __init__(self, prefix: str, shard: int, shards: int) -> None:
+        p = f"{prefix}:" if prefix else ""
+        self.shard = shard
+        self.tag = shard_tag(shard, shards)
+        base = f"{p}ss:shard:{{{self.tag}}}"
+        self.stream = f"{base}:stream"
+        self.summary = f"{base}:summary"
+        self.conf = f"{base}:conf"
+        self.lease = f"{base}:lease"
+        self.failures = f"{base}:failures"
+        self.dlq = f"{base}:dlq"
+
+
+def workers_key(prefix: str) -> str:
+    """The registry of live workers (ZSET worker id -> heartbeat expiry in ms)."""
+    return f"{prefix}:ss:workers" if prefix else "ss:workers"

@@ -1,0 +1,207 @@
+"""Async persistence on the producer side: entries onto shard streams, receipts, waits.
+
+Every write that changes an existing session becomes one stream entry on the session's shard,
+put there by one check-and-XADD script (shard count, entry format, pause, backlog cap). The
+producer remembers its own pending receipts so that reads in this process see its writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from common.entries import StreamEntry, encode_entry
+from common.errors import (
+    BackpressureError,
+    ConfigError,
+    DeadLetteredError,
+    PersistTimeoutError,
+    PersistUncertainError,
+    SessionNotFoundError,
+)
+from common.keys import KeySpace
+from common.models import Key, UserKey
+from common.receipt import Receipt
+from common.scripts import Scripts
+from common.settings import Settings
+from common.shards import ENTRY_FORMAT, ShardKeys, shard_of
+
+#: Outcome codes of the request record (common/scripts/_lib.lua).
+OUTCOMES = {1: "applied", 2: "session_gone", 3: "superseded", 4: "invalid", 5: "dead_lettered"}
+
+
+def outcome_error(receipt: Receipt, outcome: str) -> Exception | None:
+    """The exception a waiter raises for a final outcome, or None when it succeeded."""
+    if outcome == "applied":
+        return None
+    if outcome == "dead_lettered":
+        return DeadLetteredError(f"write {receipt.rid} of {receipt.key} was dead-lettered")
+    if outcome in ("session_gone", "superseded"):
+        return SessionNotFoundError(
+            f"write {receipt.rid} dropped: session {receipt.key} was deleted or re-created"
+        )
+    return DeadLetteredError(f"write {receipt.rid} of {receipt.key} failed: {outcome}")
+
+
+class StreamWriter:
+    """Puts entries on shard streams and tracks this process's pending receipts."""
+
+    def __init__(self, client: Any, keys: KeySpace, scripts: Scripts, settings: Settings) -> None:
+        self.client = client
+        self.keys = keys
+        self.scripts = scripts
+        self.settings = settings
+        self.shards = settings.async_persister_num
+        self._shard_keys = [
+            ShardKeys(settings.key_prefix, i, self.shards) for i in range(self.shards)
+        ]
+        self._pending: dict[Key, dict[str, Receipt]] = {}
+
+    # -- writing ------------------------------------------------------------------------
+    async def submit(self, key: Key, entries: Sequence[StreamEntry]) -> list[Receipt]:
+        """Append ``entries`` (all of one session, in order) to the session's shard stream.
+
+        Raises:
+            BackpressureError: the backlog stayed over its cap for ``backpressure_wait_s``.
+            ConfigError: the shard runs with another shard count or entry format.
+            PersistUncertainError: fewer than ``durable_min_replicas`` replicas confirmed.
+        """
+        shard = shard_of(key, self.shards)
+        sk = self._shard_keys[shard]
+        args: list[Any] = [self.shards, ENTRY_FORMAT, self.settings.stream_backlog_max]
+        args.extend(encode_entry(e) for e in entries)
+        reply = await self._add_with_backpressure(sk, args)
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in reply[1:]]
+        receipts = [Receipt(key, shard, eid, e.rid) for eid, e in zip(ids, entries, strict=True)]
+        pending = self._pending.setdefault(key, {})
+        for r in receipts:
+            pending[r.rid] = r
+        return receipts
+
+    async def _add_with_backpressure(self, sk: ShardKeys, args: list[Any]) -> list[Any]:
+        deadline = time.monotonic() + self.settings.backpressure_wait_s
+        delay = 0.005
+        while True:
+            reply = await self._add(sk, args)
+            status = _text(reply[0])
+            if status == "ok":
+                return list(reply)
+            if status == "config":
+                raise ConfigError(
+                    f"shard {sk.shard} is configured for {_text(reply[1])} shards and entry "
+                    f"format {_text(reply[2])}; this producer uses {self.shards} and "
+                    f"{ENTRY_FORMAT} (async_persister_num must match the workers')"
+                )
+            if time.monotonic() + delay > deadline:
+                what = "paused for a resize" if status == "paused" else "over its backlog cap"
+                raise BackpressureError(
+                    f"shard {sk.shard} is {what} ({self.settings.stream_backlog_max} entries); "
+                    f"waited {self.settings.backpressure_wait_s}s"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def _add(self, sk: ShardKeys, args: list[Any]) -> list[Any]:
+        n = self.settings.durable_min_replicas
+        if n <= 0:
+            reply: list[Any] = await self.scripts.call(
+                self.client, "stream_add", [sk.stream, sk.conf], args
+            )
+            return reply
+        # WAIT must run on the connection that made the write: one pipeline.
+        timeout_ms = int(self.settings.durable_wait_timeout_s * 1000)
+        reply, acked = await self.scripts.run_pipeline(
+            self.client,
+            [("script", "stream_add", [sk.stream, sk.conf], args), ("cmd", "WAIT", n, timeout_ms)],
+        )
+        if _text(reply[0]) == "ok" and int(acked) < n:
+            raise PersistUncertainError(
+                f"only {acked} of {n} replicas confirmed entries {reply[1:]} of shard {sk.shard}"
+            )
+        return list(reply)
+
+    # -- waiting ------------------------------------------------------------------------
+    def pending_keys(self, user: UserKey) -> list[Key]:
+        """Sessions of ``user`` with pending receipts in this process."""
+        owner = (user.app_name, user.user_id)
+        return [k for k in self._pending if (k.app_name, k.user_id) == owner]
+
+    def pending_for(self, key: Key) -> list[Receipt]:
+        """This process's receipts of ``key`` not yet seen persisted."""
+        return list(self._pending.get(key, {}).values())
+
+    async def wait_session(self, key: Key, timeout: float) -> None:
+        """Wait for every pending receipt of one session (read-your-writes)."""
+        receipts = self.pending_for(key)
+        if receipts:
+            await self.wait(receipts, timeout)
+
+    async def flush(self, timeout: float | None) -> None:
+        """Wait for every pending receipt of this process."""
+        receipts = [r for per_key in self._pending.values() for r in per_key.values()]
+        if receipts:
+            await self.wait(receipts, timeout if timeout is not None else 3600.0)
+
+    async def wait(self, receipts: Sequence[Receipt], timeout: float) -> dict[str, str]:
+        """Wait until each receipt reached an outcome; raise for a failed one.
+
+        Returns:
+            rid -> outcome for every receipt.
+        """
+        deadline = time.monotonic() + timeout
+        todo = {r.rid: r for r in receipts}
+        done: dict[str, str] = {}
+        delay = 0.001
+        while todo:
+            found = await self._outcomes(list(todo.values()))
+            for rid, outcome in found.items():
+                receipt = todo.pop(rid)
+                done[rid] = outcome
+                self._forget(receipt)
+                error = outcome_error(receipt, outcome)
+                if error is not None:
+                    raise error
+            if not todo:
+                break
+            if time.monotonic() >= deadline:
+                first = next(iter(todo.values()))
+                raise PersistTimeoutError(
+                    f"{len(todo)} write(s) not persisted within {timeout}s "
+                    f"(e.g. {first.rid} on shard {first.shard}, entry {first.entry_id}); "
+                    "are workers running?"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        return done
+
+    async def _outcomes(self, receipts: Sequence[Receipt]) -> dict[str, str]:
+        by_key: dict[Key, list[Receipt]] = {}
+        for r in receipts:
+            by_key.setdefault(r.key, []).append(r)
+        calls: list[tuple[Any, ...]] = []
+        order: list[list[Receipt]] = []
+        for key, group in by_key.items():
+            rids = [r.rid for r in group]
+            for record in (self.keys.applied(key), self.keys.legacy_applied(key)):
+                calls.append(("cmd", "ZMSCORE", record, *rids))
+                order.append(group)
+        replies = await self.scripts.run_pipeline(self.client, calls)
+        out: dict[str, str] = {}
+        for group, scores in zip(order, replies, strict=True):
+            for receipt, score in zip(group, scores, strict=True):
+                if score is not None and receipt.rid not in out:
+                    out[receipt.rid] = OUTCOMES.get(int(float(score)) % 8, "invalid")
+        return out
+
+    def _forget(self, receipt: Receipt) -> None:
+        per_key = self._pending.get(receipt.key)
+        if per_key is not None:
+            per_key.pop(receipt.rid, None)
+            if not per_key:
+                del self._pending[receipt.key]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
