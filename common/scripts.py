@@ -76,12 +76,15 @@ class Scripts:
         """Queue a script call on a (non-transactional) pipeline as raw EVALSHA."""
         pipe.execute_command(*self._command(name, keys, args))
 
-    async def run_pipeline(self, client: Any, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    async def run_pipeline(
+        self, client: Any, calls: Sequence[tuple[Any, ...]], *, raise_errors: bool = True
+    ) -> list[Any]:
         """Run ``calls`` in one non-transactional pipeline and return their results in order.
 
         Each call is ``("script", name, keys, args)`` or ``("cmd", *command)``. Calls whose
-        script was missing on the server are loaded and re-run one by one; any other error
-        is raised after the whole pipeline ran.
+        script was missing on the server are loaded and re-run one by one. Any other error
+        is raised after the whole pipeline ran, or, with ``raise_errors=False``, left in its
+        place in the result list.
         """
         pipe = client.pipeline(transaction=False)
         for call in calls:
@@ -94,7 +97,8 @@ class Scripts:
             if isinstance(result, NoScriptError) and calls[i][0] == "script":
                 _, name, keys, args = calls[i]
                 results[i] = await self.call(client, name, keys, args)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
+        if raise_errors:
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
         return results
