@@ -28,6 +28,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(_settings(args), sessions=args.sessions, turns=args.turns))
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from common.logs import configure_logging
+    from workers.runner import run_worker
+
+    configure_logging()
+    settings = _settings(args)
+    if args.shards:
+        settings = settings.replace(async_persister_num=args.shards)
+    return run_worker(settings)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     script = Path(__file__).resolve().parents[1] / "ops" / f"bench_{args.kind}.py"
     if not script.exists():
@@ -54,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--sessions", type=int, default=2)
     demo.add_argument("--turns", type=int, default=3)
     demo.set_defaults(func=_cmd_demo)
+
+    worker = sub.add_parser("worker", help="run a worker process (persists streamed writes)")
+    worker.add_argument("--shards", type=int, default=0,
+                        help="shard count (default: SESSIONSTREAMS_ASYNC_PERSISTER_NUM or 10)")
+    worker.set_defaults(func=_cmd_worker)
 
     bench = sub.add_parser("bench", help="run a benchmark script from ops/")
     bench.add_argument("kind", choices=["sync"])

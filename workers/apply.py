@@ -1,0 +1,214 @@
+"""Applying a batch of stream entries: grouped by session, one script call per session run.
+
+A session's entries are cut into runs (consecutive events form one run; a track event or a
+state patch is a run of its own) and applied run by run, so per-session order holds. The
+first run of every session goes out in one pipeline, then the second, and so on: at most
+one apply call per session per pipeline.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from common.entries import StreamEntry
+from common.hashidx import HashIdxEngine
+from common.keys import KeySpace
+from common.models import Key
+from common.scripts import Scripts
+from workers.faults import Faults
+
+#: Statuses that are a final outcome (the request record holds it).
+FINAL = frozenset({"applied", "duplicate", "session_gone", "superseded"})
+
+
+class State(enum.Enum):
+    """Where an item stands after an apply pass."""
+
+    DONE = "done"  # final outcome reached: acknowledge
+    FAILED = "failed"  # a data failure: count it, hold the session
+    HELD = "held"  # not attempted: an earlier entry of its session is not through
+
+
+@dataclass
+class Item:
+    """One stream entry in the worker's hands."""
+
+    entry_id: str
+    raw: bytes
+    entry: StreamEntry | None  # None: undecodable (poison)
+    state: State = State.HELD
+    error: str = ""
+    failures: int = 0
+    retry_at: float = field(default=0.0)
+
+    @property
+    def key(self) -> Key | None:
+        """The session of the entry (None when undecodable)."""
+        return self.entry.key if self.entry is not None else None
+
+
+class LeaseLostError(Exception):
+    """The worker's lease on the shard ended; the batch in hand must be dropped."""
+
+
+def _runs(items: list[Item]) -> list[list[Item]]:
+    runs: list[list[Item]] = []
+    for item in items:
+        assert item.entry is not None
+        if runs and item.entry.kind == "event" and runs[-1][0].entry.kind == "event":  # type: ignore[union-attr]
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
+class Applier:
+    """Applies batches for one worker (shared by all its shards)."""
+
+    def __init__(
+        self,
+        client: Any,
+        scripts: Scripts,
+        keys: KeySpace,
+        engines: dict[str, Any],  # route -> HashIdxEngine or the legacy engine
+        faults: Faults,
+    ) -> None:
+        self.client = client
+        self.scripts = scripts
+        self.keys = keys
+        self.engines = engines
+        self.faults = faults
+
+    @classmethod
+    def for_hashidx(cls, client: Any, scripts: Scripts, keys: KeySpace, faults: Faults) -> Applier:
+        """An applier with the HashIdx engine only."""
+        return cls(client, scripts, keys, {"hashidx": HashIdxEngine(client, keys, scripts)}, faults)
+
+    async def apply(self, items: list[Item], check_lease: Callable[[], None]) -> None:
+        """Apply ``items`` (already in stream order); set each item's state.
+
+        Raises:
+            LeaseLostError: from ``check_lease``, before any apply call past the deadline.
+            redis ConnectionError / TimeoutError: the batch must be re-read from the PEL.
+        """
+        sessions: dict[Key, list[Item]] = {}
+        for item in items:
+            if item.entry is None:
+                item.state, item.error = State.FAILED, "undecodable stream entry"
+                continue
+            sessions.setdefault(item.entry.key, []).append(item)
+        await self._write_app_state(items, check_lease)
+        await self.faults.hit("after_app_state")
+        for item in items:
+            if item.entry is not None:
+                item.state, item.error = State.HELD, ""
+        queues = {key: _runs(group) for key, group in sessions.items()}
+        while queues:
+            keys = list(queues)
+            half = (len(keys) + 1) // 2
+            for part, chunk in enumerate((keys[:half], keys[half:])):
+                if chunk:
+                    check_lease()
+                    await self._round([queues[k][0] for k in chunk])
+                if part == 0:
+                    await self.faults.hit("mid_batch")
+            # A session goes on only while everything of it went through; the rest of a
+            # stopped session stays HELD (neither applied nor acknowledged).
+            survivors: dict[Key, list[list[Item]]] = {}
+            for k, runs in queues.items():
+                done = runs.pop(0)
+                if runs and all(i.state is State.DONE for i in done):
+                    survivors[k] = runs
+            queues = survivors
+
+    async def _write_app_state(self, items: list[Item], check_lease: Callable[[], None]) -> None:
+        # App state lives in another slot: written first and idempotently; a crash before
+        # the session script repeats the write rather than losing it.
+        calls: list[tuple[Any, ...]] = []
+        for item in items:
+            e = item.entry
+            if e is not None and e.app_pairs:
+                args: list[Any] = [e.app_state_ttl_ms]
+                for name, value in e.app_pairs:
+                    args += [name, value]
+                calls.append(("script", "hash_set", [self.keys.app_state(e.app)], args))
+        if calls:
+            check_lease()
+            await self.scripts.run_pipeline(self.client, calls)
+
+    async def _round(self, batch: list[list[Item]]) -> None:
+        """One pipeline: the next run of each session."""
+        calls: list[tuple[Any, ...]] = []
+        piped: list[list[Item]] = []
+        direct: list[list[Item]] = []
+        for run in batch:
+            entry = run[0].entry
+            assert entry is not None
+            if entry.kind == "event":
+                engine = self.engines[entry.route]
+                calls.append(engine.append_call(
+                    entry.key, [i.entry.event for i in run],  # type: ignore[union-attr]
+                    ttl_ms=entry.ttl_ms, storage_limit=entry.storage_limit,
+                    user_state_ttl_ms=entry.user_state_ttl_ms, incarnation=entry.incarnation,
+                ))
+                piped.append(run)
+            else:
+                direct.append(run)
+        if calls:
+            results = await self.scripts.run_pipeline(self.client, calls, raise_errors=False)
+            for run, result in zip(piped, results, strict=True):
+                self._settle(run, result)
+        for run in direct:
+            try:
+                status = await self._apply_single(run[0])
+            except (RedisConnectionError, RedisTimeoutError):
+                raise
+            except Exception as exc:  # any other error is this entry's failure
+                self._settle(run, exc)
+            else:
+                self._settle(run, [status])
+
+    async def _apply_single(self, item: Item) -> Any:
+        e = item.entry
+        assert e is not None
+        engine = self.engines[e.route]
+        if e.kind == "track" and e.track is not None:
+            t = e.track
+            return await engine.append_track(
+                e.key, rid=t.rid, track=t.track, track_json=t.track_json, ts_ns=t.ts_ns,
+                track_ttl_s=t.track_ttl_s, persist=t.persist, producer_ts=e.producer_ts,
+                session_ttl_ms=e.ttl_ms, incarnation=e.incarnation,
+            )
+        if e.kind == "state" and e.state is not None:
+            return await engine.update_state(
+                e.key, rid=e.state.rid, patch_json=e.state.patch_json,
+                producer_ts=e.producer_ts, ttl_ms=e.ttl_ms, incarnation=e.incarnation,
+            )
+        return f"invalid:entry kind {e.kind} without its payload"
+
+    @staticmethod
+    def _settle(run: list[Item], result: Any) -> None:
+        if isinstance(result, (RedisConnectionError, RedisTimeoutError)):
+            raise result
+        if isinstance(result, Exception):
+            run[0].state, run[0].error = State.FAILED, f"{type(result).__name__}: {result}"
+            return
+        statuses = [s.decode() if isinstance(s, bytes) else str(s) for s in result]
+        for item, status in zip(run, statuses, strict=True):
+            if status in FINAL:
+                item.state = State.DONE
+                continue
+            if len(run) > 1:
+                # A multi-entry call fails as a whole before writing: retry one by one to
+                # find (and count against) the entry that is at fault.
+                item.state, item.error = State.HELD, status
+            else:
+                item.state, item.error = State.FAILED, status
+            return
+

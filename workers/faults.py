@@ -1,0 +1,71 @@
+"""Named fault points, so race windows are tested on purpose rather than by luck.
+
+``SESSIONSTREAMS_FAULTS`` holds comma-separated ``<point>:<action>`` items, for example
+``before_read:sleep=3`` or ``after_apply:kill``. Points:
+
+- ``before_read``: after the worker's own lease-deadline check, before the read script;
+- ``after_apply``: after a batch was applied, before it is acknowledged;
+- ``after_app_state``: between the app-state write and the session script;
+- ``mid_batch``: after the first half of a batch's sessions were applied.
+
+Actions: ``sleep=<seconds>`` (a pause, as a stalled process would), ``kill`` (SIGKILL of
+this process), ``once`` may follow an action (``after_apply:kill:once`` fires only the first
+time; every fault fires every time otherwise). An optional ``@<n>`` fires from the n-th pass
+on (``after_apply:kill@3``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from common.errors import ConfigError
+
+POINTS = ("before_read", "after_apply", "after_app_state", "mid_batch")
+ENV = "SESSIONSTREAMS_FAULTS"
+
+
+class Fault:
+    """One armed fault point."""
+
+    def __init__(self, spec: str) -> None:
+        parts = spec.split(":")
+        if len(parts) < 2 or parts[0] not in POINTS:
+            raise ConfigError(f"{ENV}: bad fault {spec!r}; points are {', '.join(POINTS)}")
+        self.point = parts[0]
+        action, _, start = parts[1].partition("@")
+        self.start = int(start) if start else 1
+        self.once = "once" in parts[2:]
+        self.sleep_s = 0.0
+        self.kill = action == "kill"
+        if action.startswith("sleep="):
+            self.sleep_s = float(action.split("=", 1)[1])
+        elif not self.kill:
+            raise ConfigError(f"{ENV}: bad action in {spec!r} (sleep=<s> or kill)")
+        self.passes = 0
+        self.fired = False
+
+
+class Faults:
+    """The fault points of one worker process."""
+
+    def __init__(self, spec: str | None = None) -> None:
+        spec = os.environ.get(ENV, "") if spec is None else spec
+        self._faults = [Fault(item) for item in spec.split(",") if item.strip()]
+
+    def __bool__(self) -> bool:
+        return bool(self._faults)
+
+    async def hit(self, point: str) -> None:
+        """Run the faults armed at ``point`` (no-op when none is)."""
+        for fault in self._faults:
+            if fault.point != point or (fault.once and fault.fired):
+                continue
+            fault.passes += 1
+            if fault.passes < fault.start:
+                continue
+            fault.fired = True
+            if fault.kill:
+                os.kill(os.getpid(), signal.SIGKILL)
+            await asyncio.sleep(fault.sleep_s)

@@ -1,0 +1,225 @@
+"""The consume loop of one shard: read, decode, apply, acknowledge, dead-letter.
+
+Gap-free apply: an entry of session S is applied only after every lower-id entry of S in the
+shard was applied, dropped with a recorded outcome, or dead-lettered. New entries enter the
+pending list only through the lease-checked read script; after taking the shard and after any
+error the consumer first pages through its pending list; a failed entry holds the later
+entries of its session (in memory, unacknowledged) until it is applied or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from common.entries import FIELD, decode_entry
+from common.errors import DecodeError
+from common.keys import KeySpace
+from common.models import Key
+from common.scripts import Scripts
+from common.settings import Settings
+from common.shards import ShardKeys
+from workers.apply import Applier, Item, LeaseLostError, State
+from workers.faults import Faults
+from workers.leases import Lease
+
+log = structlog.get_logger("sessionstreams.worker")
+
+DEAD_LETTERED = 5  # outcome code (common/scripts/_lib.lua)
+GONE_RECORD_TTL_MS = 86_400_000
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class ShardConsumer:
+    """Consumes one shard while this worker holds its lease."""
+
+    def __init__(
+        self,
+        *,
+        shard_keys: ShardKeys,
+        lease: Lease,
+        client: Any,
+        stream_client: Any,
+        scripts: Scripts,
+        keys: KeySpace,
+        applier: Applier,
+        settings: Settings,
+        faults: Faults,
+        worker_id: str,
+    ) -> None:
+        self.sk = shard_keys
+        self.lease = lease
+        self.client = client
+        self.stream_client = stream_client
+        self.scripts = scripts
+        self.keys = keys
+        self.applier = applier
+        self.settings = settings
+        self.faults = faults
+        self.consumer = str(shard_keys.shard)  # the same name for every owner: one PEL
+        self.stop = asyncio.Event()
+        self.held: dict[Key, list[Item]] = {}
+        self.poison: list[Item] = []
+        self.log = log.bind(shard=shard_keys.shard, worker=worker_id)
+        self.applied = 0
+
+    # -- the loop -----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Consume until told to stop or the lease is lost; finish the batch in hand."""
+        cursor: str | None = "0"
+        backoff = 0.05
+        while not self.stop.is_set():
+            try:
+                cursor = await self._step(cursor)
+                backoff = 0.05
+            except LeaseLostError:
+                self.log.warning("lease lost; dropping the batch in hand")
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                self.log.warning("redis error; re-reading the pending list", error=str(exc))
+                self.held.clear()
+                self.poison.clear()
+                cursor = "0"
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _check_lease(self) -> None:
+        if not self.lease.valid:
+            raise LeaseLostError
+
+    async def _step(self, cursor: str | None) -> str | None:
+        """One pass: retry held sessions, read a batch, apply it. Returns the PEL cursor."""
+        await self._retry_held()
+        self._check_lease()
+        await self.faults.hit("before_read")
+        start = cursor if cursor is not None else ">"
+        reply = await self.scripts.call(
+            self.client, "stream_read", [self.sk.lease, self.sk.stream],
+            [self.lease.token, self.consumer, self.settings.worker_batch_size, start],
+        )
+        status = _text(reply[0])
+        if status == "lost":
+            raise LeaseLostError
+        if status == "idle":
+            await self._wait_for_data(_text(reply[1]))
+            return None
+        raw_entries = reply[1]
+        if cursor is not None and not raw_entries:
+            return None  # the pending list is exhausted: switch to new entries
+        items = [self._item(raw) for raw in raw_entries]
+        await self._process(items)
+        return items[-1].entry_id if cursor is not None and items else None
+
+    async def _wait_for_data(self, last_id: str) -> None:
+        timeout_s = 0.05 if self.held else self.settings.block_ms / 1000
+        try:
+            await self.stream_client.xread(
+                {self.sk.stream: last_id}, count=1, block=max(int(timeout_s * 1000), 1)
+            )
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self.log.info("blocking read failed; polling again", error=str(exc))
+            await asyncio.sleep(0.05)
+
+    @staticmethod
+    def _item(raw: Any) -> Item:
+        entry_id = _text(raw[0])
+        fields = raw[1] or []
+        data = b""
+        for i in range(0, len(fields) - 1, 2):
+            if fields[i] == FIELD:
+                data = fields[i + 1]
+        try:
+            entry = decode_entry(data)
+        except DecodeError:
+            entry = None
+        return Item(entry_id=entry_id, raw=data, entry=entry)
+
+    # -- applying -----------------------------------------------------------------------
+    async def _process(self, items: list[Item]) -> None:
+        fresh: list[Item] = []
+        for item in items:
+            key = item.key
+            if key is not None and key in self.held:
+                if all(h.entry_id != item.entry_id for h in self.held[key]):
+                    self.held[key].append(item)
+            else:
+                fresh.append(item)
+        if fresh:
+            await self.applier.apply(fresh, self._check_lease)
+            await self.faults.hit("after_apply")
+            await self._settle(fresh)
+
+    async def _settle(self, items: list[Item]) -> None:
+        done = [i.entry_id for i in items if i.state is State.DONE]
+        for item in items:
+            if item.state is State.FAILED:
+                await self._failed(item)
+            if item.state in (State.FAILED, State.HELD) and item.key is not None:
+                queue = self.held.setdefault(item.key, [])
+                if all(h.entry_id != item.entry_id for h in queue):
+                    queue.append(item)
+            elif item.state is State.FAILED:
+                self.poison.append(item)
+        if done:
+            await self.scripts.call(self.client, "stream_ack", [self.sk.stream, self.sk.failures],
+                                    done)
+            self.applied += len(done)
+
+    async def _failed(self, item: Item) -> bool:
+        """Count a data failure; dead-letter the entry at the threshold (then True)."""
+        item.failures = int(await self.client.hincrby(self.sk.failures, item.entry_id, 1))
+        item.retry_at = time.monotonic() + min(0.05 * 2 ** item.failures, 2.0)
+        self.log.warning("entry failed", entry=item.entry_id, failures=item.failures,
+                         error=item.error)
+        if item.failures >= self.settings.dead_letter_after_failures:
+            await self._dead_letter(item)
+            return True
+        return False
+
+    async def _dead_letter(self, item: Item) -> None:
+        await self.scripts.call(
+            self.client, "stream_dead_letter", [self.sk.stream, self.sk.failures, self.sk.dlq],
+            [item.entry_id, item.raw, item.error, item.failures],
+        )
+        e = item.entry
+        if e is not None:
+            record = (
+                self.keys.applied(e.key) if e.route == "hashidx"
+                else self.keys.legacy_applied(e.key)
+            )
+            await self.scripts.call(self.client, "record_outcome", [record],
+                                    [e.rid, DEAD_LETTERED, e.ttl_ms or GONE_RECORD_TTL_MS])
+        item.state = State.DONE  # through, as far as its session is concerned
+        self.log.error("entry dead-lettered", entry=item.entry_id, error=item.error)
+
+    async def _retry_held(self) -> None:
+        """Retry the head of every held session, one entry at a time, in order."""
+        for item in list(self.poison):
+            if time.monotonic() >= item.retry_at and await self._failed(item):
+                self.poison.remove(item)
+        now = time.monotonic()
+        for key in list(self.held):
+            queue = self.held[key]
+            while queue and queue[0].retry_at <= now:
+                head = queue[0]
+                await self.applier.apply([head], self._check_lease)
+                if head.state is State.DONE:
+                    await self._settle_one(head)
+                elif not await self._failed(head):
+                    break
+                queue.pop(0)
+            if not queue:
+                del self.held[key]
+
+    async def _settle_one(self, item: Item) -> None:
+        await self.scripts.call(self.client, "stream_ack", [self.sk.stream, self.sk.failures],
+                                [item.entry_id])
+        self.applied += 1

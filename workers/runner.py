@@ -1,0 +1,161 @@
+"""A worker process: heartbeats, shard leases, one consumer task per held shard.
+
+SIGTERM (or SIGINT): stop reading, finish and acknowledge the batch in hand, release the
+leases, leave the worker registry, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import uuid
+from typing import Any
+
+import structlog
+
+from common.connection import check_server, create_client
+from common.keys import KeySpace
+from common.scripts import Scripts
+from common.settings import Settings
+from common.shards import ShardKeys, workers_key
+from workers.apply import Applier
+from workers.faults import Faults
+from workers.leases import Leases
+from workers.persist import ShardConsumer
+
+log = structlog.get_logger("sessionstreams.worker")
+
+
+def shares(shards: int, live: list[str], me: str) -> int:
+    """This worker's share: shards split by rank among live workers (max - min <= 1)."""
+    ranked = sorted(set(live) | {me})
+    base, extra = divmod(shards, len(ranked))
+    return base + (1 if ranked.index(me) < extra else 0)
+
+
+class Worker:
+    """Persists streamed writes for the shards it holds."""
+
+    def __init__(self, settings: Settings, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.client = create_client(settings)
+        self.stream_client = create_client(settings, purpose="stream")
+        self.keys = KeySpace(settings.key_prefix)
+        self.scripts = Scripts(disable_cache=settings.disable_script_cache)
+        self.faults = Faults()
+        n = settings.async_persister_num
+        self.shard_keys = [ShardKeys(settings.key_prefix, i, n) for i in range(n)]
+        self.leases = Leases(self.client, self.scripts, self.shard_keys,
+                             workers_key(settings.key_prefix), self.worker_id,
+                             settings.lease_ttl_s)
+        self.applier = Applier.for_hashidx(self.client, self.scripts, self.keys, self.faults)
+        self.consumers: dict[int, tuple[ShardConsumer, asyncio.Task[None]]] = {}
+        self.stopping = asyncio.Event()
+        self.log = log.bind(worker=self.worker_id)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        try:
+            await check_server(self.client, url=self.settings.url or None)
+            self.log.info("worker started", shards=len(self.shard_keys))
+            await self._coordinate()
+        finally:
+            await self._shutdown()
+        return 0
+
+    async def _coordinate(self) -> None:
+        interval = self.settings.heartbeat_interval_s
+        hb_ttl = max(self.settings.lease_ttl_s, 3 * interval)
+        while not self.stopping.is_set():
+            live = await self.leases.heartbeat(hb_ttl)
+            for shard in await self.leases.renew_all():
+                self.log.warning("lease lost", shard=shard)
+                self._stop_consumer(shard)
+            await self._rebalance(live)
+            await self._reap()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+
+    async def _rebalance(self, live: list[str]) -> None:
+        target = shares(len(self.shard_keys), live, self.worker_id)
+        held = sorted(self.leases.held)
+        for shard in held[target:]:
+            self.log.info("releasing shard to rebalance", shard=shard, target=target)
+            await self._stop_and_release(shard)
+        if len(self.leases.held) >= target:
+            return
+        free = [s for s in range(len(self.shard_keys)) if s not in self.leases.held]
+        random.shuffle(free)
+        for shard in free:
+            if len(self.leases.held) >= target:
+                break
+            lease = await self.leases.try_acquire(shard)
+            if lease is not None:
+                self._start_consumer(shard)
+
+    def _start_consumer(self, shard: int) -> None:
+        consumer = ShardConsumer(
+            shard_keys=self.shard_keys[shard], lease=self.leases.held[shard], client=self.client,
+            stream_client=self.stream_client, scripts=self.scripts, keys=self.keys,
+            applier=self.applier, settings=self.settings, faults=self.faults,
+            worker_id=self.worker_id,
+        )
+        task = asyncio.create_task(consumer.run(), name=f"shard-{shard}")
+        self.consumers[shard] = (consumer, task)
+        self.log.info("shard taken", shard=shard)
+
+    def _stop_consumer(self, shard: int) -> None:
+        entry = self.consumers.get(shard)
+        if entry is not None:
+            entry[0].stop.set()
+
+    async def _stop_and_release(self, shard: int) -> None:
+        entry = self.consumers.pop(shard, None)
+        if entry is not None:
+            entry[0].stop.set()
+            await _settle(entry[1])
+        await self.leases.release(shard)
+
+    async def _reap(self) -> None:
+        """Forget consumers that ended by themselves (lease lost or crash); release the lease."""
+        for shard, (_, task) in list(self.consumers.items()):
+            if task.done():
+                self.consumers.pop(shard)
+                await _settle(task)
+                await self.leases.release(shard)
+
+    async def _shutdown(self) -> None:
+        for consumer, _ in self.consumers.values():
+            consumer.stop.set()
+        for shard in list(self.consumers):
+            await self._stop_and_release(shard)
+        for shard in list(self.leases.held):
+            await self.leases.release(shard)
+        with contextlib.suppress(Exception):
+            await self.leases.leave()
+        await self.client.aclose()
+        await self.stream_client.aclose()
+        self.log.info("worker stopped")
+
+
+async def _settle(task: asyncio.Task[Any]) -> None:
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:  # a crashed consumer must not stop the shutdown
+        log.error("shard consumer crashed", error=repr(exc))
+
+
+def run_worker(settings: Settings) -> int:
+    """Entry point of ``sessionstreams worker`` / ``python -m workers``."""
+    return asyncio.run(Worker(settings).run())
