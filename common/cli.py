@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="shard count (default: SESSIONSTREAMS_ASYNC_PERSISTER_NUM or 10)")
     worker.set_defaults(func=_cmd_worker)
 
+    from workers.cli_admin import register as register_admin
+
+    register_admin(sub, _settings)
+
     bench = sub.add_parser("bench", help="run a benchmark script from ops/")
     bench.add_argument("kind", choices=["sync"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
