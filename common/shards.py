@@ -15,17 +15,24 @@ key                                            type    content
 ``[p:]ss:shard:{tag}:failures``                HASH    entry id -> data failure count
 ``[p:]ss:shard:{tag}:dlq``                     STREAM  dead letters (entry, error, source id)
 ``[p:]ss:workers``                             ZSET    live worker ids scored by expiry (ms)
+``[p:]ss:conf``                                HASH    ``n`` shard count, ``v`` entry format in
+                                                       force (checked by producers and workers
+                                                       at start; the per-shard conf is checked
+                                                       by every XADD)
 =============================================  ======  ====================================
 """
 
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from common.errors import ConfigError
 from common.keys import fnv1a32
 from common.models import Key
+from common.scripts import Scripts
 
 #: The consumer group every persist stream carries.
 PERSIST_GROUP = "persist"
@@ -73,3 +80,28 @@ class ShardKeys:
 def workers_key(prefix: str) -> str:
     """The registry of live workers (ZSET worker id -> heartbeat expiry in ms)."""
     return f"{prefix}:ss:workers" if prefix else "ss:workers"
+
+
+def conf_key(prefix: str) -> str:
+    """The deployment-wide pipeline configuration (HASH n, v)."""
+    return f"{prefix}:ss:conf" if prefix else "ss:conf"
+
+
+async def check_conf(client: Any, scripts: Scripts, prefix: str, shards: int) -> None:
+    """Refuse to run with a shard count or entry format other than the one in force.
+
+    Raises:
+        ConfigError: another count or format is recorded for this key prefix.
+    """
+    n, v = await scripts.call(client, "conf_check", [conf_key(prefix)], [shards, ENTRY_FORMAT])
+    n, v = _text(n), _text(v)
+    if n != str(shards) or v != str(ENTRY_FORMAT):
+        raise ConfigError(
+            f"the pipeline runs with {n} shards (entry format {v}); this process was started "
+            f"with async_persister_num={shards} (format {ENTRY_FORMAT}). Use the same count "
+            "everywhere, or change it with `sessionstreams shards resize --to N`"
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

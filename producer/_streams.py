@@ -26,7 +26,7 @@ from common.models import Key, UserKey
 from common.receipt import Receipt
 from common.scripts import Scripts
 from common.settings import Settings
-from common.shards import ENTRY_FORMAT, ShardKeys, shard_of
+from common.shards import ENTRY_FORMAT, ShardKeys, check_conf, shard_of
 
 #: Outcome codes of the request record (common/scripts/_lib.lua).
 OUTCOMES = {1: "applied", 2: "session_gone", 3: "superseded", 4: "invalid", 5: "dead_lettered"}
@@ -58,6 +58,13 @@ class StreamWriter:
             ShardKeys(settings.key_prefix, i, self.shards) for i in range(self.shards)
         ]
         self._pending: dict[Key, dict[str, Receipt]] = {}
+        self._conf_checked = False
+
+    async def check_conf(self) -> None:
+        """Refuse a shard count or entry format other than the one in force (once)."""
+        if not self._conf_checked:
+            await check_conf(self.client, self.scripts, self.settings.key_prefix, self.shards)
+            self._conf_checked = True
 
     # -- writing ------------------------------------------------------------------------
     async def submit(self, key: Key, entries: Sequence[StreamEntry]) -> list[Receipt]:
@@ -68,6 +75,7 @@ class StreamWriter:
             ConfigError: the shard runs with another shard count or entry format.
             PersistUncertainError: fewer than ``durable_min_replicas`` replicas confirmed.
         """
+        await self.check_conf()
         shard = shard_of(key, self.shards)
         sk = self._shard_keys[shard]
         args: list[Any] = [self.shards, ENTRY_FORMAT, self.settings.stream_backlog_max]
@@ -136,7 +144,7 @@ class StreamWriter:
         """Wait for every pending receipt of one session (read-your-writes)."""
         receipts = self.pending_for(key)
         if receipts:
-            await self.wait(receipts, timeout)
+            await self.wait(receipts, timeout, raise_failures=False)
 
     async def flush(self, timeout: float | None) -> None:
         """Wait for every pending receipt of this process."""
@@ -144,8 +152,10 @@ class StreamWriter:
         if receipts:
             await self.wait(receipts, timeout if timeout is not None else 3600.0)
 
-    async def wait(self, receipts: Sequence[Receipt], timeout: float) -> dict[str, str]:
-        """Wait until each receipt reached an outcome; raise for a failed one.
+    async def wait(
+        self, receipts: Sequence[Receipt], timeout: float, *, raise_failures: bool = True
+    ) -> dict[str, str]:
+        """Wait until each receipt reached an outcome; raise for a failed one (if asked).
 
         Returns:
             rid -> outcome for every receipt.
@@ -161,7 +171,7 @@ class StreamWriter:
                 done[rid] = outcome
                 self._forget(receipt)
                 error = outcome_error(receipt, outcome)
-                if error is not None:
+                if error is not None and raise_failures:
                     raise error
             if not todo:
                 break

@@ -14,7 +14,7 @@ from common.errors import ConfigError, DecodeError
 from common.keys import KeySpace
 from common.scripts import Scripts
 from common.settings import Settings
-from common.shards import ENTRY_FORMAT, PERSIST_GROUP, ShardKeys, workers_key
+from common.shards import ENTRY_FORMAT, PERSIST_GROUP, ShardKeys, conf_key, workers_key
 
 DEAD_LETTERED = 5
 
@@ -221,3 +221,4 @@ async def resize(client: Any, settings: Settings, to: int, timeout_s: float = 30
     for sk in old:
         await client.hset(sk.conf, mapping={"n": str(to), "v": str(ENTRY_FORMAT), "paused": "0"})
         await client.delete(sk.stream, sk.failures)
+    await client.hset(conf_key(settings.key_prefix), mapping={"n": str(to), "v": str(ENTRY_FORMAT)})

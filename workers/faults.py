@@ -8,17 +8,17 @@
 - ``after_app_state``: between the app-state write and the session script;
 - ``mid_batch``: after the first half of a batch's sessions were applied.
 
-Actions: ``sleep=<seconds>`` (a pause, as a stalled process would), ``kill`` (SIGKILL of
-this process), ``once`` may follow an action (``after_apply:kill:once`` fires only the first
+Actions: ``sleep=<seconds>`` (the whole process stalls, lease renewals included),
+``kill`` (SIGKILL of this process), ``once`` may follow an action (``after_apply:kill:once`` fires only the first
 time; every fault fires every time otherwise). An optional ``@<n>`` fires from the n-th pass
 on (``after_apply:kill@3``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
+import time
 
 from common.errors import ConfigError
 
@@ -68,4 +68,6 @@ class Faults:
             fault.fired = True
             if fault.kill:
                 os.kill(os.getpid(), signal.SIGKILL)
-            await asyncio.sleep(fault.sleep_s)
+            # A blocking sleep: the whole process stalls (lease renewals included), as a
+            # process stopped by a long GC pause or SIGSTOP would.
+            time.sleep(fault.sleep_s)  # noqa: ASYNC251 - the stall is the point

@@ -21,7 +21,7 @@ from common.connection import check_server, create_client
 from common.keys import KeySpace
 from common.scripts import Scripts
 from common.settings import Settings
-from common.shards import ShardKeys, workers_key
+from common.shards import ShardKeys, check_conf, workers_key
 from workers.apply import Applier
 from workers.faults import Faults
 from workers.leases import Leases
@@ -66,6 +66,8 @@ class Worker:
             loop.add_signal_handler(sig, self.stopping.set)
         try:
             await check_server(self.client, url=self.settings.url or None)
+            await check_conf(self.client, self.scripts, self.settings.key_prefix,
+                             len(self.shard_keys))
             self.log.info("worker started", shards=len(self.shard_keys))
             await self._coordinate()
         finally:
