@@ -9,9 +9,9 @@
 - ``mid_batch``: after the first half of a batch's sessions were applied.
 
 Actions: ``sleep=<seconds>`` (the whole process stalls, lease renewals included),
-``kill`` (SIGKILL of this process), ``once`` may follow an action (``after_apply:kill:once`` fires only the first
-time; every fault fires every time otherwise). An optional ``@<n>`` fires from the n-th pass
-on (``after_apply:kill@3``).
+``kill`` (SIGKILL of this process); ``once`` may follow an action (``after_apply:kill:once``
+fires only the first time; every fault fires every time otherwise). An optional ``@<n>``
+fires from the n-th pass on (``after_apply:kill@3``).
 """
 
 from __future__ import annotations
