@@ -57,11 +57,14 @@ def _hash(reply: Any) -> dict[str, bytes]:
 
 
 async def get_session(
-    svc: SessionService, key: Key, limit: int, after: GoTime | None
+    svc: SessionService, key: Key, limit: int, after: GoTime | None, *, exact: bool = False
 ) -> Session | None:
-    """Load one HashIdx session: one pipeline, plus one call per extra need (tracks)."""
+    """Load one HashIdx session: one pipeline, plus one call per extra need (tracks).
+
+    ``exact`` returns the stored window as it is (no reference user-message filtering).
+    """
     engine: HashIdxEngine = svc.engine
-    call = engine.load_call(key, limit, _ns(after), "estua")
+    call = engine.load_call(key, limit, _ns(after), "estuax" if exact else "estua")
     if engine.single_node:
         loaded = engine.parse_load(await svc.scripts.call(svc.client, *call[1:]))
         app_state = loaded.app_state
@@ -72,10 +75,13 @@ async def get_session(
     if loaded.meta is None:
         return None
     meta = decode_meta(loaded.meta, key)
-    events, lookup = window_events(loaded, key, after)
-    if lookup:
-        found = await engine.find_user_before(key, events[0].id)
-        events = decode_events([found], key) + events if found else []
+    if exact:
+        events = decode_events(loaded.events, key)
+    else:
+        events, lookup = window_events(loaded, key, after)
+        if lookup:
+            found = await engine.find_user_before(key, events[0].id)
+            events = decode_events([found], key) + events if found else []
     session = build_session(key, meta, events, loaded.user_state, app_state)
     attach_summaries(session, loaded.summary)
     names = track_names(meta.state or {}, loaded.track_names)

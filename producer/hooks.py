@@ -33,6 +33,7 @@ class GetSessionContext:
     key: Key
     num_events: int
     after: GoTime | None
+    exact_window: bool = False
 
 
 AppendEventHook = Callable[[AppendEventContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]

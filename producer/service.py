@@ -220,7 +220,7 @@ class SessionService:
         return session
 
     async def get_session(
-        self, key: Key, num_events: int = 0, after: Timestamp = None
+        self, key: Key, num_events: int = 0, after: Timestamp = None, *, exact_window: bool = False
     ) -> Session | None:
         """Read a session with its newest events; None when it does not exist.
 
@@ -229,10 +229,16 @@ class SessionService:
             num_events: newest events to return (0 = ``session_event_limit``).
             after: only events at or after this time (the reference filtering applies:
                 the newest earlier user message may be prepended).
+            exact_window: return exactly the newest ``num_events`` stored events at or after
+                ``after``, without the reference's user-message filtering (no event dropped
+                before the first user message, none prepended). For frameworks with their own
+                window semantics (the ADK and OpenAI Agents adapters).
         """
         self._check_open()
         validate_key(key)
-        ctx = GetSessionContext(key=key, num_events=num_events, after=_as_gotime(after))
+        ctx = GetSessionContext(
+            key=key, num_events=num_events, after=_as_gotime(after), exact_window=exact_window
+        )
         hooks = self.settings.get_session_hooks
         if not hooks:
             return await self._get_final(ctx)
@@ -243,7 +249,9 @@ class SessionService:
         limit = ctx.num_events if ctx.num_events > 0 else max(self.settings.session_event_limit, 0)
         await self._read_your_writes(ctx.key)
         async with self._errors:
-            return await _reads.get_session(self, ctx.key, limit, ctx.after)
+            return await _reads.get_session(
+                self, ctx.key, limit, ctx.after, exact=ctx.exact_window
+            )
 
     async def list_sessions(
         self,

@@ -3,7 +3,8 @@
 -- KEYS[6] trkidx:names  KEYS[7] appstate (optional: only on a single-node server, where a
 -- key of another slot may be read; on Cluster the caller pipelines HGETALL beside the script)
 -- ARGV[1] limit (0 = every event)  ARGV[2] lowest timestamp ns ('' = none)
--- ARGV[3] flags: 'e' events, 's' summary, 'u' user state, 't' track names, 'a' app state
+-- ARGV[3] flags: 'e' events, 's' summary, 'u' user state, 't' track names, 'a' app state,
+--          'x' exact window (no earlier user message looked up)
 -- Returns {meta|false, summary|false, {user state field, value, ...}, {track names},
 --          {event JSON of the window, oldest first}, newest earlier user message JSON|false,
 --          {app state field, value, ...}}.
@@ -66,7 +67,7 @@ if want('e') then
       end
     end
   end
-  if not has_user then
+  if not has_user and not want('x') then
     local start = redis.call('ZCARD', KEYS[3]) - #ids
     local _, _, json = ss_find_user(KEYS[2], KEYS[3], start - 1, 0)
     prepend = json or false
