@@ -249,11 +249,31 @@ class HashIdxEngine:
         ]
         return ("script", "hashidx_append", keys, args)
 
+    async def prepare_append(
+        self, key: Key, entries: Sequence[AppendEntry], *, user_state_ttl_ms: int
+    ) -> None:
+        """Writes to other hash slots that must precede the script (none here).
+
+        Callers that pipeline :meth:`append_call` run this first and :meth:`finish_append`
+        on the statuses; :meth:`append` does both. Subclasses and the legacy engine use them.
+        """
+
+    async def finish_append(
+        self, key: Key, entries: Sequence[AppendEntry], statuses: list[str], **opts: Any
+    ) -> list[str]:
+        """Resolve statuses that need another call (none here); ``opts`` as :meth:`append`."""
+        return statuses
+
     async def append(self, key: Key, entries: Sequence[AppendEntry], **opts: Any) -> list[str]:
-        """Apply ``entries`` to one session; one status per entry."""
+        """Apply ``entries`` to one session; one status per entry.
+
+        ``opts``: ``ttl_ms``, ``storage_limit``, ``user_state_ttl_ms``, ``incarnation``
+        (see :meth:`append_call`).
+        """
+        await self.prepare_append(key, entries, user_state_ttl_ms=opts["user_state_ttl_ms"])
         _, name, keys, args = self.append_call(key, entries, **opts)
         result = await self.scripts.call(self.client, name, keys, args)
-        return [_status(s) for s in result]
+        return await self.finish_append(key, entries, [_status(s) for s in result], **opts)
 
     async def append_track(
         self,

@@ -161,6 +161,17 @@ class KeySpace:
         """HashIdx user state (HASH)."""
         return f"{self._p}hashidx:userstate:{key.app_name}:{{{key.user_id}}}"
 
+    def session_index_pattern(self, app: str) -> str:
+        """SCAN MATCH pattern for every HashIdx user session index of one app (escaped)."""
+        return f"{glob_escape(self._p)}hashidx:sessidx:{glob_escape(app)}:\\{{*"
+
+    def parse_session_index_key(self, app: str, raw: str) -> UserKey | None:
+        """Recover the UserKey from a session index name found by SCAN, or None."""
+        head = f"{self._p}hashidx:sessidx:{app}:{{"
+        if not raw.startswith(head) or not raw.endswith("}") or len(raw) <= len(head) + 1:
+            return None
+        return UserKey(app, raw[len(head) : -1])
+
     def meta_pattern(self, key: UserKey | Key) -> str:
         """SCAN MATCH pattern for every HashIdx meta of one user (glob-escaped)."""
         return (
@@ -217,6 +228,16 @@ class KeySpace:
     def legacy_user_state(self, key: UserKey | Key) -> str:
         """Legacy user state HASH (the old key)."""
         return f"{self._p}userstate:{{{key.app_name}}}:{key.user_id}"
+
+    def legacy_sessions_pattern(self, app: str) -> str:
+        """SCAN MATCH pattern for every legacy per-user session HASH of one app (escaped)."""
+        return f"{glob_escape(self._p)}sess:\\{{{glob_escape(app)}\\}}:*"
+
+    def parse_legacy_sessions_key(self, app: str, raw: str) -> UserKey | None:
+        """Recover the UserKey from a legacy session HASH name found by SCAN, or None."""
+        head = f"{self._p}sess:{{{app}}}:"
+        user = raw[len(head) :] if raw.startswith(head) else ""
+        return UserKey(app, user) if user else None
 
     def legacy_applied(self, key: Key) -> str:
         """Our request record for a legacy session (ZSET)."""

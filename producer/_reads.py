@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from common.compat import user_state_read_keys, uses_legacy
 from common.gotime import GoTime
 from common.hashidx import HashIdxEngine
 from common.models import Key, Session, SessionMeta, TrackEvents, UserKey
@@ -17,6 +18,7 @@ from common.readpath import (
     window_events,
 )
 from common.state import decode_hash
+from producer import _legacy_reads
 
 if TYPE_CHECKING:
     from producer.service import SessionService
@@ -39,15 +41,33 @@ async def load_scopes(
     svc: SessionService, key: Key, *, refresh: bool
 ) -> tuple[dict[str, bytes], dict[str, bytes]]:
     """App and user state of the session's app and user; optionally refresh their TTLs."""
-    app_key, user_key = svc.keys.app_state(key.app_name), svc.keys.user_state(key)
-    calls: list[tuple[Any, ...]] = [("cmd", "HGETALL", app_key), ("cmd", "HGETALL", user_key)]
+    calls = scope_calls(svc, key, refresh=refresh)
+    return parse_scopes(svc, key, await svc.scripts.run_pipeline(svc.client, calls))
+
+
+def scope_calls(svc: SessionService, key: Key, *, refresh: bool) -> list[tuple[Any, ...]]:
+    """Pipeline calls reading app state and the mode's user-state keys (common.compat)."""
+    app_key = svc.keys.app_state(key.app_name)
+    user_keys = user_state_read_keys(svc.keys, svc.settings.compat_mode, key)
+    calls: list[tuple[Any, ...]] = [("cmd", "HGETALL", app_key)]
+    calls += [("cmd", "HGETALL", k) for k in user_keys]
     s = svc.settings
     if refresh and s.app_state_ttl_s > 0:
         calls.append(("cmd", "EXPIRE", app_key, s.app_state_ttl_s))
     if refresh and s.user_state_ttl_s > 0:
-        calls.append(("cmd", "EXPIRE", user_key, s.user_state_ttl_s))
-    results = await svc.scripts.run_pipeline(svc.client, calls)
-    return _hash(results[0]), _hash(results[1])
+        calls += [("cmd", "EXPIRE", k, s.user_state_ttl_s) for k in user_keys]
+    return calls
+
+
+def parse_scopes(
+    svc: SessionService, key: Key, replies: list[Any]
+) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """(app state, user state merged, the winning key last) from :func:`scope_calls` replies."""
+    count = len(user_state_read_keys(svc.keys, svc.settings.compat_mode, key))
+    user: dict[str, bytes] = {}
+    for reply in replies[1 : 1 + count]:
+        user.update(_hash(reply))
+    return _hash(replies[0]), user
 
 
 def _hash(reply: Any) -> dict[str, bytes]:
@@ -56,13 +76,19 @@ def _hash(reply: Any) -> dict[str, bytes]:
     return decode_hash(reply)
 
 
+hash_reply = _hash
+
+
 async def get_session(
     svc: SessionService, key: Key, limit: int, after: GoTime | None, *, exact: bool = False
 ) -> Session | None:
     """Load one HashIdx session: one pipeline, plus one call per extra need (tracks).
 
     ``exact`` returns the stored window as it is (no reference user-message filtering).
+    LEGACY and TRANSITION modes read both layouts (:mod:`producer._legacy_reads`).
     """
+    if uses_legacy(svc.settings.compat_mode):
+        return await _legacy_reads.get_session(svc, key, limit, after, exact=exact)
     engine: HashIdxEngine = svc.engine
     call = engine.load_call(key, limit, _ns(after), "estuax" if exact else "estua")
     if engine.single_node:
@@ -96,7 +122,16 @@ async def get_session(
 async def list_sessions(
     svc: SessionService, user: UserKey, only_meta: bool, limit: int, after: GoTime | None
 ) -> list[Session]:
-    """Every session of one user (index or SCAN), loaded in pipelines."""
+    """Every session of one user; LEGACY/TRANSITION add the legacy ones (which win)."""
+    if uses_legacy(svc.settings.compat_mode):
+        return await _legacy_reads.list_sessions(svc, user, only_meta, limit, after)
+    return await list_hashidx_sessions(svc, user, only_meta, limit, after)
+
+
+async def list_hashidx_sessions(
+    svc: SessionService, user: UserKey, only_meta: bool, limit: int, after: GoTime | None
+) -> list[Session]:
+    """Every HashIdx session of one user (index or SCAN), loaded in pipelines."""
     engine = svc.engine
     if svc.settings.enable_user_session_index:
         ids = await engine.session_ids_from_index(user)
@@ -152,6 +187,13 @@ async def _attach_tracks(
 
 
 async def list_app_sessions(svc: SessionService, app: str) -> list[Session]:
+    """Every session of one app (SCAN); LEGACY/TRANSITION add the legacy ones (which win)."""
+    if uses_legacy(svc.settings.compat_mode):
+        return await _legacy_reads.list_app_sessions(svc, app)
+    return await list_hashidx_app_sessions(svc, app)
+
+
+async def list_hashidx_app_sessions(svc: SessionService, app: str) -> list[Session]:
     """Every HashIdx session of one app (SCAN), with meta and merged state, no events."""
     keys = await svc.engine.scan_app_keys(app)
     if not keys:
@@ -180,7 +222,9 @@ async def list_app_sessions(svc: SessionService, app: str) -> list[Session]:
 async def track_events(
     svc: SessionService, key: Key, track: str, limit: int, after: GoTime | None
 ) -> TrackEvents:
-    """Events of one track of one session."""
+    """Events of one track of one session (reference §5 rule in LEGACY/TRANSITION)."""
+    if uses_legacy(svc.settings.compat_mode):
+        return await _legacy_reads.track_events(svc, key, track, limit, after)
     (reply,) = await svc.scripts.run_pipeline(
         svc.client, [svc.engine.load_tracks_call(key, [track], limit, _ns(after))]
     )

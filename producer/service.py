@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from common.compat import Engines
 from common.connection import check_server, create_client, translate_errors
 from common.entries import Kind, StatePayload, StreamEntry, TrackPayload
 from common.errors import (
@@ -26,14 +27,12 @@ from common.errors import (
     SessionNotFoundError,
 )
 from common.gotime import GoTime
-from common.hashidx import AppendEntry, HashIdxEngine
+from common.hashidx import AppendEntry
 from common.keys import KeySpace, validate_app, validate_key, validate_user_key
 from common.models import (
     Event,
     Key,
     Session,
-    SessionIndexEntry,
-    SessionMeta,
     TrackEvent,
     TrackEvents,
     UserKey,
@@ -52,7 +51,7 @@ from common.state import (
     split_scopes,
     strip_prefix,
 )
-from producer import _reads
+from producer import _reads, _routing
 from producer._streams import StreamWriter
 from producer.hooks import AppendEventContext, GetSessionContext, run_chain
 
@@ -100,7 +99,8 @@ class SessionService:
         self.client = create_client(settings)
         self.keys = KeySpace(settings.key_prefix)
         self.scripts = Scripts(disable_cache=settings.disable_script_cache)
-        self.engine = HashIdxEngine(self.client, self.keys, self.scripts)
+        self._engines = Engines(self.client, self.keys, self.scripts, settings.compat_mode)
+        self.engine = self._engines.hashidx
         self._streams = (
             StreamWriter(self.client, self.keys, self.scripts, settings)
             if settings.enable_async_persist else None
@@ -190,34 +190,14 @@ class SessionService:
         """
         self._check_open()
         validate_user_key(key)
-        if key.session_id:
+        given_id = bool(key.session_id)
+        if given_id:
             validate_key(key)
         else:
             key = Key(key.app_name, key.user_id, str(uuid.uuid4()))
         values = copy_state(state)
-        scoped = split_scopes(values)
-        now = GoTime.now()
-        meta = SessionMeta(
-            id=key.session_id, app_name=key.app_name, user_id=key.user_id,
-            state=scoped.session, generation=str(uuid.uuid4()), created_at=now, updated_at=now,
-        )
-        index = (
-            SessionIndexEntry(created_at=now).to_json()
-            if self.settings.enable_user_session_index else None
-        )
         async with self._errors:
-            created = await self.engine.create(key, meta.to_json(), self._ttl_ms, index)
-            if not created:
-                existing = await self.get_session(key)
-                if existing is not None:
-                    return existing
-                raise SessionNotFoundError(f"session {key} vanished while being created")
-            await self._write_scopes(key, scoped.app, scoped.user)
-            app_state, user_state = await _reads.load_scopes(self, key, refresh=True)
-        temps = {k: v for k, v in values.items() if k.startswith(TEMP_PREFIX)}
-        session = _reads.session_from_meta(key, meta, user_state, app_state)
-        session.state.update(temps)
-        return session
+            return await _routing.create_session(self, key, values, given_id)
 
     async def get_session(
         self, key: Key, num_events: int = 0, after: Timestamp = None, *, exact_window: bool = False
@@ -299,15 +279,7 @@ class SessionService:
         self._check_open()
         validate_key(key)
         async with self._errors:
-            meta_raw, stored = await self.engine.track_names_for_delete(key)
-            names = {n.decode("utf-8", "replace") for n in stored}
-            if meta_raw is not None:
-                try:
-                    meta = SessionMeta.from_json(meta_raw)
-                    names.update(_reads.track_names(meta.state or {}))
-                except Exception:
-                    pass
-            await self.engine.delete(key, sorted(names))
+            await _routing.delete_session(self, key)
 
     # -- events -------------------------------------------------------------------------
     async def append_event(self, session: Session, event: Event) -> Receipt:
@@ -371,7 +343,8 @@ class SessionService:
         receipts = [Receipt(key, -1, "", e.rid) for e in entries]
         async with self._errors:
             await self._write_scopes(key, app_pairs, [])
-            statuses = await self.engine.append(
+            route = await self._write_route(session)
+            statuses = await self._engines[route].append(
                 key, entries, ttl_ms=self._ttl_ms, storage_limit=self.settings.storage_limit,
                 user_state_ttl_ms=self.settings.user_state_ttl_s * 1000,
             )
@@ -405,7 +378,8 @@ class SessionService:
                 )
             return receipt
         async with self._errors:
-            status = await self.engine.append_track(
+            route = await self._write_route(session)
+            status = await self._engines[route].append_track(
                 key, rid=rid, track=track_event.track, track_json=track_event.to_json(),
                 ts_ns=track_event.timestamp.unix_ns, track_ttl_s=s.track_ttl_s,
                 persist=s.track_ttl_explicit_none, producer_ts=GoTime.now().to_text(),
@@ -434,10 +408,9 @@ class SessionService:
         count = max(count, 1)
         await self._read_your_writes(key)
         async with self._errors:
-            if not await self.client.exists(self.keys.meta(key)):
-                return []
-            status, raws = await self.engine.trim(key, rid=_rid(), count=count,
-                                                  ttl_ms=self._ttl_ms)
+            status, raws = await _routing.trim(self, key, count, _rid())
+        if status == "session_gone":
+            return []
         _check_status(status, key)
         return _reads.decode_events(raws, key)
 
@@ -465,7 +438,8 @@ class SessionService:
                 (receipt,) = await self._streams.submit(key, [entry])
             return receipt
         async with self._errors:
-            status = await self.engine.update_state(
+            route = await self._write_route(key)
+            status = await self._engines[route].update_state(
                 key, rid=rid, patch_json=b64_patch(patch), producer_ts=GoTime.now().to_text(),
                 ttl_ms=self._ttl_ms,
             )
@@ -503,16 +477,14 @@ class SessionService:
         validate_user_key(user_key)
         pairs = strip_prefix(state, USER_PREFIX)
         async with self._errors:
-            await self.engine.set_hash(
-                self.keys.user_state(user_key), pairs, self.settings.user_state_ttl_s * 1000
-            )
+            await _routing.write_user_state(self, user_key, pairs)
 
     async def list_user_states(self, user_key: UserKey) -> dict[str, bytes]:
         """Every user-state field (empty when none)."""
         self._check_open()
         validate_user_key(user_key)
         async with self._errors:
-            return decode_hash(await self.client.hgetall(self.keys.user_state(user_key)))
+            return await _routing.list_user_states(self, user_key)
 
     async def delete_user_state(self, user_key: UserKey, key: str) -> None:
         """Delete one user-state field (a missing one is fine)."""
@@ -520,7 +492,7 @@ class SessionService:
         validate_user_key(user_key)
         field = _state_field(key, USER_PREFIX)
         async with self._errors:
-            await self.client.hdel(self.keys.user_state(user_key), field)
+            await _routing.delete_user_state(self, user_key, field)
 
     async def _write_scopes(
         self, key: Key, app: list[tuple[str, bytes]], user: list[tuple[str, bytes]]
@@ -532,9 +504,15 @@ class SessionService:
                 self.keys.app_state(key.app_name), app, self.settings.app_state_ttl_s * 1000
             )
         if user:
-            await self.engine.set_hash(
-                self.keys.user_state(key), user, self.settings.user_state_ttl_s * 1000
-            )
+            await _routing.write_user_state(self, key, user)
+
+    async def _write_route(self, session_or_key: Session | Key) -> str:
+        """The engine route of a write to an existing session (reference §5 matrix).
+
+        The session's ``storage_type`` tag when usable, else where the session lives;
+        ``self._engines[route]`` is the engine (see :mod:`common.compat`).
+        """
+        return await _routing.write_route(self, session_or_key)
 
     # -- receipts -----------------------------------------------------------------------
     async def wait_persisted(self, receipt: Receipt | str, timeout: float = 5.0) -> str:

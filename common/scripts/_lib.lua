@@ -291,3 +291,23 @@ local function ss_merge_track(current, track)
   parts[#parts + 1] = cjson.encode(track)
   return ss_b64_encode('[' .. table.concat(parts, ',') .. ']')
 end
+
+-- Legacy event ZSETs hold the event JSON as the member: the newest user message among ranks
+-- [lo_rank, hi_rank], walking back in batches of 100. Returns its JSON and rank, or nil.
+local function ss_find_user_z(zkey, hi_rank, lo_rank)
+  local hi = hi_rank
+  while hi >= lo_rank do
+    local lo = math.max(lo_rank, hi - 99)
+    local members = redis.call('ZRANGE', zkey, lo, hi)
+    if #members == 0 then
+      return nil, nil
+    end
+    for j = #members, 1, -1 do
+      if ss_is_user_json(members[j]) then
+        return members[j], lo + j - 1
+      end
+    end
+    hi = lo - 1
+  end
+  return nil, nil
+end

@@ -1,0 +1,236 @@
+"""Compatibility modes (reference §5): route names, the engines by route, the routing rules.
+
+A *route* names the engine a session lives in; it is also the ``storage_type`` tag of
+returned sessions and the route carried by stream entries:
+
+- :data:`HASHIDX`: the HashIdx layout (:class:`~common.hashidx.HashIdxEngine`);
+- :data:`ZSET`: the legacy ZSet layout (:class:`~common.legacy.LegacyEngine`).
+
+Both engines take the same write arguments and return the same statuses
+(:class:`Engine`), so ``Engines.engine_for(route).append(...)`` works for either.
+
+The rules of the matrix, per :class:`~common.settings.CompatMode`:
+
+=====================  ==================  ===================================================
+rule                   NONE                LEGACY / TRANSITION
+=====================  ==================  ===================================================
+existence check        HashIdx EXISTS      HashIdx EXISTS + legacy HEXISTS (one pipeline)
+route of a session     HashIdx             legacy when it is there, else HashIdx
+route of a tagged one  HashIdx (tag off)   the tag
+create target          HashIdx             HashIdx (LEGACY), legacy (TRANSITION)
+user state written     HashIdx             HashIdx (LEGACY), HashIdx then legacy (TRANSITION)
+user state read        HashIdx             legacy overlaid by HashIdx (HashIdx wins)
+user state deleted     HashIdx             both
+=====================  ==================  ===================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from common.errors import ConfigError
+from common.hashidx import AppendEntry, HashIdxEngine
+from common.keys import KeySpace
+from common.legacy import LegacyEngine
+from common.models import Key, UserKey
+from common.scripts import Scripts
+from common.settings import CompatMode, Settings
+
+HASHIDX = "hashidx"
+ZSET = "zset"
+ROUTES = (HASHIDX, ZSET)
+
+
+class Engine(Protocol):
+    """The write interface both engines share (arguments and statuses identical)."""
+
+    def append_call(
+        self,
+        key: Key,
+        entries: Sequence[AppendEntry],
+        *,
+        ttl_ms: int,
+        storage_limit: int,
+        user_state_ttl_ms: int,
+        incarnation: str = "",
+    ) -> tuple[Any, ...]: ...
+
+    async def prepare_append(
+        self, key: Key, entries: Sequence[AppendEntry], *, user_state_ttl_ms: int
+    ) -> None: ...
+
+    async def finish_append(
+        self, key: Key, entries: Sequence[AppendEntry], statuses: list[str], **opts: Any
+    ) -> list[str]: ...
+
+    async def append(self, key: Key, entries: Sequence[AppendEntry], **opts: Any) -> list[str]: ...
+
+    async def append_track(
+        self,
+        key: Key,
+        *,
+        rid: str,
+        track: str,
+        track_json: bytes,
+        ts_ns: int,
+        track_ttl_s: int,
+        persist: bool,
+        producer_ts: str,
+        session_ttl_ms: int,
+        incarnation: str = "",
+    ) -> str: ...
+
+    async def update_state(
+        self,
+        key: Key,
+        *,
+        rid: str,
+        patch_json: bytes,
+        producer_ts: str,
+        ttl_ms: int,
+        incarnation: str = "",
+    ) -> str: ...
+
+    async def trim(
+        self, key: Key, *, rid: str, count: int, ttl_ms: int
+    ) -> tuple[str, list[bytes]]: ...
+
+
+class TransitionHashIdxEngine(HashIdxEngine):
+    """HashIdx engine of TRANSITION mode: delta user state also goes to the legacy key.
+
+    update_user_state writes both user-state keys in TRANSITION mode, so event deltas do too;
+    the legacy key lives in the ``{app}`` slot and is written first, idempotently.
+    """
+
+    async def prepare_append(
+        self, key: Key, entries: Sequence[AppendEntry], *, user_state_ttl_ms: int
+    ) -> None:
+        pairs = [pair for entry in entries for pair in entry.user_pairs]
+        if pairs:
+            await self.set_hash(self.keys.legacy_user_state(key), pairs, user_state_ttl_ms)
+
+
+class Engines(Mapping[str, Engine]):
+    """The two engines of one client, by route (``engines[route]`` / ``engine_for``)."""
+
+    def __init__(self, client: Any, keys: KeySpace, scripts: Scripts, mode: CompatMode) -> None:
+        self.mode = mode
+        hashidx_cls = TransitionHashIdxEngine if mode is CompatMode.TRANSITION else HashIdxEngine
+        self.hashidx: HashIdxEngine = hashidx_cls(client, keys, scripts)
+        self.legacy = LegacyEngine(
+            client, keys, scripts, hashidx=self.hashidx,
+            dual_user_state=mode is CompatMode.TRANSITION,
+        )
+        self._by_route: dict[str, Engine] = {HASHIDX: self.hashidx, ZSET: self.legacy}
+
+    @classmethod
+    def from_settings(
+        cls, client: Any, settings: Settings, scripts: Scripts | None = None
+    ) -> Engines:
+        """Engines for ``settings`` (prefix, compat mode, script cache)."""
+        scripts = scripts or Scripts(disable_cache=settings.disable_script_cache)
+        return cls(client, KeySpace(settings.key_prefix), scripts, settings.compat_mode)
+
+    def engine_for(self, route: str) -> Engine:
+        """The engine of ``route`` (:data:`HASHIDX` or :data:`ZSET`).
+
+        Raises:
+            ConfigError: an unknown route (e.g. an entry written by a newer version).
+        """
+        engine = self._by_route.get(route)
+        if engine is None:
+            raise ConfigError(f"unknown storage route {route!r} (expected one of {ROUTES})")
+        return engine
+
+    def __getitem__(self, route: str) -> Engine:
+        return self.engine_for(route)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_route)
+
+    def __len__(self) -> int:
+        return len(self._by_route)
+
+
+# -- the rules ---------------------------------------------------------------------------
+def uses_legacy(mode: CompatMode) -> bool:
+    """True in the modes that read the legacy layout (LEGACY and TRANSITION)."""
+    return mode is not CompatMode.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """Where a session exists (reference §4.1); both can be true."""
+
+    zset: bool
+    hashidx: bool
+
+
+def presence_calls(keys: KeySpace, key: Key, mode: CompatMode) -> list[tuple[Any, ...]]:
+    """The existence check as pipeline calls (:meth:`Scripts.run_pipeline`)."""
+    calls: list[tuple[Any, ...]] = [("cmd", "EXISTS", keys.meta(key))]
+    if uses_legacy(mode):
+        calls.append(("cmd", "HEXISTS", keys.legacy_sessions(key), key.session_id))
+    return calls
+
+
+def parse_presence(mode: CompatMode, replies: Sequence[Any]) -> Presence:
+    """The Presence from the replies of :func:`presence_calls`."""
+    zset = bool(replies[1]) if uses_legacy(mode) else False
+    return Presence(zset=zset, hashidx=bool(replies[0]))
+
+
+async def check_presence(
+    scripts: Scripts, client: Any, keys: KeySpace, key: Key, mode: CompatMode
+) -> Presence:
+    """Run the existence check (one pipeline; errors raise, they never mean "absent")."""
+    replies = await scripts.run_pipeline(client, presence_calls(keys, key, mode))
+    return parse_presence(mode, replies)
+
+
+def choose_route(mode: CompatMode, presence: Presence) -> str | None:
+    """Legacy when the mode reads it and the session is there; else HashIdx if present."""
+    if uses_legacy(mode) and presence.zset:
+        return ZSET
+    if presence.hashidx:
+        return HASHIDX
+    return None
+
+
+def tag_route(mode: CompatMode, tag: str | None) -> str | None:
+    """The route a session's ``storage_type`` tag gives, or None when the tag is unusable.
+
+    NONE mode ignores the legacy layout entirely, tags included (the Go service would
+    still write a ``zset``-tagged session to the legacy layout, where nothing reads it).
+    """
+    if mode is CompatMode.NONE:
+        return HASHIDX
+    return tag if tag in ROUTES else None
+
+
+def create_route(mode: CompatMode) -> str:
+    """Where a new session is created: legacy in TRANSITION mode, else HashIdx."""
+    return ZSET if mode is CompatMode.TRANSITION else HASHIDX
+
+
+def user_state_write_keys(keys: KeySpace, mode: CompatMode, user: UserKey | Key) -> list[str]:
+    """The user-state keys update_user_state writes, in write order (HashIdx first)."""
+    out = [keys.user_state(user)]
+    if mode is CompatMode.TRANSITION:
+        out.append(keys.legacy_user_state(user))
+    return out
+
+
+def user_state_read_keys(keys: KeySpace, mode: CompatMode, user: UserKey | Key) -> list[str]:
+    """The user-state keys a read merges, the winning one last (HashIdx wins)."""
+    if not uses_legacy(mode):
+        return [keys.user_state(user)]
+    return [keys.legacy_user_state(user), keys.user_state(user)]
+
+
+def user_state_delete_keys(keys: KeySpace, mode: CompatMode, user: UserKey | Key) -> list[str]:
+    """The user-state keys delete_user_state removes a field from."""
+    return user_state_read_keys(keys, mode, user)
