@@ -1,0 +1,233 @@
+"""Google ADK events and state <-> sessionstreams events and state.
+
+An ADK event becomes an event a Go reader understands: its text as the message content (role
+``user`` or ``assistant``), thoughts as reasoning content, function calls as ``tool_calls``,
+function responses as ``tool`` messages (one choice each), with author, invocation id (also
+the request id), branch, timestamp (ns) and state delta (JSON bytes per key). The whole ADK
+event is kept in ``extensions["adk_event"]`` (its pydantic JSON), and reading prefers it, so
+an event read back equals the one appended. Events another writer stored (a Go service) are
+converted the other way, from their message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import pydantic
+import pydantic_core
+import structlog
+from google.adk.events.event import Event as AdkEvent
+from google.adk.events.event_actions import EventActions as AdkActions
+from google.genai import types
+
+from common.gotime import GoTime
+from common.models import (
+    Choice,
+    Event,
+    EventActions,
+    FunctionDef,
+    Message,
+    Response,
+    ResponseError,
+    ToolCall,
+    Usage,
+)
+from producer._interop import (
+    decode_json_state,
+    gotime_from_seconds,
+    placeholder_choice,
+    seconds_from_ns,
+)
+
+__all__ = ["ADK_EXTENSION", "encode_state", "from_store_event", "to_store_event"]
+
+#: The extensions key holding the ADK event's own JSON.
+ADK_EXTENSION = "adk_event"
+
+log = structlog.get_logger("sessionstreams.adk")
+
+_ROLES = {"user": "user", "model": "assistant", "system": "system"}
+
+
+def json_bytes(value: Any) -> bytes:
+    """An ADK state value as JSON bytes (what ADK's database service stores for it).
+
+    Values JSON cannot hold exactly are converted as ADK converts them: NaN and infinities
+    become null, bytes base64, anything unknown its ``str``.
+    """
+    return pydantic_core.to_json(value, inf_nan_mode="null", bytes_mode="base64", fallback=str)
+
+
+def encode_state(state: Mapping[str, Any] | None) -> dict[str, bytes | None]:
+    """An ADK state map (or delta) as JSON bytes per key."""
+    return {k: json_bytes(v) for k, v in (state or {}).items()}
+
+
+def to_store_event(event: AdkEvent) -> Event:
+    """The sessionstreams event stored for a (non-partial) ADK event."""
+    ts = gotime_from_seconds(event.timestamp)
+    delta = event.actions.state_delta if event.actions else None
+    response = Response(
+        object="tool.response" if _function_responses(event) else "chat.completion",
+        created=int(event.timestamp),
+        model=event.model_version or "",
+        choices=_choices(event),
+        usage=_usage(event.usage_metadata),
+        error=_error(event),
+        timestamp=ts,
+        done=True,
+    )
+    return Event(
+        response=response,
+        request_id=event.invocation_id,
+        invocation_id=event.invocation_id,
+        author=event.author,
+        id=event.id,
+        timestamp=ts,
+        branch=event.branch or "",
+        long_running_tool_ids=set(event.long_running_tool_ids or ()) or None,
+        state_delta=encode_state(delta) or None,
+        extensions={ADK_EXTENSION: event.model_dump_json(exclude_none=True).encode()},
+        actions=(
+            EventActions(skip_summarization=True)
+            if event.actions and event.actions.skip_summarization else None
+        ),
+        version=1,
+    )
+
+
+def from_store_event(event: Event) -> AdkEvent:
+    """The ADK event of a stored event: the kept ADK JSON, else one built from the message."""
+    raw = (event.extensions or {}).get(ADK_EXTENSION)
+    if raw:
+        try:
+            return AdkEvent.model_validate_json(raw)
+        except pydantic.ValidationError as exc:
+            log.warning("unreadable ADK event kept, using its message", event=event.id,
+                        error=str(exc))
+    return _from_message(event)
+
+
+# -- ADK -> stored --------------------------------------------------------------------------
+def _parts(event: AdkEvent) -> list[types.Part]:
+    return list(event.content.parts or []) if event.content else []
+
+
+def _function_responses(event: AdkEvent) -> list[types.FunctionResponse]:
+    return [p.function_response for p in _parts(event) if p.function_response]
+
+
+def _role(event: AdkEvent) -> str:
+    role = event.content.role if event.content else None
+    if role in _ROLES:
+        return _ROLES[role]
+    return "user" if event.author == "user" else "assistant"
+
+
+def _json_text(value: Any) -> str:
+    return json_bytes(value).decode()
+
+
+def _choices(event: AdkEvent) -> list[Choice]:
+    responses = _function_responses(event)
+    if responses:
+        return [
+            Choice(index=i, message=Message(
+                role="tool", content=_json_text(r.response or {}), tool_id=r.id or "",
+                tool_name=r.name or "",
+            ))
+            for i, r in enumerate(responses)
+        ]
+    parts = _parts(event)
+    role = _role(event)
+    text = "".join(p.text for p in parts if p.text and not p.thought)
+    thought = "".join(p.text for p in parts if p.text and p.thought)
+    calls = [
+        ToolCall(type="function", id=p.function_call.id or "", function=FunctionDef(
+            name=p.function_call.name or "", arguments=_json_text(p.function_call.args or {}),
+        ))
+        for p in parts if p.function_call
+    ]
+    if not (text or thought or calls):
+        return [placeholder_choice(role)]
+    finish = event.finish_reason.value.lower() if event.finish_reason else None
+    message = Message(role=role, content=text, reasoning_content=thought,
+                      tool_calls=calls or None)
+    return [Choice(index=0, message=message, finish_reason=finish)]
+
+
+def _usage(meta: types.GenerateContentResponseUsageMetadata | None) -> Usage | None:
+    if meta is None:
+        return None
+    return Usage(
+        prompt_tokens=meta.prompt_token_count or 0,
+        completion_tokens=meta.candidates_token_count or 0,
+        total_tokens=meta.total_token_count or 0,
+    )
+
+
+def _error(event: AdkEvent) -> ResponseError | None:
+    if not (event.error_code or event.error_message):
+        return None
+    return ResponseError(message=event.error_message or "", type="error",
+                         code=event.error_code or "")
+
+
+# -- stored by another writer -> ADK --------------------------------------------------------
+def _as_object(text: str) -> dict[str, Any]:
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return {"result": text}
+    return value if isinstance(value, dict) else {"result": value}
+
+
+def _message_parts(message: Message) -> list[types.Part]:
+    parts: list[types.Part] = []
+    if message.reasoning_content:
+        parts.append(types.Part(text=message.reasoning_content, thought=True))
+    if message.content:
+        parts.append(types.Part(text=message.content))
+    parts.extend(types.Part(text=p.text) for p in message.content_parts or () if p.text)
+    parts.extend(
+        types.Part(function_call=types.FunctionCall(
+            id=c.id or None, name=c.function.name, args=_as_object(c.function.arguments or "{}"),
+        ))
+        for c in message.tool_calls or ()
+    )
+    return parts
+
+
+def _from_message(event: Event) -> AdkEvent:
+    choices = event.response.choices or [] if event.response else []
+    role, parts = "model", []
+    if choices and choices[0].message.role == "tool":
+        role = "user"
+        parts = [
+            types.Part(function_response=types.FunctionResponse(
+                id=c.message.tool_id or None, name=c.message.tool_name,
+                response=_as_object(c.message.content),
+            ))
+            for c in choices if c.message.role == "tool"
+        ]
+    elif choices:
+        message = choices[0].message
+        role = "user" if message.role == "user" else "model"
+        parts = _message_parts(message)
+    return AdkEvent(
+        id=event.id,
+        invocation_id=event.invocation_id,
+        author=event.author or ("user" if role == "user" else ""),
+        branch=event.branch or None,
+        timestamp=seconds_from_ns(event.timestamp.unix_ns),
+        content=types.Content(role=role, parts=parts) if parts else None,
+        actions=AdkActions(state_delta=decode_json_state(event.state_delta or {})),
+        long_running_tool_ids=set(event.long_running_tool_ids or ()) or None,
+    )
+
+
+def session_seconds(value: GoTime) -> float:
+    """A stored time as the float seconds of ADK's ``last_update_time``."""
+    return seconds_from_ns(value.unix_ns)

@@ -1,0 +1,253 @@
+"""OpenAI Agents SDK session on sessionstreams (``pip install sessionstreams[openai-agents]``).
+
+One line in an Agents SDK app::
+
+    from producer.openai_agents import SessionStreamsSession
+    session = SessionStreamsSession.from_url("conversation-1", "redis://localhost:6379/0")
+    result = await Runner.run(agent, "Hello", session=session)
+
+It implements the SDK's ``Session`` protocol (``get_items(limit)``, ``add_items``,
+``pop_item``, ``clear_session``). Each item is one stored event of the session
+``Key(app_name, user_id, session_id)``: the item's JSON is kept whole in
+``extensions["openai_item"]`` (an item read back equals the one added), and the event's message
+is what a Go reader understands: user/assistant/system text, ``function_call`` items as
+``tool_calls``, ``function_call_output`` items as ``tool`` messages, reasoning summaries as
+reasoning content. Events stored by another writer (a Go service) are read back as items built
+from their message. Only :class:`~producer.service.SessionService` methods are called, so both
+persistence modes work; in asynchronous mode reads wait for this session's writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+from agents.memory.session_settings import SessionSettings, resolve_session_limit
+
+from common.errors import SessionNotFoundError
+from common.gotime import GoTime
+from common.models import Choice, Event, FunctionDef, Key, Message, Response, Session, ToolCall
+from common.settings import Settings
+from producer._interop import ALL_EVENTS, PendingWrites, placeholder_choice
+from producer.service import SessionService
+
+if TYPE_CHECKING:
+    from agents.items import TResponseInputItem
+
+__all__ = ["OPENAI_EXTENSION", "SessionStreamsSession"]
+
+#: The extensions key holding the item's own JSON.
+OPENAI_EXTENSION = "openai_item"
+
+_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+_TEXT_PARTS = ("input_text", "output_text", "text", "refusal", "summary_text")
+
+
+class SessionStreamsSession:
+    """An OpenAI Agents SDK session stored in sessionstreams.
+
+    Args:
+        session_id: the conversation id (the sessionstreams session id).
+        service: the sessionstreams service to use (not closed by :meth:`close`).
+        settings: build and own a service from these settings instead.
+        app_name: the sessionstreams app the conversation belongs to.
+        user_id: the sessionstreams user the conversation belongs to.
+        session_settings: the SDK's session settings (``limit`` for :meth:`get_items`).
+    """
+
+    session_settings: SessionSettings | None = None
+
+    def __init__(
+        self,
+        session_id: str,
+        service: SessionService | None = None,
+        *,
+        settings: Settings | None = None,
+        app_name: str = "openai-agents",
+        user_id: str = "default",
+        session_settings: SessionSettings | None = None,
+    ) -> None:
+        if (service is None) == (settings is None):
+            raise ValueError("pass exactly one of service or settings")
+        self.session_id = session_id
+        self.session_settings = session_settings or SessionSettings()
+        self._owned = service is None
+        self.service: SessionService = service if service is not None else SessionService(
+            cast(Settings, settings)
+        )
+        self.key = Key(app_name, user_id, session_id)
+        self._pending = PendingWrites(self.service)
+        self._carrier: Session | None = None
+        self._tool_names: dict[str, str] = {}
+
+    @classmethod
+    def from_url(cls, session_id: str, url: str, **kwargs: Any) -> SessionStreamsSession:
+        """A session owning a :class:`SessionService` on ``url``.
+
+        ``app_name``, ``user_id`` and ``session_settings`` go to the session; any other keyword
+        is a :class:`~common.settings.Settings` field.
+        """
+        own = {k: kwargs.pop(k) for k in ("app_name", "user_id", "session_settings")
+               if k in kwargs}
+        return cls(session_id, settings=Settings(url=url, **kwargs), **own)
+
+    async def close(self) -> None:
+        """Close the underlying service if this session built it."""
+        if self._owned:
+            await self.service.close()
+
+    # -- the Session protocol -------------------------------------------------------------
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        """The conversation, oldest first; with ``limit`` only the newest ``limit`` items."""
+        wanted = resolve_session_limit(limit, self.session_settings)
+        if wanted is not None and wanted <= 0:
+            return []
+        await self._wait_own_writes()
+        stored = await self.service.get_session(
+            self.key, num_events=ALL_EVENTS if wanted is None else wanted, exact_window=True
+        )
+        if stored is None:
+            return []
+        items = [item for event in stored.events for item in self._items_of(event)]
+        return items if wanted is None else items[-wanted:]
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        """Append items, in order, in one write."""
+        if not items:
+            return
+        events = [self._event_for(cast(Mapping[str, Any], item)) for item in items]
+        carrier = await self._session()
+        try:
+            receipts = await self.service.append_events(carrier, events)
+        except SessionNotFoundError:
+            # Cleared by someone else since we created it: start it again.
+            self._carrier = None
+            carrier = await self._session()
+            receipts = await self.service.append_events(carrier, events)
+        carrier.events.clear()
+        self._pending.add(receipts)
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        """Remove and return the newest item (None when the conversation is empty)."""
+        await self._wait_own_writes()
+        removed = await self.service.trim_conversations(self.key, count=1)
+        for event in reversed(removed):
+            items = self._items_of(event)
+            if items:
+                return items[-1]
+        return None
+
+    async def clear_session(self) -> None:
+        """Delete the conversation."""
+        self._pending.forget(self.key)
+        self._carrier = None
+        await self.service.delete_session(self.key)
+
+    # -- helpers --------------------------------------------------------------------------
+    async def _session(self) -> Session:
+        if self._carrier is None:
+            self._carrier = await self.service.create_session(self.key)
+            self._carrier.events.clear()
+        return self._carrier
+
+    async def _wait_own_writes(self) -> None:
+        try:
+            await self._pending.wait(self.key)
+        except SessionNotFoundError:
+            self._carrier = None  # cleared meanwhile: those writes were dropped with it
+
+    def _event_for(self, item: Mapping[str, Any]) -> Event:
+        event_id = str(uuid.uuid4())
+        choice = self._choice_for(item)
+        role = choice.message.role or "assistant"
+        kind = "tool.response" if role == "tool" else "chat.completion"
+        return Event(
+            response=Response(object=kind, choices=[choice], done=True, timestamp=GoTime.now()),
+            # One request per item: trim_conversations(count=1) then removes exactly it.
+            request_id=event_id,
+            author="user" if role == "user" else "assistant",
+            id=event_id,
+            extensions={OPENAI_EXTENSION: msgspec.json.encode(item, enc_hook=_enc_hook)},
+        )
+
+    def _choice_for(self, item: Mapping[str, Any]) -> Choice:
+        kind = item.get("type", "message")
+        if kind == "function_call":
+            call_id = str(item.get("call_id", ""))
+            name = str(item.get("name", ""))
+            self._tool_names[call_id] = name
+            call = ToolCall(type="function", id=call_id, function=FunctionDef(
+                name=name, arguments=str(item.get("arguments", "")),
+            ))
+            return Choice(message=Message(role="assistant", tool_calls=[call]))
+        if kind == "function_call_output":
+            call_id = str(item.get("call_id", ""))
+            return Choice(message=Message(
+                role="tool", content=_text_of(item.get("output")), tool_id=call_id,
+                tool_name=self._tool_names.get(call_id, ""),
+            ))
+        if kind == "reasoning":
+            summary = _text_of(item.get("summary"))
+            if summary:
+                return Choice(message=Message(role="assistant", reasoning_content=summary))
+        if kind == "message" and "role" in item:
+            role = _ROLES.get(str(item["role"]), "assistant")
+            text = _text_of(item.get("content"))
+            if text:
+                return Choice(message=Message(role=role, content=text))
+            return placeholder_choice(role)
+        return placeholder_choice("assistant")
+
+    def _items_of(self, event: Event) -> list[TResponseInputItem]:
+        raw = (event.extensions or {}).get(OPENAI_EXTENSION)
+        if raw:
+            try:
+                return [cast("TResponseInputItem", msgspec.json.decode(raw))]
+            except msgspec.DecodeError:
+                pass
+        return [cast("TResponseInputItem", i) for i in _items_from_message(event)]
+
+
+def _enc_hook(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json", exclude_unset=True)
+    raise NotImplementedError(f"cannot encode {type(value).__name__} in a session item")
+
+
+def _text_of(value: Any) -> str:
+    """The text of an item's ``content``/``output``/``summary`` (str or a list of parts)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(
+            str(p.get("text", "")) for p in value
+            if isinstance(p, Mapping) and p.get("type") in _TEXT_PARTS
+        )
+    return msgspec.json.encode(value, enc_hook=_enc_hook).decode()
+
+
+def _items_from_message(event: Event) -> list[dict[str, Any]]:
+    """Items for an event stored by another writer, from its message."""
+    if event.response is None or not event.response.choices:
+        return []
+    items: list[dict[str, Any]] = []
+    for choice in event.response.choices:
+        m = choice.message
+        if m.role == "tool":
+            items.append({"type": "function_call_output", "call_id": m.tool_id,
+                          "output": m.content})
+            continue
+        text = m.content or "".join(p.text or "" for p in m.content_parts or ())
+        if text and m.role in _ROLES:
+            items.append({"role": m.role, "content": text})
+        items.extend(
+            {"type": "function_call", "call_id": c.id, "name": c.function.name,
+             "arguments": c.function.arguments}
+            for c in m.tool_calls or ()
+        )
+    return items

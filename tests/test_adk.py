@@ -1,0 +1,309 @@
+"""The Google ADK adapter (producer.adk) driven through ADK itself, on a real redis-server.
+
+An ADK ``Runner`` with an ``LlmAgent`` whose model is a deterministic fake (a tool call, then a
+text answer) writes the session; what ADK reads back must equal what it appended, state scopes
+follow ADK's rules, and a Go reader sees the conversation as chat messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("google.adk")
+
+from google.adk.agents import LlmAgent
+from google.adk.errors import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.session_not_found_error import SessionNotFoundError as AdkNotFound
+from google.adk.events.event import Event as AdkEvent
+from google.adk.events.event_actions import EventActions
+from google.adk.models.base_llm import BaseLlm
+from google.adk.models.llm_request import LlmRequest
+from google.adk.models.llm_response import LlmResponse
+from google.adk.runners import Runner
+from google.adk.sessions.base_session_service import BaseSessionService, GetSessionConfig
+from google.adk.tools.tool_context import ToolContext
+from google.genai import types
+
+from common.models import Event, Key
+from producer.adk import SessionStreamsSessionService
+
+APP, USER = "weather", "u1"
+
+
+class FakeLlm(BaseLlm):
+    """First turn: call get_weather; after the tool answered: say it is sunny."""
+
+    model: str = "fake-llm"
+
+    async def generate_content_async(
+        self, llm_request: LlmRequest, stream: bool = False
+    ) -> AsyncGenerator[LlmResponse, None]:
+        last = llm_request.contents[-1]
+        if any(p.function_response for p in last.parts or []):
+            part = types.Part(text="It is sunny in Zurich.")
+        else:
+            part = types.Part(function_call=types.FunctionCall(
+                id="call-1", name="get_weather", args={"city": "Zurich"}))
+        yield LlmResponse(content=types.Content(role="model", parts=[part]))
+
+
+def get_weather(city: str, tool_context: ToolContext) -> dict[str, Any]:
+    """Report the weather of a city."""
+    tool_context.state["user:last_city"] = city
+    tool_context.state["app:calls"] = 1
+    tool_context.state["temp:scratch"] = "not persisted"
+    return {"city": city, "weather": "sunny"}
+
+
+@pytest.fixture
+async def adk(make_service) -> SessionStreamsSessionService:
+    """The adapter on a fresh SessionService (every event kept, user index on)."""
+    svc = await make_service(session_event_storage_limit=0, enable_user_session_index=True)
+    return SessionStreamsSessionService(svc)
+
+
+def user_message(text: str) -> types.Content:
+    return types.Content(role="user", parts=[types.Part(text=text)])
+
+
+async def run_turn(runner: Runner, session_id: str, text: str) -> list[AdkEvent]:
+    return [
+        e async for e in runner.run_async(
+            user_id=USER, session_id=session_id, new_message=user_message(text))
+    ]
+
+
+def text_event(text: str, author: str = "assistant", **kwargs: Any) -> AdkEvent:
+    role = "user" if author == "user" else "model"
+    return AdkEvent(invocation_id="inv-1", author=author,
+                    content=types.Content(role=role, parts=[types.Part(text=text)]), **kwargs)
+
+
+async def test_is_a_base_session_service(adk) -> None:
+    """The adapter is an ADK BaseSessionService with nothing left abstract."""
+    assert isinstance(adk, BaseSessionService)
+    assert not getattr(type(adk), "__abstractmethods__", None)
+
+
+async def test_runner_round_trip(adk) -> None:
+    """Events a Runner appended read back equal; state follows app:/user:/temp: rules."""
+    agent = LlmAgent(name="assistant", model=FakeLlm(), tools=[get_weather], output_key="answer")
+    runner = Runner(app_name=APP, agent=agent, session_service=adk)
+    session = await adk.create_session(app_name=APP, user_id=USER, state={"lang": "de"})
+    produced = await run_turn(runner, session.id, "Weather in Zurich?")
+    assert [e.content.parts[0].text for e in produced if e.content.parts[0].text] == [
+        "It is sunny in Zurich."]
+
+    stored = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+    assert stored is not None
+    assert stored.events[0].author == "user"
+    assert stored.events[0].content == user_message("Weather in Zurich?")
+    assert stored.events[1:] == produced
+    assert stored.state == {
+        "lang": "de", "answer": "It is sunny in Zurich.",
+        "user:last_city": "Zurich", "app:calls": 1,
+    }
+    assert await adk.get_user_state(app_name=APP, user_id=USER) == {"last_city": "Zurich"}
+
+    # A second turn reloads the session and appends after the first (no stale error).
+    second = await run_turn(runner, session.id, "And tomorrow?")
+    stored = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+    assert stored.events[len(produced) + 2:] == second
+    assert len(stored.events) == 2 * (len(produced) + 1)
+
+
+async def test_go_reader_sees_chat_messages(adk) -> None:
+    """Stored events carry roles, tool calls, tool results, author, ids and JSON deltas."""
+    agent = LlmAgent(name="assistant", model=FakeLlm(), tools=[get_weather], output_key="answer")
+    runner = Runner(app_name=APP, agent=agent, session_service=adk)
+    session = await adk.create_session(app_name=APP, user_id=USER)
+    produced = await run_turn(runner, session.id, "Weather?")
+    ours = await adk.service.get_session(Key(APP, USER, session.id), exact_window=True)
+    messages = [e.response.choices[0].message for e in ours.events]
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[0].content == "Weather?"
+    call = messages[1].tool_calls[0]
+    assert (call.id, call.function.name, call.function.arguments) == (
+        "call-1", "get_weather", '{"city":"Zurich"}')
+    assert (messages[2].tool_id, messages[2].tool_name) == ("call-1", "get_weather")
+    assert messages[2].content == '{"city":"Zurich","weather":"sunny"}'
+    assert messages[3].content == "It is sunny in Zurich."
+    first = produced[0]
+    event = ours.events[1]
+    assert (event.author, event.invocation_id, event.request_id) == (
+        "assistant", first.invocation_id, first.invocation_id)
+    assert event.timestamp.unix_ns == round(first.timestamp * 1e9)
+    assert ours.events[2].state_delta == {"user:last_city": b'"Zurich"', "app:calls": b"1"}
+    assert ours.events[3].state_delta == {"answer": b'"It is sunny in Zurich."'}
+    for e in ours.events:  # round trip through the Go JSON
+        assert Event.from_json(e.to_json()) == e
+
+
+async def test_create_with_scoped_json_state(adk) -> None:
+    """create_session splits app:/user:/temp: and stores JSON values as their JSON bytes."""
+    state = {
+        "k": {"nested": [1, 2.5, None, True]}, "app:theme": "dark", "user:name": "Ann",
+        "temp:t": 1,
+    }
+    session = await adk.create_session(app_name=APP, user_id=USER, state=state,
+                                       session_id=" s1 ")
+    assert session.id == "s1"
+    assert session.events == []
+    assert session.state["k"] == {"nested": [1, 2.5, None, True]}
+    stored = await adk.get_session(app_name=APP, user_id=USER, session_id="s1")
+    assert stored.state == {"k": {"nested": [1, 2.5, None, True]}, "app:theme": "dark",
+                            "user:name": "Ann"}
+    assert stored.last_update_time == session.last_update_time
+    assert await adk.service.list_app_states(APP) == {"theme": b'"dark"'}
+    with pytest.raises(AlreadyExistsError):
+        await adk.create_session(app_name=APP, user_id=USER, session_id="s1")
+
+
+async def test_event_delta_scopes_and_temp(adk) -> None:
+    """A delta's temp: key reaches the in-memory session only; app:/user: go to their scope."""
+    session = await adk.create_session(app_name=APP, user_id=USER)
+    event = text_event("hi", actions=EventActions(state_delta={
+        "s": 1, "app:a": [1], "user:u": {"x": "y"}, "temp:t": "mem"}))
+    returned = await adk.append_event(session, event)
+    assert "temp:t" not in returned.actions.state_delta
+    assert session.state["temp:t"] == "mem"
+    assert session.events == [returned]
+    stored = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+    assert stored.state == {"s": 1, "app:a": [1], "user:u": {"x": "y"}}
+    assert stored.events == [returned]
+
+
+async def test_partial_event_is_skipped(adk) -> None:
+    """A partial (streaming) event changes nothing, in memory or in storage."""
+    session = await adk.create_session(app_name=APP, user_id=USER)
+    event = text_event("chunk", partial=True, actions=EventActions(state_delta={"x": 1}))
+    assert await adk.append_event(session, event) is event
+    assert session.events == []
+    assert "x" not in session.state
+    stored = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+    assert stored.events == []
+    assert stored.state == {}
+
+
+async def test_get_session_config_is_exact(adk) -> None:
+    """num_recent_events and after_timestamp select exactly ADK's window, no Go filtering."""
+    session = await adk.create_session(app_name=APP, user_id=USER)
+    base = 1_800_000_000.0
+    events = [text_event("question", author="user", timestamp=base)]
+    events += [text_event(f"answer {i}", timestamp=base + i) for i in range(1, 6)]
+    for e in events:
+        await adk.append_event(session, e)
+
+    async def window(**config: Any) -> list[AdkEvent]:
+        got = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id,
+                                    config=GetSessionConfig(**config))
+        return got.events
+
+    assert await window(num_recent_events=2) == events[-2:]  # no user message prepended
+    assert await window(num_recent_events=0) == []
+    assert await window(num_recent_events=100) == events
+    assert await window(after_timestamp=base + 3) == events[3:]
+    assert await window(after_timestamp=base + 3, num_recent_events=1) == events[-1:]
+    assert await window() == events
+
+
+async def test_content_less_and_parallel_tool_events(adk) -> None:
+    """A state-only event and a two-response tool event are stored and read back equal."""
+    session = await adk.create_session(app_name=APP, user_id=USER)
+    state_only = AdkEvent(invocation_id="i", author="assistant",
+                          actions=EventActions(state_delta={"done": True}, escalate=True))
+    responses = AdkEvent(invocation_id="i", author="assistant", branch="root.sub",
+                         content=types.Content(role="user", parts=[
+                             types.Part(function_response=types.FunctionResponse(
+                                 id=f"c{i}", name="tool", response={"n": i}))
+                             for i in range(2)]))
+    await adk.append_event(session, state_only)
+    await adk.append_event(session, responses)
+    stored = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+    assert stored.events == [state_only, responses]
+    ours = await adk.service.get_session(Key(APP, USER, session.id), exact_window=True)
+    placeholder = ours.events[0].response.choices[0]
+    assert placeholder.message.role == "assistant"
+    assert not placeholder.message.content
+    tool_choices = ours.events[1].response.choices
+    assert [(c.message.role, c.message.tool_id) for c in tool_choices] == [
+        ("tool", "c0"), ("tool", "c1")]
+    assert ours.events[1].branch == "root.sub"
+
+
+async def test_stale_session_and_missing_session(adk) -> None:
+    """Appending through an outdated session object raises StaleSessionError, a deleted
+    session SessionNotFoundError; nothing is written."""
+    created = await adk.create_session(app_name=APP, user_id=USER)
+    one = await adk.get_session(app_name=APP, user_id=USER, session_id=created.id)
+    two = await adk.get_session(app_name=APP, user_id=USER, session_id=created.id)
+    await adk.append_event(one, text_event("first"))
+    await adk.append_event(one, text_event("second"))  # the writer itself stays current
+    with pytest.raises(StaleSessionError):
+        await adk.append_event(two, text_event("late", actions=EventActions(
+            state_delta={"late": 1})))
+    stored = await adk.get_session(app_name=APP, user_id=USER, session_id=created.id)
+    assert [e.content.parts[0].text for e in stored.events] == ["first", "second"]
+    assert "late" not in stored.state
+    await adk.delete_session(app_name=APP, user_id=USER, session_id=created.id)
+    with pytest.raises(AdkNotFound):
+        await adk.append_event(one, text_event("gone"))
+
+
+async def test_concurrent_appends_are_serialised(adk) -> None:
+    """Concurrent appends through one session object all land, in order, without stale errors."""
+    session = await adk.create_session(app_name=APP, user_id=USER)
+    events = [text_event(f"m{i}", timestamp=1_800_000_000.0 + i) for i in range(20)]
+    await asyncio.gather(*(adk.append_event(session, e) for e in events))
+    stored = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+    assert stored.events == events
+
+
+async def test_list_and_delete_sessions(adk) -> None:
+    """list_sessions for a user and (user_id=None) for the app, oldest first, no events."""
+    a = await adk.create_session(app_name=APP, user_id="ua", state={"user:x": 1})
+    b = await adk.create_session(app_name=APP, user_id="ua")
+    c = await adk.create_session(app_name=APP, user_id="ub")
+    await adk.append_event(a, text_event("touch"))
+    mine = (await adk.list_sessions(app_name=APP, user_id="ua")).sessions
+    assert [s.id for s in mine] == [b.id, a.id]
+    assert all(s.events == [] and s.state["user:x"] == 1 for s in mine)
+    everyone = (await adk.list_sessions(app_name=APP)).sessions
+    assert {s.id for s in everyone} == {a.id, b.id, c.id}
+    assert [s.last_update_time for s in everyone] == sorted(
+        s.last_update_time for s in everyone)
+    await adk.delete_session(app_name=APP, user_id="ua", session_id=a.id)
+    assert await adk.get_session(app_name=APP, user_id="ua", session_id=a.id) is None
+    assert [s.id for s in (await adk.list_sessions(app_name=APP, user_id="ua")).sessions] == [
+        b.id]
+    await adk.delete_session(app_name=APP, user_id="ua", session_id="never-existed")
+
+
+async def test_events_written_by_go_are_readable(adk) -> None:
+    """An event stored without ADK's JSON (a Go writer) reads back as an ADK event."""
+    session = await adk.create_session(app_name=APP, user_id=USER)
+    ours = await adk.service.get_session(Key(APP, USER, session.id))
+    await adk.service.append_event(ours, Event.message(
+        "user", "hello from Go", invocation_id="go-1", state_delta={"raw": b"not json"}))
+    stored = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+    (event,) = stored.events
+    assert event.author == "user"
+    assert event.invocation_id == "go-1"
+    assert event.content == user_message("hello from Go")
+    assert event.actions.state_delta == {"raw": "not json"}
+    assert stored.state["raw"] == "not json"
+
+
+async def test_from_url_owns_its_service(redis_server, key_prefix) -> None:
+    """from_url builds a service that close() closes."""
+    adk = SessionStreamsSessionService.from_url(redis_server.url, key_prefix=key_prefix)
+    async with adk:
+        session = await adk.create_session(app_name=APP, user_id=USER)
+        assert await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+    with pytest.raises(Exception, match="closed"):
+        await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
