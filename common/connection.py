@@ -9,7 +9,10 @@ notes/redis-py-facts.md §0, §3):
   retries on connection errors and timeouts. A retry can run a write twice; our writes carry
   request ids and are deduplicated, so that is harmless;
 - ``purpose="stream"``: no retries (XREADGROUP and the lease scripts must never be re-sent by
-  the client) and a socket timeout above the BLOCK time, so a blocking read never trips it.
+  the client) and a socket timeout above the BLOCK time, so a blocking read never trips it;
+- Cluster: slot map read before the first command, MOVED patches the map in place
+  (``reinitialize_steps=0`` unless given); Sentinel: the primary is the one named with the
+  highest config epoch, and a ``+switch-master`` watch recycles the pool (``common._clients``).
 
 ``extra_options`` (and URL query options) are passed to the client constructor; one that
 would override a pinned value is a :class:`~common.errors.ConfigError`.
@@ -28,9 +31,10 @@ from redis import exceptions as rx
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
+from common._clients import ClusterClient, EpochSentinel
+from common._clients import SentinelPrimaryRedis as SentinelPrimaryRedis  # re-exported
 from common._urls import ParsedURL as ParsedURL  # re-exported
 from common._urls import check_client_options
 from common._urls import parse_url as parse_url  # re-exported
@@ -185,10 +189,14 @@ def default_client_factory(parsed: ParsedURL, options: ClientOptions) -> Any:
     kwargs = dict(options.kwargs)
     if parsed.kind == "cluster":
         nodes = [ClusterNode(host, port) for host, port in parsed.hosts]
-        return RedisCluster(startup_nodes=nodes, ssl=parsed.tls, **kwargs)
+        # On MOVED, patch the slot map in place: redis-py's periodic full refresh (every 5th
+        # MOVED by default) closes every connection, including those of commands in flight
+        # in other tasks, which then fail during a reshard.
+        kwargs.setdefault("reinitialize_steps", 0)
+        return ClusterClient(startup_nodes=nodes, ssl=parsed.tls, **kwargs)
     if parsed.kind == "sentinel":
         assert parsed.service_name is not None  # parse_url guarantees it
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = EpochSentinel(  # type: ignore[no-untyped-call]
             list(parsed.hosts),
             min_other_sentinels=options.min_other_sentinels,
             sentinel_kwargs=dict(options.sentinel_kwargs),
@@ -206,18 +214,14 @@ def default_client_factory(parsed: ParsedURL, options: ClientOptions) -> Any:
     return Redis(host=host, port=port, db=parsed.db, ssl=parsed.tls, **kwargs)
 
 
-class SentinelPrimaryRedis(Redis):
-    """The Sentinel primary client; ``aclose()`` also closes the connections to the sentinels.
+def start_failover_watch(client: Any) -> None:
+    """Start a Sentinel primary client's ``+switch-master`` watch (no-op for other clients).
 
-    redis-py's ``master_for`` client closes only its own pool, leaving the sentinel clients'
-    connections open (a ResourceWarning at garbage collection).
+    The watch also starts with the client's first command; services call this at start so
+    that an idle client learns of a failover too. ``aclose()`` stops it.
     """
-
-    async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        await super().aclose(close_connection_pool)
-        manager = getattr(self.connection_pool, "sentinel_manager", None)
-        for sentinel_client in getattr(manager, "sentinels", ()):
-            await sentinel_client.aclose()
+    if isinstance(client, SentinelPrimaryRedis):
+        client.start_failover_watch()
 
 
 def _client_options(

@@ -16,7 +16,12 @@ from typing import Any
 import msgspec
 
 from common.compat import Engines
-from common.connection import check_server, create_client, translate_errors
+from common.connection import (
+    check_server,
+    create_client,
+    start_failover_watch,
+    translate_errors,
+)
 from common.entries import Kind, StatePayload, StreamEntry, TrackPayload
 from common.errors import (
     ClosedError,
@@ -111,9 +116,11 @@ class SessionService:
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        """Check the server (reachable, no evicting maxmemory-policy). Idempotent."""
+        """Check the server (reachable, no evicting maxmemory-policy on any primary) and
+        start the Sentinel failover watch. Idempotent."""
         if not self._started:
             await check_server(self.client, url=self.settings.url or None)
+            start_failover_watch(self.client)
             self._started = True
 
     async def __aenter__(self) -> SessionService:

@@ -402,16 +402,16 @@ async def test_get_session_hook_can_change_result(make_service) -> None:
     assert [e.id for e in got.events] == ["e0000", "e0002"]
 
 
-async def test_disable_script_cache_uses_eval(make_service, redis_client) -> None:
+async def test_disable_script_cache_uses_eval(make_service, redis_target) -> None:
     """With disable_script_cache every script runs through EVAL (no EVALSHA)."""
-    await redis_client.config_resetstat()
+    await redis_target.reset_stats()  # on every primary
     svc = await make_service(disable_script_cache=True)
     s = await _session(svc)
     await svc.append_event(s, msg("user", "x", 1))
     await svc.get_session(s.key)
-    stats = await redis_client.info("commandstats")
-    assert "cmdstat_eval" in stats
-    assert "cmdstat_evalsha" not in stats
+    stats = await redis_target.command_stats()
+    assert "eval" in stats
+    assert "evalsha" not in stats
 
 
 async def test_script_cache_flush_is_survived(make_service, redis_client) -> None:

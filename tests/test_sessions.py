@@ -283,13 +283,13 @@ async def test_delete_without_meta_removes_tracks(make_service, redis_client, ke
     assert [k async for k in redis_client.scan_iter(match=f"{key_prefix}:*")] == []
 
 
-async def test_list_with_index_sends_no_scan(make_service, redis_client) -> None:
+async def test_list_with_index_sends_no_scan(make_service, redis_target) -> None:
     """With the user session index, listing uses HSCAN on one key and never SCAN."""
     svc = await make_service(enable_user_session_index=True)
     for i in range(3):
         await svc.create_session(Key("app", "u", f"s{i}"))
-    await redis_client.config_resetstat()
+    await redis_target.reset_stats()  # on every primary
     assert len(await svc.list_sessions(UserKey("app", "u"))) == 3
-    stats = await redis_client.info("commandstats")
-    assert "cmdstat_scan" not in stats
-    assert "cmdstat_hscan" in stats
+    stats = await redis_target.command_stats()
+    assert "scan" not in stats
+    assert "hscan" in stats

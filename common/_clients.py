@@ -1,0 +1,223 @@
+"""The redis-py client classes our factory builds for Cluster and Sentinel.
+
+- :class:`ClusterClient`: a ``RedisCluster`` that learns the slot map before routing its first
+  command. redis-py picks a command's routing policy before it initializes, so commands issued
+  concurrently on a fresh client go to a default node and come back MOVED.
+- :class:`EpochSentinel`: a ``Sentinel`` whose primary lookup asks every sentinel and trusts the
+  one with the highest config epoch. redis-py trusts the first sentinel that answers, and after
+  a failover a sentinel that has not heard of it yet (they learn within seconds) still names
+  the old primary, which stays writable until it is demoted: new connections would go there.
+- :class:`SentinelPrimaryRedis`: the ``master_for`` client. It runs a :class:`FailoverWatch`
+  that subscribes to ``+switch-master`` on every sentinel and recycles the client's pooled
+  connections when the primary changes (a pooled connection otherwise keeps writing to the
+  demoted primary until it is reconfigured, seconds later, and those writes are lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from redis import exceptions as rx
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+
+log = structlog.get_logger(__name__)
+
+#: The Sentinel event announcing a new primary: ``<name> <old-ip> <old-port> <ip> <port>``.
+SWITCH_CHANNEL = "+switch-master"
+WATCH_POLL_S = 1.0
+WATCH_RETRY_MIN_S = 0.2
+WATCH_RETRY_MAX_S = 5.0
+
+
+class ClusterClient(RedisCluster):
+    """``RedisCluster`` that initializes (reads the slot map) before routing any command."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        await self.initialize()  # a no-op once initialized
+        return await super().execute_command(*args, **kwargs)
+
+
+class EpochSentinel(Sentinel):
+    """``Sentinel`` that picks the primary named with the highest config epoch."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        """Ask every sentinel at once; return the address of the newest healthy primary.
+
+        Raises:
+            MasterNotFoundError: no sentinel names a healthy primary.
+        """
+        replies = await asyncio.gather(
+            *(self._master_state(s, service_name) for s in self.sentinels),
+            return_exceptions=True,
+        )
+        best: dict[str, Any] | None = None
+        errors: list[str] = []
+        for sentinel, reply in zip(self.sentinels, replies, strict=True):
+            if isinstance(reply, BaseException):
+                errors.append(f"{sentinel} - {reply!r}")
+                continue
+            if reply is None or not self.check_master_state(reply, service_name):
+                continue
+            if best is None or int(reply.get("config-epoch", 0)) > int(
+                best.get("config-epoch", 0)
+            ):
+                best = reply
+        if best is None:
+            detail = f": {', '.join(errors)}" if errors else ""
+            raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+        return str(best["ip"]), int(best["port"])
+
+    @staticmethod
+    async def _master_state(sentinel: Redis, service_name: str) -> dict[str, Any] | None:
+        try:
+            state = await sentinel.sentinel_master(service_name)
+        except rx.ResponseError:  # this sentinel does not monitor the name
+            return None
+        return dict(state) if isinstance(state, Mapping) else None
+
+
+class FailoverWatch:
+    """Recycles a Sentinel primary client's connections on ``+switch-master``.
+
+    One task per sentinel holds a subscription (re-established with backoff when a sentinel
+    goes away). On a switch of the watched primary, idle connections are closed and in-use
+    ones are marked to be closed when released, so every later command goes to the new
+    primary. Several sentinels announce the same switch: it is handled once.
+
+    Attributes:
+        switches: how many switches were handled.
+        last_primary: the address of the last announced primary (None before any switch).
+        switched_at: ``time.monotonic()`` of the last handled switch.
+    """
+
+    def __init__(self, pool: Any, sentinels: list[Redis], service_name: str) -> None:
+        self._pool = pool
+        self._sentinels = sentinels
+        self.service_name = service_name
+        self.switches = 0
+        self.last_primary: tuple[str, int] | None = None
+        self.switched_at: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> bool:
+        """True while the subscriptions run."""
+        return any(not t.done() for t in self._tasks)
+
+    def start(self) -> None:
+        """Start one subscriber task per sentinel (idempotent; needs a running loop)."""
+        if self._tasks:
+            return
+        for sentinel in self._sentinels:
+            task = asyncio.get_running_loop().create_task(self._watch(sentinel))
+            self._tasks.append(task)
+
+    async def stop(self) -> None:
+        """Cancel the subscribers and wait for them to close their connections."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _watch(self, sentinel: Redis) -> None:
+        delay = WATCH_RETRY_MIN_S
+        while True:
+            pubsub = sentinel.pubsub()
+            try:
+                await pubsub.subscribe(SWITCH_CHANNEL)
+                delay = WATCH_RETRY_MIN_S
+                while True:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=WATCH_POLL_S
+                    )
+                    if message is not None:
+                        await self.handle(message.get("data"))
+            except (rx.RedisError, OSError) as exc:
+                log.debug("sentinel_watch_reconnect", error=str(exc), retry_in_s=delay)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WATCH_RETRY_MAX_S)
+
+    async def handle(self, data: Any) -> bool:
+        """Act on one ``+switch-master`` payload; True when it switched the watched primary."""
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        parts = text.split()
+        if len(parts) != 5 or parts[0] != self.service_name or not parts[4].isdigit():
+            return False
+        new = (parts[3], int(parts[4]))
+        if new == self.last_primary:
+            return False  # the same switch, announced by another sentinel
+        self.last_primary = new
+        self.switches += 1
+        self.switched_at = time.monotonic()
+        log.warning(
+            "sentinel_switch_master",
+            service=self.service_name,
+            old=f"{parts[1]}:{parts[2]}",
+            new=f"{new[0]}:{new[1]}",
+        )
+        await self._recycle()
+        return True
+
+    async def _recycle(self) -> None:
+        recycle = getattr(self._pool, "run_proactive_reconnect", None)
+        try:
+            if recycle is not None:
+                # Under the pool lock: closes idle connections, marks in-use ones so the
+                # pool closes them on release (closing them mid-command would break it).
+                await recycle()
+            else:
+                await self._pool.disconnect(inuse_connections=False)
+        except Exception as exc:  # a failed close must not stop the watch
+            log.warning("sentinel_pool_recycle_failed", error=str(exc))
+
+
+class SentinelPrimaryRedis(Redis):
+    """The Sentinel primary client: failover watch, and ``aclose()`` closes everything.
+
+    The watch starts with the first command (or :meth:`start_failover_watch`) and stops in
+    :meth:`aclose`, which also closes the connections to the sentinels (redis-py's
+    ``master_for`` client closes only its own pool). A client used again after ``aclose()``
+    reconnects as redis-py clients do, but without the watch.
+    """
+
+    _failover_watch: FailoverWatch | None = None
+
+    @property
+    def failover_watch(self) -> FailoverWatch:
+        """The client's watch (created on first access)."""
+        if self._failover_watch is None:
+            pool = self.connection_pool
+            manager = pool.sentinel_manager  # type: ignore[attr-defined]
+            self._failover_watch = FailoverWatch(
+                pool, list(manager.sentinels), pool.service_name  # type: ignore[attr-defined]
+            )
+        return self._failover_watch
+
+    def start_failover_watch(self) -> None:
+        """Subscribe to ``+switch-master`` (idempotent; needs a running event loop)."""
+        self.failover_watch.start()
+
+    async def initialize(self) -> SentinelPrimaryRedis:
+        if self._failover_watch is None:  # first use (a stopped watch stays stopped)
+            self.start_failover_watch()
+        await super().initialize()
+        return self
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self._failover_watch is not None:
+            await self._failover_watch.stop()
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel_client in getattr(manager, "sentinels", ()):
+            await sentinel_client.aclose()
