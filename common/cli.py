@@ -75,8 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_admin(sub, _settings)
 
+    from common.cli_compat import register as register_compat
+
+    register_compat(sub, _settings)
+
     bench = sub.add_parser("bench", help="run a benchmark script from ops/")
-    bench.add_argument("kind", choices=["sync"])
+    bench.add_argument("kind", choices=["sync", "list"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -1,0 +1,72 @@
+"""CLI commands of the compat tools: ``index rebuild`` and ``migrate`` (see common.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from common._admin import Progress, fault_from_env
+from common.connection import create_client
+from common.index_tools import rebuild_index
+from common.keys import KeySpace
+from common.migrate import Migrator
+from common.scripts import Scripts
+from common.settings import Settings
+
+SettingsFn = Callable[[argparse.Namespace], Settings]
+
+#: Exit code when some sessions could not be migrated (conflicts, busy, failed).
+INCOMPLETE = 3
+
+
+def register(sub: Any, settings_fn: SettingsFn) -> None:
+    """Add ``index rebuild`` and ``migrate`` to the sub-command parsers."""
+    index = sub.add_parser("index", help="user session index tools")
+    index_sub = index.add_subparsers(dest="index_command", required=True)
+    rebuild = index_sub.add_parser(
+        "rebuild", help="add index entries for sessions created without the index; prune stale")
+    rebuild.add_argument("--app", required=True)
+    rebuild.add_argument("--user", default=None)
+    rebuild.set_defaults(func=lambda args: asyncio.run(_rebuild(settings_fn(args), args)))
+
+    migrate = sub.add_parser(
+        "migrate", help="copy legacy (ZSet layout) sessions into HashIdx, then remove them")
+    migrate.add_argument("--app", required=True)
+    migrate.add_argument("--user", default=None)
+    migrate.add_argument("--dry-run", action="store_true",
+                         help="count what would be migrated; write nothing")
+    migrate.set_defaults(func=lambda args: asyncio.run(_migrate(settings_fn(args), args)))
+
+
+async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    client = create_client(settings)
+    progress = Progress("index rebuild: sessions", None)
+    try:
+        report = await rebuild_index(
+            client, KeySpace(settings.key_prefix),
+            Scripts(disable_cache=settings.disable_script_cache), args.app, args.user,
+            progress=progress, fault=fault_from_env(),
+        )
+    finally:
+        progress.close()
+        await client.aclose()
+    print(report.summary())
+    for key, why in report.invalid:
+        print(f"  invalid: {key.app_name}/{key.user_id}/{key.session_id}: {why}")
+    return 0
+
+
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    client = create_client(settings)
+    progress = Progress("migrate: sessions", 0)
+    try:
+        report = await Migrator(client, settings, fault=fault_from_env()).run(
+            args.app, args.user, dry_run=args.dry_run, progress=progress
+        )
+    finally:
+        progress.close()
+        await client.aclose()
+    print(report.summary())
+    return 0 if report.complete else INCOMPLETE
