@@ -46,6 +46,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _WS: Final = frozenset(b" \t\n\r")
 # A JSON string token (only used on text already known to be valid JSON), or whitespace.
 _TOKEN = re.compile(rb'("(?:[^"\\]|\\.)*")|[ \t\n\r]+', re.DOTALL)
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _B64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z")
 
 
@@ -154,7 +155,9 @@ def compact_raw(data: bytes | bytearray | memoryview | str) -> bytes:
     """
     raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
     raw = _validate(raw)
-    if not _WS.isdisjoint(raw):
+    # Whitespace inside strings is common (message text); the per-token rewrite runs only
+    # when some lies outside them.
+    if not _WS.isdisjoint(raw) and not _WS.isdisjoint(_STRING.sub(b"", raw)):
         raw = _TOKEN.sub(lambda m: m.group(1) or b"", raw)
     return escape_html(raw)
 
