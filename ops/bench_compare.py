@@ -1,0 +1,252 @@
+"""Comparison benchmark: sessionstreams against ADK's and the Agents SDK's session stores.
+
+The same workload for every peer, all on one local Redis in one run (each Redis-backed peer in
+its own database), one peer after the other:
+
+1. ``append_1k``: 1,000 appends of short messages (user and assistant in turn), a state delta
+   every 10th, to a new session;
+2. ``get20_1k``: the newest 20 events of that 1k-event session;
+3. ``append_10k``: appends continue to 10,000 events; the row is the last 1,000 of them;
+4. ``get20_10k``: the newest 20 events of the 10k-event session;
+5. ``list_user``: one user's 10 sessions listed among 1,000 sessions of 100 users.
+
+Each operation has a time budget per peer; a peer that rewrites its whole session per append
+slows down as the session grows, and a row it could not finish is marked partial with the size
+reached. Every latency is also given as a ratio to the p50 of a bare redis-py ``HSET`` round
+trip on the same server. Peers: sessionstreams (sync mode, natively and through both
+adapters), ADK's InMemory, Database (sqlite) and Redis session services, and the Agents SDK's
+RedisSession (``pip install sessionstreams[bench]``). Writes a markdown table and a PNG plot.
+
+Usage: ``python ops/bench_compare.py [--smoke] [--budget-s 60] [--out-dir docs] [--url URL]``.
+Without ``--url`` a throwaway redis-server is started on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import redis.asyncio as aioredis
+from bench_peers import PEERS, Peer, PeerSpec
+from bench_report import labels, markdown, plot
+from bench_sync import local_redis, pct
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Workload sizes (the full run, or the smoke run of CI)."""
+
+    small: int = 1_000
+    large: int = 10_000
+    tail: int = 1_000  # appends reported in append_10k
+    gets: int = 200
+    users: int = 100
+    per_user: int = 10
+    lists: int = 100
+    bare: int = 1_000
+
+
+SMOKE = Sizes(small=60, large=200, tail=60, gets=20, users=10, per_user=5, lists=10, bare=200)
+
+
+async def timed_calls(
+    fn: Callable[[int], Awaitable[object]], count: int, deadline: float
+) -> list[float]:
+    """Up to ``count`` timed calls ``fn(i)``, stopping at the monotonic ``deadline``."""
+    samples: list[float] = []
+    for i in range(count):
+        if time.monotonic() > deadline:
+            break
+        start = time.perf_counter()
+        await fn(i)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def summary(samples: list[float], bare_p50_s: float, **info: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"samples": len(samples), **info}
+    if samples:
+        row["p50_us"] = round(pct(samples, 0.5), 1)  # pct gives µs
+        row["p99_us"] = round(pct(samples, 0.99), 1)
+        row["ratio"] = round(statistics.median(samples) / bare_p50_s, 2)
+    return row
+
+
+class Workload:
+    """Runs the five operations on one peer."""
+
+    def __init__(self, peer: Peer, sizes: Sizes, budget_s: float, bare_p50_s: float) -> None:
+        self.peer, self.sizes, self.budget_s, self.bare = peer, sizes, budget_s, bare_p50_s
+        self.rows: dict[str, dict[str, Any] | None] = {}
+        self.tag = uuid.uuid4().hex[:6]  # user ids of this run: a shared --url stays clean
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.budget_s
+
+    def _row(self, op: str, samples: list[float], size: int, target: int) -> None:
+        label = labels(self.sizes.__dict__)[op]
+        self.rows[op] = summary(samples, self.bare, size=size, target=target,
+                                partial=size < target, label=label)
+
+    async def run(self) -> dict[str, dict[str, Any] | None]:
+        peer, z = self.peer, self.sizes
+        handle = await peer.new_session(f"{self.tag}-grower", "s")
+        size = 0
+
+        async def append(i: int) -> None:
+            nonlocal size
+            await peer.append(handle, size, peer.supports_state and size % 10 == 0)
+            size += 1
+
+        samples = await timed_calls(append, z.small, self._deadline())
+        self._row("append_1k", samples, size, z.small)
+        await self._gets("get20_1k", handle, size, z.small)
+        samples = await timed_calls(append, z.large - size, self._deadline())
+        self._row("append_10k", samples[-z.tail:], size, z.large)
+        await self._gets("get20_10k", handle, size, z.large)
+        await self._lists()
+        return self.rows
+
+    async def _gets(self, op: str, handle: Any, size: int, target: int) -> None:
+        samples = await timed_calls(lambda _: self.peer.get_last(handle, 20), self.sizes.gets,
+                                    self._deadline())
+        self._row(op, samples, size, target)
+
+    async def _lists(self) -> None:
+        peer, z = self.peer, self.sizes
+        if not peer.supports_list:
+            self.rows["list_user"] = None
+            return
+        deadline = self._deadline()
+        total = z.users * z.per_user
+        made = 0
+        for n in range(total):
+            if time.monotonic() > deadline:
+                break
+            await peer.new_session(f"{self.tag}-user{n % z.users}", f"l{n}")
+            made += 1
+        expected = min(z.per_user, made // z.users + (made % z.users > 0))
+        samples = await timed_calls(lambda _: self._list_checked(expected), z.lists, deadline)
+        self._row("list_user", samples, made, total)
+
+    async def _list_checked(self, expected: int) -> None:
+        found = await self.peer.list_user(f"{self.tag}-user0")
+        if found != expected:
+            raise AssertionError(f"listed {found} sessions of one user, expected {expected}")
+
+
+async def bare_samples(client: aioredis.Redis, count: int) -> list[float]:
+    return await timed_calls(lambda _: client.hset("bench:bare", "f", "v" * 100), count,
+                             time.monotonic() + 60)
+
+
+def peer_url(base: str, db: int, own_server: bool) -> str:
+    """Each peer's own database on a throwaway server; the given URL's database otherwise."""
+    if not own_server:
+        return base
+    return base.rsplit("/", 1)[0] + f"/{db}"
+
+
+async def run(url: str, own_server: bool, sizes: Sizes, budget_s: float,
+              only: list[str]) -> dict[str, Any]:
+    bare_client = aioredis.Redis.from_url(url, protocol=2)
+    bare: list[float] = await bare_samples(bare_client, sizes.bare)
+    result: dict[str, Any] = {"budget_s": budget_s, "sizes": sizes.__dict__, "peers": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        for db, spec in enumerate(PEERS, start=1):
+            if only and spec.name not in only:
+                continue
+            result["peers"].append(await run_peer(spec, peer_url(url, db, own_server), scratch,
+                                                  sizes, budget_s, bare))
+            bare += await bare_samples(bare_client, sizes.bare // 4)
+    await bare_client.delete("bench:bare")
+    await bare_client.aclose()
+    result["bare"] = summary(bare, statistics.median(bare))
+    base = statistics.median(bare)
+    for peer in result["peers"]:  # ratios against every bare sample of the run
+        for row in peer.get("rows", {}).values():
+            if row and row["samples"]:
+                row["ratio"] = round(row["p50_us"] / 1e6 / base, 2)
+    return result
+
+
+async def run_peer(spec: PeerSpec, url: str, scratch: str, sizes: Sizes, budget_s: float,
+                   bare: list[float]) -> dict[str, Any]:
+    if spec.pending:
+        return {"name": spec.name, "skipped": spec.pending}
+    missing = spec.missing()
+    if missing:
+        return {"name": spec.name, "skipped": "not installed: " + ", ".join(missing)}
+    print(f"  {spec.name} ...", file=sys.stderr, flush=True)
+    peer = spec.build(url, scratch)
+    try:
+        rows = await Workload(peer, sizes, budget_s, statistics.median(bare)).run()
+    finally:
+        await peer.close()
+    return {"name": spec.name, "rows": rows}
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"bare HSET round trip: p50 {result['bare']['p50_us']} µs, "
+          f"p99 {result['bare']['p99_us']} µs")
+    print(f"{'peer':<32}{'operation':<12}{'n':>6}{'p50 µs':>11}{'p99 µs':>11}{'×bare':>8}")
+    for peer in result["peers"]:
+        if peer.get("skipped"):
+            print(f"{peer['name']:<32}{peer['skipped']}")
+            continue
+        for op, row in peer["rows"].items():
+            if row is None:
+                print(f"{peer['name']:<32}{op:<12}{'n/a':>6}")
+            elif not row["samples"]:
+                print(f"{peer['name']:<32}{op:<12}{0:>6}  not reached")
+            else:
+                mark = f"  partial: {row['size']:,}/{row['target']:,}" if row["partial"] else ""
+                print(f"{peer['name']:<32}{op:<12}{row['samples']:>6}{row['p50_us']:>11,.0f}"
+                      f"{row['p99_us']:>11,.0f}{row['ratio']:>8.1f}{mark}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="", help="use this Redis instead of a throwaway one")
+    parser.add_argument("--smoke", action="store_true", help="small sizes (CI)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="time budget per peer and operation (default 60, smoke 10)")
+    parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parents[1] / "docs"))
+    parser.add_argument("--peer", action="append", default=[], help="run only this peer")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    args = parser.parse_args(argv)
+    logging.disable(logging.WARNING)  # the peers' per-call log lines are noise here
+    sizes = SMOKE if args.smoke else Sizes()
+    budget = args.budget_s if args.budget_s is not None else (10.0 if args.smoke else 60.0)
+    if args.url:
+        result = asyncio.run(run(args.url, False, sizes, budget, args.peer))
+    else:
+        with local_redis() as url:
+            result = asyncio.run(run(url, True, sizes, budget, args.peer))
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_compare.md").write_text(markdown(result))
+    plot(result, out / "bench_compare.png")
+    print_table(result)
+    print(f"wrote {out / 'bench_compare.md'} and {out / 'bench_compare.png'}")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

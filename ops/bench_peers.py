@@ -1,0 +1,237 @@
+"""The peers of ``ops/bench_compare.py``: one small driver per session store.
+
+Every driver offers the same four calls on its own store: ``new_session``, ``append`` (a short
+message, with a state delta when asked), ``get_last`` (the newest ``n`` events or items) and
+``list_user`` (one user's sessions). A store without state or listing says so, and its row
+reads "n/a". Peer packages are optional (``pip install sessionstreams[bench]``); a peer whose
+package is missing is reported as not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from common.models import Event, Key, UserKey
+from common.settings import CompatMode, Settings
+from producer import SessionService
+
+APP = "bench"
+
+
+@dataclass
+class PeerSpec:
+    """A peer as the benchmark lists it."""
+
+    name: str
+    build: Callable[[str, str], Peer]  # (redis url, scratch dir) -> peer
+    needs: tuple[str, ...] = ()  # importable modules the peer requires
+    pending: str = ""  # non-empty: not run, with this reason
+
+    def missing(self) -> list[str]:
+        return [m for m in self.needs if importlib.util.find_spec(m) is None]
+
+
+@dataclass
+class Peer:
+    """Base driver; subclasses fill in the calls they support."""
+
+    supports_state: bool = True
+    supports_list: bool = True
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def new_session(self, user: str, sid: str) -> Any:
+        raise NotImplementedError
+
+    async def append(self, handle: Any, i: int, delta: bool) -> None:
+        raise NotImplementedError
+
+    async def get_last(self, handle: Any, n: int) -> int:
+        raise NotImplementedError
+
+    async def list_user(self, user: str) -> int:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        for close in reversed(self.closers):
+            result = close()
+            if hasattr(result, "__await__"):
+                await result
+
+
+def text(i: int) -> str:
+    return f"short message {i} " + "x" * 40
+
+
+def role(i: int) -> str:
+    return "user" if i % 2 == 0 else "assistant"
+
+
+def _settings(url: str, **extra: Any) -> Settings:
+    # A new deployment: no legacy ZSet data to consult (compat NONE), every event kept (ADK's
+    # services never trim), listing through the user session index instead of SCAN.
+    return Settings(url=url, compat_mode=CompatMode.NONE, session_event_storage_limit=0,
+                    enable_user_session_index=True, **extra)
+
+
+# -- sessionstreams, native ---------------------------------------------------------------------
+@dataclass
+class NativePeer(Peer):
+    """SessionService itself: Event.message appends, get_session, list_sessions."""
+
+    svc: Any = None
+
+    @classmethod
+    def build(cls, url: str, scratch: str, **extra: Any) -> NativePeer:
+        peer = cls(svc=SessionService(_settings(url, **extra)))
+        peer.closers.append(peer.svc.close)
+        return peer
+
+    async def new_session(self, user: str, sid: str) -> Any:
+        return await self.svc.create_session(Key(APP, user, sid))
+
+    async def append(self, handle: Any, i: int, delta: bool) -> None:
+        state = {"turn": str(i).encode()} if delta else None
+        await self.svc.append_event(handle, Event.message(role(i), text(i), state_delta=state))
+        handle.events.clear()  # the caller keeps no history here
+
+    async def get_last(self, handle: Any, n: int) -> int:
+        got = await self.svc.get_session(handle.key, num_events=n)
+        return len(got.events)
+
+    async def list_user(self, user: str) -> int:
+        return len(await self.svc.list_sessions(UserKey(APP, user), only_meta=True))
+
+
+# -- Google ADK session services (ours through the adapter, and ADK's own) -----------------------
+def _adk_event(i: int, delta: bool) -> Any:
+    from google.adk.events.event import Event as AdkEvent
+    from google.adk.events.event_actions import EventActions
+    from google.genai import types
+
+    r = role(i)
+    return AdkEvent(
+        invocation_id=f"inv-{i // 2}", author="user" if r == "user" else "assistant",
+        content=types.Content(role="user" if r == "user" else "model",
+                              parts=[types.Part(text=text(i))]),
+        actions=EventActions(state_delta={"turn": i} if delta else {}),
+    )
+
+
+@dataclass
+class AdkPeer(Peer):
+    """Any ADK BaseSessionService, driven through ADK's API."""
+
+    service: Any = None
+
+    async def new_session(self, user: str, sid: str) -> Any:
+        return await self.service.create_session(app_name=APP, user_id=user, session_id=sid)
+
+    async def append(self, handle: Any, i: int, delta: bool) -> None:
+        await self.service.append_event(handle, _adk_event(i, delta))
+
+    async def get_last(self, handle: Any, n: int) -> int:
+        from google.adk.sessions.base_session_service import GetSessionConfig
+
+        got = await self.service.get_session(
+            app_name=APP, user_id=handle.user_id, session_id=handle.id,
+            config=GetSessionConfig(num_recent_events=n))
+        return len(got.events)
+
+    async def list_user(self, user: str) -> int:
+        return len((await self.service.list_sessions(app_name=APP, user_id=user)).sessions)
+
+
+def adk_adapter(url: str, scratch: str) -> Peer:
+    from producer.adk import SessionStreamsSessionService
+
+    svc = SessionService(_settings(url))
+    peer = AdkPeer(service=SessionStreamsSessionService(svc))
+    peer.closers.append(svc.close)
+    return peer
+
+
+def adk_in_memory(url: str, scratch: str) -> Peer:
+    from google.adk.sessions import InMemorySessionService
+
+    return AdkPeer(service=InMemorySessionService())
+
+
+def adk_database(url: str, scratch: str) -> Peer:
+    from google.adk.sessions import DatabaseSessionService
+
+    service = DatabaseSessionService(db_url=f"sqlite+aiosqlite:///{scratch}/adk.db")
+    peer = AdkPeer(service=service)
+    peer.closers.append(service.close)
+    return peer
+
+
+def adk_redis(url: str, scratch: str) -> Peer:
+    from google.adk.integrations.redis import RedisSessionService, RedisSessionServiceConfig
+
+    service = RedisSessionService(RedisSessionServiceConfig(uri=url, ttl_seconds=0))
+    peer = AdkPeer(service=service)
+    peer.closers.append(lambda: service._get_redis().aclose())
+    return peer
+
+
+# -- OpenAI Agents SDK sessions (ours through the adapter, and the SDK's RedisSession) ----------
+@dataclass
+class AgentsPeer(Peer):
+    """An Agents SDK Session: add_items / get_items(limit); no state, no listing."""
+
+    factory: Callable[[str, str], Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.supports_state = False
+        self.supports_list = False
+
+    async def new_session(self, user: str, sid: str) -> Any:
+        assert self.factory is not None
+        return self.factory(user, sid)
+
+    async def append(self, handle: Any, i: int, delta: bool) -> None:
+        await handle.add_items([{"role": role(i), "content": text(i)}])
+
+    async def get_last(self, handle: Any, n: int) -> int:
+        return len(await handle.get_items(limit=n))
+
+
+def agents_adapter(url: str, scratch: str) -> Peer:
+    from producer.openai_agents import SessionStreamsSession
+
+    svc = SessionService(_settings(url))
+    peer = AgentsPeer(factory=lambda user, sid: SessionStreamsSession(
+        sid, svc, app_name=APP, user_id=user))
+    peer.closers.append(svc.close)
+    return peer
+
+
+def agents_redis(url: str, scratch: str) -> Peer:
+    from agents.extensions.memory import RedisSession
+
+    client = aioredis.Redis.from_url(url)
+    peer = AgentsPeer(factory=lambda user, sid: RedisSession(
+        f"{user}:{sid}", redis_client=client))
+    peer.closers.append(client.aclose)
+    return peer
+
+
+PEERS: list[PeerSpec] = [
+    PeerSpec("sessionstreams sync", NativePeer.build),
+    # Async persistence (streams + workers): same driver with enable_async_persist=True and
+    # a worker process; enable it here once the worker side ships.
+    PeerSpec("sessionstreams async",
+             lambda url, scratch: NativePeer.build(url, scratch, enable_async_persist=True),
+             pending="async persistence mode: not measured yet"),
+    PeerSpec("sessionstreams ADK adapter", adk_adapter, ("google.adk",)),
+    PeerSpec("ADK InMemory", adk_in_memory, ("google.adk",)),
+    PeerSpec("ADK Database (sqlite)", adk_database, ("google.adk", "sqlalchemy", "aiosqlite")),
+    PeerSpec("ADK Redis", adk_redis, ("google.adk",)),
+    PeerSpec("sessionstreams Agents adapter", agents_adapter, ("agents",)),
+    PeerSpec("Agents RedisSession", agents_redis, ("agents",)),
+]

@@ -1,0 +1,33 @@
+"""``sessionstreams bench compare --smoke``: every peer runs the small workload end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_bench_compare_smoke(tmp_path: Path) -> None:
+    """The smoke run finishes, writes the table and the PNG, and measures every peer."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "common.cli", "bench", "compare", "--smoke", "--budget-s", "8",
+         "--out-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=170, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "bench_compare.md").read_text()
+    png = (tmp_path / "bench_compare.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert "not installed" not in table
+    for name in ("sessionstreams sync", "sessionstreams ADK adapter", "ADK InMemory",
+                 "ADK Database (sqlite)", "ADK Redis", "sessionstreams Agents adapter",
+                 "Agents RedisSession"):
+        assert f"| {name} |" in table
+    for label in ("append, first 60", "get last 20, 200 events", "list 1 user of 50 sessions"):
+        assert label in table
