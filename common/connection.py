@@ -190,8 +190,8 @@ def default_client_factory(parsed: ParsedURL, options: ClientOptions) -> Any:
     if parsed.kind == "cluster":
         nodes = [ClusterNode(host, port) for host, port in parsed.hosts]
         # On MOVED, patch the slot map in place: redis-py's periodic full refresh (every 5th
-        # MOVED by default) closes every connection, including those of commands in flight
-        # in other tasks, which then fail during a reshard.
+        # MOVED by default) closes every connection of the client, including those of
+        # commands in flight in other tasks, which then fail or are re-sent mid-reshard.
         kwargs.setdefault("reinitialize_steps", 0)
         return ClusterClient(startup_nodes=nodes, ssl=parsed.tls, **kwargs)
     if parsed.kind == "sentinel":

@@ -1,0 +1,97 @@
+"""Redis Cluster: users' keys spread over the primaries, each user's keys in one slot, and a
+slot migration (``redis-cli --cluster reshard``) under a running write load loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+from loadgen import WriteLoad
+from redis.crc import key_slot
+from topologies import CLI_TIMEOUT_S, RunningCluster
+
+from common.models import Key
+
+pytestmark = pytest.mark.slow
+
+
+def users_in_slots(slots: set[int], count: int, stem: str = "user") -> list[str]:
+    """``count`` user ids whose hash tag ``{user}`` falls into ``slots``."""
+    found: list[str] = []
+    i = 0
+    while len(found) < count:
+        name = f"{stem}-{i}"
+        if key_slot(name.encode()) in slots:
+            found.append(name)
+        i += 1
+    return found
+
+
+async def test_users_spread_over_every_primary(
+    redis_cluster: RunningCluster, make_service, key_prefix: str
+) -> None:
+    """90 users' sessions land on all 3 primaries (about a third each); every key of a user
+    lives in the user's slot on its owner, and list_app_sessions finds them all."""
+    svc = await make_service(url=redis_cluster.url)
+    users = [f"spread-{i}" for i in range(90)]
+    for user in users:
+        s = await svc.create_session(Key("app", user, "s"), {"k": b"v"})
+        await svc.update_user_state(s.key, {"lang": b"fr"})
+    owners = redis_cluster.slot_owners()
+    per_node = Counter(owners[key_slot(u.encode())].port for u in users)
+    assert len(per_node) == 3, per_node
+    assert min(per_node.values()) >= 15, per_node  # expected 30 each
+    for node in redis_cluster.primaries():
+        client = node.client()
+        try:
+            keys = [k.decode() async for k in client.scan_iter(match=f"{key_prefix}:*")]
+        finally:
+            await client.aclose()
+        for name in keys:
+            user = name[name.index("{") + 1 : name.index("}")]
+            assert key_slot(name.encode()) == key_slot(user.encode())
+            assert owners[key_slot(user.encode())] is node
+    listed = await svc.list_app_sessions("app")
+    assert sorted(s.user_id for s in listed) == sorted(users)
+
+
+async def test_reshard_under_write_load_loses_nothing(
+    make_cluster, make_service, record_property
+) -> None:
+    """Moving 300 slots (holding 6 users' sessions) to another primary with redis-cli while
+    writers and readers run: every acknowledged append is stored, once, in order."""
+    cluster = make_cluster()
+    owners = cluster.slot_owners()
+    source, target = owners[0], owners[16383]
+    moving = sorted(s for s, n in owners.items() if n is source)[:300]
+    movers = users_in_slots(set(moving), 6)
+    stayers = users_in_slots({s for s, n in owners.items() if n is not source}, 2, "stay")
+    svc = await make_service(url=cluster.url, session_event_storage_limit=0)
+    await svc.start()
+    load = WriteLoad(svc, users=movers + stayers, writers=8, readers=2)
+    async with load:
+        await load.wait_for_acks(300)
+        began = time.monotonic()
+        done = await asyncio.to_thread(
+            subprocess.run,
+            cluster.reshard_command(source, target, len(moving)),
+            capture_output=True, timeout=CLI_TIMEOUT_S, check=False, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        ended = time.monotonic()
+        assert done.returncode == 0, done.stdout[-2000:]
+        await asyncio.to_thread(cluster.wait_consistent)
+        await load.wait_for_acks(200, started_after=ended)
+    during = sum(1 for w in load.acks if began <= w.acked <= ended)
+    report = await load.verify()
+    record_property("reshard_s", round(ended - began, 2))
+    record_property("report", report.summary())
+    print(f"\ncluster reshard of {len(moving)} slots in {ended - began:.2f}s: {during} appends "
+          f"acknowledged meanwhile, {load.reads} reads; {report.summary()}")
+    report.assert_ok()
+    assert during > 0
+    after = cluster.slot_owners()
+    assert all(after[key_slot(u.encode())] is target for u in movers)
+    assert all(after[s] is target for s in moving)

@@ -1,0 +1,45 @@
+"""Checks every deployment makes at start: a producer refuses a server whose
+``maxmemory-policy`` may evict keys, on every primary of a Cluster and on the Sentinel
+primary (DESIGN §6)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from common.errors import ConfigError
+from redis_harness import RunningRedis
+
+pytestmark = pytest.mark.topologies("cluster", "sentinel")
+
+
+@contextlib.contextmanager
+def maxmemory_policy(node: RunningRedis, policy: str) -> Iterator[None]:
+    """Set ``policy`` on ``node`` for the block, then restore the previous one."""
+    with redis.Redis(host=node.host, port=node.port, protocol=2) as client:
+        previous = client.config_get("maxmemory-policy")["maxmemory-policy"]
+        client.config_set("maxmemory-policy", policy)
+        try:
+            yield
+        finally:
+            client.config_set("maxmemory-policy", previous)
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-random", "allkeys-lfu"])
+async def test_start_refuses_an_evicting_policy_on_any_primary(
+    redis_target, make_service, policy
+) -> None:
+    """SessionService.start raises ConfigError naming the policy when one primary (the last
+    of a Cluster's) may evict keys; with a volatile-* policy it starts."""
+    victim = redis_target.primaries()[-1]
+    with maxmemory_policy(victim, policy):
+        svc = await make_service()
+        with pytest.raises(ConfigError, match=policy) as info:
+            await svc.start()
+        if redis_target.is_cluster:
+            assert str(victim.port) in str(info.value)
+    with maxmemory_policy(victim, "volatile-lru"):
+        await (await make_service()).start()
