@@ -22,7 +22,10 @@ key                                              type    content
 ``[p:]ss:applied:<app>:{<user>}:<sid>``            ZSET    request record: rid scored
                                                            ``seq * 8 + outcome code`` (newest 1,024)
 ``[p:]ss:info:<app>:{<user>}:<sid>``               HASH    ours: ``user_evt`` (newest user message
-                                                           id we stored), ``last_id`` (progress)
+                                                           id we stored), ``last_id`` (progress),
+                                                           ``imported`` (migrate)
+``[p:]ss:create:<app>:{<user>}:<sid>``             STRING  ours: lock of a create with a given id
+                                                           in LEGACY/TRANSITION (token, 5 s)
 ===============================================  ======  ==========================================
 
 Legacy ZSet engine (hash tag ``{<app>}``: one app's keys share a slot)
@@ -35,7 +38,8 @@ Legacy ZSet engine (hash tag ``{<app>}``: one app's keys share a slot)
 ``[p:]sesssum:{<app>}:<user>``                  HASH    sid -> JSON map filter key -> summary
 ``[p:]userstate:{<app>}:<user>``                HASH    user state (the old key)
 ``[p:]ss:applied:{<app>}:<user>:<sid>``         ZSET    request record, as above
-``[p:]ss:info:{<app>}:<user>:<sid>``            HASH    ours, as above
+``[p:]ss:info:{<app>}:<user>:<sid>``            HASH    ours, as above; ``migrated`` = the
+                                                        generation after ``migrate`` moved it
 =============================================  ======  ===========================================
 
 Our own keys live only in the ``ss:`` family: never under a pattern that the Go service scans,
@@ -203,6 +207,10 @@ class KeySpace:
     def info(self, key: Key) -> str:
         """Our per-session bookkeeping for a HashIdx session (HASH)."""
         return self._ours("info", key)
+
+    def create_lock(self, key: Key) -> str:
+        """Our lock serialising creates of one session id across compat modes (STRING)."""
+        return self._ours("create", key)
 
     # -- legacy ZSet --------------------------------------------------------------------
     def legacy_sessions(self, key: UserKey | Key) -> str:

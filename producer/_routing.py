@@ -6,7 +6,9 @@ themselves (which engine, which keys) live in :mod:`common.compat`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,9 @@ from producer import _reads
 
 if TYPE_CHECKING:
     from producer.service import SessionService
+
+#: Lifetime of the create lock (a crashed holder delays other creators of the id this long).
+_CREATE_LOCK_MS = 5000
 
 
 async def write_route(svc: SessionService, session_or_key: Session | Key) -> str:
@@ -55,12 +60,41 @@ async def write_route(svc: SessionService, session_or_key: Session | Key) -> str
 async def create_session(
     svc: SessionService, key: Key, values: StateMap, given_id: bool
 ) -> Session:
-    """Create in the mode's target engine; an existing session (legacy first) is returned."""
-    mode = svc.settings.compat_mode
-    if given_id and uses_legacy(mode):
+    """Create in the mode's target engine; an existing session (legacy first) is returned.
+
+    In LEGACY/TRANSITION a given id is created under a short lock, so nodes of both modes
+    creating one id at once end with one session (the check and the create of two layouts
+    cannot be one script: they live in different slots).
+    """
+    if not (given_id and uses_legacy(svc.settings.compat_mode)):
+        return await _create(svc, key, values, given_id)
+    lock_key = svc.keys.create_lock(key)
+    token = await _lock(svc, lock_key)
+    try:
         existing = await svc.get_session(key)
         if existing is not None:
             return existing
+        return await _create(svc, key, values, given_id)
+    finally:
+        if token:
+            await svc.scripts.call(svc.client, "lease_release", [lock_key], [token])
+
+
+async def _lock(svc: SessionService, lock_key: str) -> str:
+    """Take the create lock; '' when its holder did not release it in time (then proceed)."""
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + _CREATE_LOCK_MS / 1000
+    delay = 0.002
+    while not await svc.client.set(lock_key, token, nx=True, px=_CREATE_LOCK_MS):
+        if time.monotonic() >= deadline:
+            return ""
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return token
+
+
+async def _create(svc: SessionService, key: Key, values: StateMap, given_id: bool) -> Session:
+    mode = svc.settings.compat_mode
     scoped = split_scopes(values)
     now = GoTime.now()
     meta = SessionMeta(
