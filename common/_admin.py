@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from common.errors import SessionStoreError
@@ -14,8 +15,17 @@ from common.models import Key
 #: ``<point>:<n>``: raise :class:`InjectedFault` the n-th time a tool reaches ``point``.
 FAULT_ENV = "SESSIONSTREAMS_ADMIN_FAULT"
 
-#: Called at each named point with the session concerned; may raise to stop the tool.
-FaultHook = Callable[[str, Key], None]
+#: Called at each named point with the session concerned; may raise to stop the tool, or
+#: return an awaitable (awaited before the tool goes on: a test writes concurrently there).
+FaultHook = Callable[[str, Key], Awaitable[None] | None]
+
+
+async def reach(hook: FaultHook | None, point: str, key: Key) -> None:
+    """Call ``hook`` at ``point`` (awaiting what it returns, if anything)."""
+    if hook is not None:
+        result = hook(point, key)
+        if inspect.isawaitable(result):
+            await result
 
 
 class InjectedFault(SessionStoreError):

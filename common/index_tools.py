@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common._admin import FaultHook, Progress
+from common._admin import FaultHook, Progress, reach
 from common.keys import KeySpace, validate_app, validate_user_key
 from common.models import Key, UserKey
 from common.scripts import Scripts
@@ -54,6 +54,7 @@ async def rebuild_index(
     *,
     progress: Progress | None = None,
     fault: FaultHook | None = None,
+    batch_size: int = _BATCH,
 ) -> RebuildReport:
     """Add the missing index entries of one app (or one user) and prune stale ones.
 
@@ -65,6 +66,7 @@ async def rebuild_index(
         user: only this user's sessions.
         progress: counts sessions as they are indexed.
         fault: called with ``("indexed", key)`` after each session (tests stop a run with it).
+        batch_size: sessions per pipeline of index scripts.
     """
     validate_app(app)
     if user is not None:
@@ -79,7 +81,7 @@ async def rebuild_index(
             continue
         batch.append(key)
         users.add(key.user_id)
-        if len(batch) >= _BATCH:
+        if len(batch) >= batch_size:
             await _add(client, keys, scripts, batch, report, progress, fault)
             batch = []
     if batch:
@@ -124,8 +126,7 @@ async def _add(
             report.invalid.append((key, status))
         if progress is not None:
             progress.advance()
-        if fault is not None:
-            fault("indexed", key)
+        await reach(fault, "indexed", key)
 
 
 async def _prune(client: Any, keys: KeySpace, scripts: Scripts, user: UserKey) -> int:

@@ -247,6 +247,16 @@ class KeySpace:
         user = raw[len(head) :] if raw.startswith(head) else ""
         return UserKey(app, user) if user else None
 
+    def legacy_user_state_pattern(self, app: str) -> str:
+        """SCAN MATCH pattern for every old user-state HASH of one app (escaped)."""
+        return f"{glob_escape(self._p)}userstate:\\{{{glob_escape(app)}\\}}:*"
+
+    def parse_legacy_user_state_key(self, app: str, raw: str) -> UserKey | None:
+        """Recover the UserKey from an old user-state HASH name found by SCAN, or None."""
+        head = f"{self._p}userstate:{{{app}}}:"
+        user = raw[len(head) :] if raw.startswith(head) else ""
+        return UserKey(app, user) if user else None
+
     def legacy_applied(self, key: Key) -> str:
         """Our request record for a legacy session (ZSET)."""
         return f"{self._p}ss:applied:{{{key.app_name}}}:{key.user_id}:{key.session_id}"

@@ -41,7 +41,7 @@ from typing import Any
 
 import msgspec
 
-from common._admin import FaultHook, Progress
+from common._admin import FaultHook, Progress, reach
 from common.errors import DecodeError
 from common.hashidx import HashIdxEngine
 from common.keys import KeySpace, validate_app, validate_user_key
@@ -169,13 +169,16 @@ class Migrator:
         return report
 
     async def _users(self, app: str) -> list[UserKey]:
-        found: dict[UserKey, None] = {}
-        async for raw in self.client.scan_iter(
-            match=self.keys.legacy_sessions_pattern(app), count=500
-        ):
-            u = self.keys.parse_legacy_sessions_key(app, raw.decode("utf-8", "replace"))
-            if u is not None:
-                found.setdefault(u, None)
+        """Users with legacy sessions or an old user-state key (left by an interrupted run)."""
+        k = self.keys
+        found: set[UserKey] = set()
+        for pattern, parse in ((k.legacy_sessions_pattern(app), k.parse_legacy_sessions_key),
+                               (k.legacy_user_state_pattern(app),
+                                k.parse_legacy_user_state_key)):
+            async for raw in self.client.scan_iter(match=pattern, count=500):
+                u = parse(app, raw.decode("utf-8", "replace"))
+                if u is not None:
+                    found.add(u)
         return sorted(found, key=lambda u: u.user_id)
 
     # -- one session ------------------------------------------------------------------
@@ -203,15 +206,13 @@ class Migrator:
                 report.sessions += 1
                 report.failed.append((key, problem))
                 return
-            if self.fault is not None:
-                self.fault("imported", key)
+            await reach(self.fault, "imported", key)
             status = await self._retire(snap)
             if status == "retired":
                 report.sessions += 1
                 report.migrated += 1
                 self._count(report, snap)
-                if self.fault is not None:
-                    self.fault("retired", key)
+                await reach(self.fault, "retired", key)
                 return
             if status == "gone":
                 await self._drop_import(snap)

@@ -8,7 +8,6 @@ are built with common.models, whose codecs produce Go's bytes.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from typing import Any
 
@@ -105,8 +104,3 @@ class GoLegacyWriter:
         """The stored events, decoded, in score order (what a Go reader sees)."""
         raws = await self.client.zrange(self.keys.legacy_events(key), 0, -1)
         return [Event.from_json(r) for r in raws]
-
-
-def b64(value: bytes) -> str:
-    """Standard padded base64 text (state values inside session JSON)."""
-    return base64.b64encode(value).decode()

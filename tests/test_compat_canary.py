@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 
+from legacy_layout import GoLegacyWriter
+
 from common.gotime import GoTime
 from common.keys import KeySpace
 from common.models import Event, Key, TrackEvent, UserKey
 from common.settings import CompatMode
-from legacy_layout import GoLegacyWriter
 
 USER = UserKey("app", "u")
 APPENDS = 15

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from legacy_layout import GoLegacyWriter
 
 from common.compat import Engines, check_presence
 from common.errors import SessionNotFoundError
@@ -20,7 +21,6 @@ from common.keys import KeySpace
 from common.models import Event, Key, Session, SessionStateDoc, Summary, TrackEvent, UserKey
 from common.scripts import Scripts
 from common.settings import CompatMode
-from legacy_layout import GoLegacyWriter
 
 NONE, LEGACY, TRANSITION = CompatMode.NONE, CompatMode.LEGACY, CompatMode.TRANSITION
 MODES = pytest.mark.parametrize("mode", [NONE, LEGACY, TRANSITION], ids=lambda m: m.name)

@@ -12,6 +12,7 @@ import inspect
 
 import msgspec
 import pytest
+from legacy_layout import GoLegacyWriter
 
 from common.compat import HASHIDX, ZSET, Engines
 from common.errors import ConfigError
@@ -30,7 +31,6 @@ from common.models import (
 from common.scripts import Scripts
 from common.settings import CompatMode
 from common.state import b64_patch
-from legacy_layout import GoLegacyWriter
 
 T0 = 1_735_787_045_000_000_000  # 2025-01-02T03:04:05Z
 K = Key("app", "u", "s")
