@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
 # Set up and run sessionstreams locally without Docker: a redis-server on a loopback port,
 # then a short demo through the session service. Redis is stopped at the end unless --keep.
-#   bash ops/run-local.sh [--keep] [--port 6390]
+#   bash ops/run-local.sh [--keep] [--port 6390] [--topology standalone|cluster|sentinel]
+# --topology cluster / sentinel start a 3-primary Redis Cluster (ops/cluster-local.sh, ports
+# from 7000) or a Sentinel group (ops/sentinel-local.sh, ports from 6480) instead; --port
+# then sets their base port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 keep=0
-port=6390
+port=""
+topology=standalone
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep) keep=1 ;;
     --port) port="$2"; shift ;;
+    --topology) topology="$2"; shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
+case "$topology" in
+  standalone) port=${port:-6390} ;;
+  cluster) port=${port:-7000}; script=ops/cluster-local.sh ;;
+  sentinel) port=${port:-6480}; script=ops/sentinel-local.sh ;;
+  *) echo "unknown topology: $topology (standalone|cluster|sentinel)" >&2; exit 2 ;;
+esac
 
 if ! command -v redis-server >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
@@ -24,6 +35,18 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 python3 -m pip install -q -e . >/dev/null
+
+if [ "$topology" != standalone ]; then
+  url=$(bash "$script" start --base-port "$port" | tail -n 1)
+  status=0
+  sessionstreams --url "$url" demo || status=$?
+  if [ "$keep" = 0 ]; then
+    bash "$script" stop --base-port "$port"
+  else
+    echo "$topology left running: SESSIONSTREAMS_URL=$url (stop: bash $script stop --base-port $port)"
+  fi
+  exit "$status"
+fi
 
 run_dir="$PWD/.run/redis-$port"
 mkdir -p "$run_dir"
