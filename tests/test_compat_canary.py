@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from legacy_layout import GoLegacyWriter
 
 from common.gotime import GoTime
 from common.keys import KeySpace
 from common.models import Event, Key, TrackEvent, UserKey
 from common.settings import CompatMode
+
+# Also on Cluster in every run: the legacy layout puts a whole app in one slot.
+pytestmark = pytest.mark.topologies("cluster")
 
 USER = UserKey("app", "u")
 APPENDS = 15

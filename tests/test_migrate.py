@@ -26,6 +26,9 @@ from common.models import Event, Key, Summary, TrackEvent, UserKey
 from common.scripts import Scripts
 from common.settings import CompatMode
 
+# Also on Cluster in every run: the legacy layout puts a whole app in one slot.
+pytestmark = pytest.mark.topologies("cluster")
+
 T0 = 1_735_787_045_000_000_000
 USERS = ("u1", "u2")
 SIDS = ("s0", "s1", "s2")
