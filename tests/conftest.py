@@ -13,8 +13,8 @@ built on it (``make_settings``, ``make_service``, ``redis_client``) follow it:
 - ``SESSIONSTREAMS_TEST_TOPOLOGY=standalone|cluster|sentinel`` (comma-separated, or ``all``)
   picks the topologies of every such test (default ``standalone``);
 - ``@pytest.mark.topologies("cluster", "sentinel")`` on a test or module adds topologies in
-  every run, and so does listing the module in ``ALL_TOPOLOGY_SUITES``. The extra runs are
-  marked ``slow`` and get ids ``[cluster]`` / ``[sentinel]``.
+  every run, and so does listing the module in ``ALL_TOPOLOGY_SUITES``. These extra runs are
+  marked ``slow``; with more than one topology, test ids get ``[cluster]`` / ``[sentinel]``.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize ``redis_target`` by topology (env plus ``topologies`` markers)."""
     if "redis_target" not in metafunc.fixturenames:
         return
-    wanted = set(base_topologies())
+    base = base_topologies()
+    wanted = set(base)
     if metafunc.module.__name__.rpartition(".")[2] in ALL_TOPOLOGY_SUITES:
         wanted.update(TOPOLOGIES)
     for marker in metafunc.definition.iter_markers("topologies"):
@@ -82,9 +83,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     kinds = [k for k in TOPOLOGIES if k in wanted]
     if kinds == ["standalone"]:
         return  # the default: no parameter, test ids unchanged
-    params = [
-        pytest.param(k, id=k, marks=() if k == "standalone" else (pytest.mark.slow,))
-        for k in kinds
+    params = [  # the runs beyond the selected topologies are the slow extras
+        pytest.param(k, id=k, marks=() if k in base else (pytest.mark.slow,)) for k in kinds
     ]
     metafunc.parametrize("redis_target", params, indirect=True)
 
