@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from common.errors import ConfigError
-from common.hashidx import AppendEntry, HashIdxEngine
+from common.hashidx import AppendEntry, HashIdxEngine, LoadResult
 from common.keys import KeySpace
 from common.legacy import LegacyEngine
 from common.models import Key, UserKey
@@ -189,6 +189,41 @@ async def check_presence(
     """Run the existence check (one pipeline; errors raise, they never mean "absent")."""
     replies = await scripts.run_pipeline(client, presence_calls(keys, key, mode))
     return parse_presence(mode, replies)
+
+
+def load_both_call(
+    keys: KeySpace, key: Key, limit: int, after_ns: int | None, exact: bool
+) -> tuple[Any, ...]:
+    """A call reading a session from either layout, legacy first (``compat_load.lua``).
+
+    Single-node servers only: the script reads keys of the ``{app}`` and ``{user}`` slots.
+    """
+    script_keys = [
+        keys.legacy_sessions(key), keys.legacy_events(key), keys.legacy_summaries(key),
+        keys.legacy_user_state(key), keys.legacy_track_names(key), keys.app_state(key.app_name),
+        keys.meta(key), keys.event_data(key), keys.event_index(key), keys.summary(key),
+        keys.user_state(key), keys.track_names(key),
+    ]
+    args = [key.session_id, max(limit, 0), "" if after_ns is None else str(after_ns),
+            "x" if exact else ""]
+    return ("script", "compat_load", script_keys, args)
+
+
+def parse_load_both(raw: Sequence[Any]) -> tuple[str | None, LoadResult]:
+    """(route or None, the load) from a ``compat_load`` reply; user state merged, HashIdx
+    fields winning."""
+    route, doc, summary, old_user, new_user, names, events, prepend, app = raw
+    user = {**_pairs(old_user), **_pairs(new_user)}
+    loaded = LoadResult(
+        meta=doc or None, summary=summary or None, user_state=user,
+        track_names=[n.decode("utf-8", "replace") for n in names], events=list(events),
+        prepend=prepend or None, app_state=_pairs(app),
+    )
+    return (route.decode() if route else None), loaded
+
+
+def _pairs(flat: Sequence[bytes]) -> dict[str, bytes]:
+    return {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
 def choose_route(mode: CompatMode, presence: Presence) -> str | None:

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from common.compat import HASHIDX, ZSET, parse_presence, presence_calls, user_state_read_keys
+from common.compat import (
+    HASHIDX,
+    ZSET,
+    load_both_call,
+    parse_load_both,
+    parse_presence,
+    presence_calls,
+    user_state_read_keys,
+)
 from common.errors import DecodeError
 from common.gotime import GoTime
 from common.hashidx import LoadResult
@@ -54,7 +62,38 @@ def meta_from_doc(raw: bytes, key: Key) -> SessionMeta:
 async def get_session(
     svc: SessionService, key: Key, limit: int, after: GoTime | None, *, exact: bool = False
 ) -> Session | None:
-    """Read a session from the legacy layout if it is there, else from HashIdx."""
+    """Read a session from the legacy layout if it is there, else from HashIdx.
+
+    One script on a single node; on Cluster one pipeline of the two layouts' load scripts.
+    """
+    if svc.engine.single_node:
+        call = load_both_call(svc.keys, key, limit, _ns(after), exact)
+        found, loaded = parse_load_both(await svc.scripts.call(svc.client, *call[1:]))
+        if found is None or loaded.meta is None:
+            return None
+        route: str = found
+    else:
+        route, loaded = await _load_pipelined(svc, key, limit, after, exact)
+        if loaded.meta is None:
+            return None
+    meta = meta_from_doc(loaded.meta, key) if route == ZSET else decode_meta(loaded.meta, key)
+    events = await _window(svc, route, key, loaded, after, exact)
+    session = build_session(key, meta, events, loaded.user_state, loaded.app_state,
+                            storage=route)
+    attach_summaries(session, loaded.summary)
+    names = track_names(meta.state or {}, loaded.track_names)
+    if names:
+        engine = svc._engines.legacy if route == ZSET else svc._engines.hashidx
+        call = engine.load_tracks_call(key, names, limit, _ns(after))
+        (reply,) = await svc.scripts.run_pipeline(svc.client, [call])
+        session.tracks = decode_tracks(names, reply, key)
+    return session
+
+
+async def _load_pipelined(
+    svc: SessionService, key: Key, limit: int, after: GoTime | None, exact: bool
+) -> tuple[str, LoadResult]:
+    """Both layouts' loads in one pipeline (Cluster); the legacy one wins when present."""
     legacy, hashidx = svc._engines.legacy, svc._engines.hashidx
     x = "x" if exact else ""
     calls = [
@@ -66,23 +105,11 @@ async def get_session(
     from_legacy = legacy.parse_load(raw_legacy)
     user_state = {**from_legacy.user_state, **_reads.hash_reply(raw_user)}
     if from_legacy.meta is not None:
-        meta = meta_from_doc(from_legacy.meta, key)
         loaded, route = from_legacy, ZSET
     else:
         loaded, route = hashidx.parse_load(raw_hashidx), HASHIDX
-        if loaded.meta is None:
-            return None
-        meta = decode_meta(loaded.meta, key)
-    events = await _window(svc, route, key, loaded, after, exact)
-    session = build_session(key, meta, events, user_state, from_legacy.app_state, storage=route)
-    attach_summaries(session, loaded.summary)
-    names = track_names(meta.state or {}, loaded.track_names)
-    if names:
-        engine = svc._engines.legacy if route == ZSET else svc._engines.hashidx
-        call = engine.load_tracks_call(key, names, limit, _ns(after))
-        (reply,) = await svc.scripts.run_pipeline(svc.client, [call])
-        session.tracks = decode_tracks(names, reply, key)
-    return session
+    loaded.user_state, loaded.app_state = user_state, from_legacy.app_state
+    return route, loaded
 
 
 async def _window(

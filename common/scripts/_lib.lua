@@ -311,3 +311,73 @@ local function ss_find_user_z(zkey, hi_rank, lo_rank)
   end
   return nil, nil
 end
+
+-- The event window of a legacy event ZSET (members are event JSON): the newest `limit`
+-- (0 = all) at or after `after` ('' = no bound), oldest first, and unless `exact` the newest
+-- earlier user message when no window member looks like one. Returns events, prepend|false.
+local function ss_window_z(zkey, limit, after, exact)
+  local events = {}
+  if after ~= '' then
+    if limit > 0 then
+      local desc = redis.call('ZREVRANGEBYSCORE', zkey, '+inf', after, 'LIMIT', 0, limit)
+      for i = #desc, 1, -1 do
+        events[#events + 1] = desc[i]
+      end
+    else
+      events = redis.call('ZRANGEBYSCORE', zkey, after, '+inf')
+    end
+  elseif limit > 0 then
+    events = redis.call('ZRANGE', zkey, -limit, -1)
+  else
+    events = redis.call('ZRANGE', zkey, 0, -1)
+  end
+  if exact then
+    return events, false
+  end
+  for i = 1, #events do
+    if string.find(events[i], '"role":"user"', 1, true) then
+      return events, false
+    end
+  end
+  local start = redis.call('ZCARD', zkey) - #events
+  return events, ss_find_user_z(zkey, start - 1, 0) or false
+end
+
+-- The same window for a HashIdx session (time index of ids + data HASH).
+local function ss_window_h(data_key, idx_key, limit, after, exact)
+  local ids
+  if after ~= '' then
+    if limit > 0 then
+      local desc = redis.call('ZREVRANGEBYSCORE', idx_key, '+inf', after, 'LIMIT', 0, limit)
+      ids = {}
+      for i = #desc, 1, -1 do
+        ids[#ids + 1] = desc[i]
+      end
+    else
+      ids = redis.call('ZRANGEBYSCORE', idx_key, after, '+inf')
+    end
+  elseif limit > 0 then
+    ids = redis.call('ZRANGE', idx_key, -limit, -1)
+  else
+    ids = redis.call('ZRANGE', idx_key, 0, -1)
+  end
+  local events, has_user = {}, false
+  if #ids > 0 then
+    local vals = redis.call('HMGET', data_key, unpack(ids))
+    for i = 1, #ids do
+      local v = vals[i]
+      if v then
+        events[#events + 1] = v
+        if not has_user and string.find(v, '"role":"user"', 1, true) then
+          has_user = true
+        end
+      end
+    end
+  end
+  if has_user or exact then
+    return events, false
+  end
+  local start = redis.call('ZCARD', idx_key) - #ids
+  local _, _, json = ss_find_user(data_key, idx_key, start - 1, 0)
+  return events, json or false
+end

@@ -35,30 +35,6 @@ if want('t') then
   names = redis.call('SMEMBERS', KEYS[5])
 end
 if want('e') then
-  if after ~= '' then
-    if limit > 0 then
-      local desc = redis.call('ZREVRANGEBYSCORE', KEYS[2], '+inf', after, 'LIMIT', 0, limit)
-      for i = #desc, 1, -1 do
-        events[#events + 1] = desc[i]
-      end
-    else
-      events = redis.call('ZRANGEBYSCORE', KEYS[2], after, '+inf')
-    end
-  elseif limit > 0 then
-    events = redis.call('ZRANGE', KEYS[2], -limit, -1)
-  else
-    events = redis.call('ZRANGE', KEYS[2], 0, -1)
-  end
-  local has_user = false
-  for i = 1, #events do
-    if string.find(events[i], '"role":"user"', 1, true) then
-      has_user = true
-      break
-    end
-  end
-  if not has_user and not want('x') then
-    local start = redis.call('ZCARD', KEYS[2]) - #events
-    prepend = ss_find_user_z(KEYS[2], start - 1, 0) or false
-  end
+  events, prepend = ss_window_z(KEYS[2], limit, after, want('x'))
 end
 return {doc, summary, ustate, names, events, prepend, astate}
