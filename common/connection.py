@@ -53,6 +53,7 @@ log = structlog.get_logger(__name__)
 
 Purpose = Literal["default", "stream"]
 
+MAX_CONNECTIONS = 2000
 HEALTH_CHECK_INTERVAL_S = 30
 BACKOFF_BASE_S = 0.01
 BACKOFF_CAP_S = 1.0
@@ -240,6 +241,9 @@ def _client_options(
     kwargs: dict[str, Any] = {
         "health_check_interval": HEALTH_CHECK_INTERVAL_S,
         "client_name": f"sessionstreams-{purpose}",
+        # redis-py 8 fails a command once 100 connections are in use; agents with many
+        # concurrent sessions need more (each in-flight command holds one connection).
+        "max_connections": MAX_CONNECTIONS,
     }
     if parsed.username is not None:
         kwargs["username"] = parsed.username

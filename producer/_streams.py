@@ -136,6 +136,10 @@ class StreamWriter:
         owner = (user.app_name, user.user_id)
         return [k for k in self._pending if (k.app_name, k.user_id) == owner]
 
+    def forget_session(self, key: Key) -> None:
+        """Stop tracking a deleted session's receipts (its writes will be dropped)."""
+        self._pending.pop(key, None)
+
     def pending_for(self, key: Key) -> list[Receipt]:
         """This process's receipts of ``key`` not yet seen persisted."""
         return list(self._pending.get(key, {}).values())

@@ -119,8 +119,11 @@ class SessionService:
         """Check the server (reachable, no evicting maxmemory-policy on any primary) and
         start the Sentinel failover watch. Idempotent."""
         if not self._started:
-            await check_server(self.client, url=self.settings.url or None)
-            start_failover_watch(self.client)
+            async with self._errors:
+                await check_server(self.client, url=self.settings.url or None)
+                start_failover_watch(self.client)
+                if self._streams is not None:
+                    await self._streams.check_conf()
             self._started = True
 
     async def __aenter__(self) -> SessionService:
@@ -141,12 +144,17 @@ class SessionService:
                 await self._streams.flush(timeout)
 
     async def close(self, timeout: float | None = None) -> None:
-        """Flush, then close the Redis clients. A second call does nothing."""
+        """Flush (up to ``timeout``, default ``read_your_writes_wait_s``), then close the clients.
+
+        Writes still pending then stay durable in their shard streams (workers apply them
+        later); close reports them with PersistTimeoutError after closing. A second call does
+        nothing.
+        """
         if self._closed:
             return
         self._closed = True
         try:
-            await self.flush(timeout)
+            await self.flush(self.settings.read_your_writes_wait_s if timeout is None else timeout)
         finally:
             await self.client.aclose()
 
@@ -282,11 +290,17 @@ class SessionService:
             return await _reads.list_app_sessions(self, app_name)
 
     async def delete_session(self, key: Key) -> None:
-        """Delete a session with its events, tracks, summaries and index entry."""
+        """Delete a session with its events, tracks, summaries and index entry.
+
+        Streamed writes of the session still in flight are dropped by the workers (outcome
+        ``session_gone`` or ``superseded``); reads in this process stop waiting for them.
+        """
         self._check_open()
         validate_key(key)
         async with self._errors:
             await _routing.delete_session(self, key)
+        if self._streams is not None:
+            self._streams.forget_session(key)
 
     # -- events -------------------------------------------------------------------------
     async def append_event(self, session: Session, event: Event) -> Receipt:

@@ -43,6 +43,8 @@ from common import connection
 from common.settings import Settings
 from redis_harness import RunningRedis, provide_redis_server
 
+pytest_plugins = ["workers_harness"]
+
 TOPOLOGY_ENV = "SESSIONSTREAMS_TEST_TOPOLOGY"
 TOPOLOGIES = ("standalone", "cluster", "sentinel")
 #: Suites that run on every topology in every run (the session API on Cluster and Sentinel).

@@ -20,7 +20,11 @@ import os
 import signal
 import time
 
+import structlog
+
 from common.errors import ConfigError
+
+log = structlog.get_logger("sessionstreams.faults")
 
 POINTS = ("before_read", "after_apply", "after_app_state", "mid_batch")
 ENV = "SESSIONSTREAMS_FAULTS"
@@ -66,6 +70,7 @@ class Faults:
             if fault.passes < fault.start:
                 continue
             fault.fired = True
+            log.warning("fault fired", point=point, kill=fault.kill, sleep_s=fault.sleep_s)
             if fault.kill:
                 os.kill(os.getpid(), signal.SIGKILL)
             # A blocking sleep: the whole process stalls (lease renewals included), as a

@@ -40,8 +40,18 @@ local function all(status)
   return out
 end
 
-local bad = ss_check_types({meta_key, 'string', data_key, 'hash', idx_key, 'zset',
-  applied_key, 'zset', info_key, 'hash', ustate_key, 'hash'})
+-- The user-state key is only checked when an entry writes it: a broken user state must
+-- not block appends that do not touch it.
+local spec = {meta_key, 'string', data_key, 'hash', idx_key, 'zset', applied_key, 'zset',
+  info_key, 'hash'}
+for _, e in ipairs(entries) do
+  if #e.pairs > 0 then
+    spec[#spec + 1] = ustate_key
+    spec[#spec + 1] = 'hash'
+    break
+  end
+end
+local bad = ss_check_types(spec)
 if bad then
   return all(bad)
 end
