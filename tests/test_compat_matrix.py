@@ -18,7 +18,16 @@ from common.compat import Engines, check_presence
 from common.errors import SessionNotFoundError
 from common.gotime import GoTime
 from common.keys import KeySpace
-from common.models import Event, Key, Session, SessionStateDoc, Summary, TrackEvent, UserKey
+from common.models import (
+    Event,
+    Key,
+    Session,
+    SessionStateDoc,
+    Summary,
+    TrackEvent,
+    UserKey,
+    encode_summary_map,
+)
 from common.scripts import Scripts
 from common.settings import CompatMode
 
@@ -336,20 +345,28 @@ async def test_user_state_merged_into_sessions(make_service, go, redis_client, k
         assert {k: v for k, v in s.state.items() if k.startswith("user:")} == expected
 
 
-@pytest.mark.parametrize("mode", [LEGACY, TRANSITION], ids=lambda m: m.name)
-async def test_summaries_of_legacy_sessions(make_service, go, redis_client, key_prefix,
+@MODES
+async def test_summaries_follow_the_session(make_service, go, redis_client, key_prefix,
                                             mode) -> None:
-    """Summaries stored in the legacy layout are read with the session (when it has events)
-    and a newer summary written through the legacy engine replaces them."""
+    """Stored summaries are read with the session from the layout it is read from (legacy
+    ones only in compat modes); a newer summary written through the legacy engine replaces
+    the stored one; a session without events gets none attached (as Go)."""
     await _world(make_service, go)
+    keys = KeySpace(key_prefix)
+    await redis_client.set(keys.summary(H), encode_summary_map(
+        {"": Summary(summary="hashidx summary", updated_at=GoTime(T0))}))
     svc = await make_service(compat_mode=mode)
-    engines = Engines(redis_client, KeySpace(key_prefix), Scripts(), mode)
+    assert (await svc.get_session(H)).summaries[""].summary == "hashidx summary"
+    engines = Engines(redis_client, keys, Scripts(), mode)
     newer = Summary(summary="newer", updated_at=GoTime(T0 + 10**9))
     assert await engines.legacy.set_summary(L, filter_key="", summary=newer, ttl_ms=0) == (
         "applied")
+    if mode is NONE:
+        assert await svc.get_session(L) is None
+        return
     assert (await svc.get_session(L)).summaries[""].summary == "newer"
     await go.summaries(B, {"": Summary(summary="b", updated_at=GoTime(T0))})
-    assert (await svc.get_session(B)).summaries == {}  # no events: none attached (as Go)
+    assert (await svc.get_session(B)).summaries == {}
 
 
 async def test_tracks_state_decodes_as_go_after_our_writes(make_service, go) -> None:

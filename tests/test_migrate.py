@@ -224,6 +224,29 @@ async def test_writes_routed_to_legacy_after_migration_reach_the_copy(
     assert statuses == ["superseded"]
 
 
+async def test_session_without_generation_keeps_its_incarnation(
+    make_service, make_settings, go, redis_client, key_prefix
+) -> None:
+    """An old legacy record without generation (incarnation = its createdAt text, here with
+    an offset) keeps that incarnation in HashIdx: entries in flight still apply."""
+    key = Key("app", "u1", "old")
+    created = "2025-01-02T11:04:05.1234+08:00"
+    await go.create(key, {"k": b"v"}, generation="", created=GoTime.parse(created))
+    report = await Migrator(redis_client, make_settings()).run("app")
+    assert report.migrated == 1
+    engines = Engines(redis_client, KeySpace(key_prefix), Scripts(), CompatMode.LEGACY)
+    e = msg("user", 1, id="inflight")
+    entry = AppendEntry(rid="r", event_id=e.id, event_json=e.to_json(),
+                        ts_ns=e.timestamp.unix_ns, is_user=True, producer_ts="",
+                        session_delta=b"")
+    statuses = await engines.legacy.append(key, [entry], ttl_ms=0, storage_limit=0,
+                                           user_state_ttl_ms=0, incarnation=created)
+    assert statuses == ["applied"]
+    got = await (await make_service(compat_mode=CompatMode.NONE)).get_session(key)
+    assert (got.state["k"], got.created_at, got.events[-1].id) == (
+        b"v", GoTime.parse(created), "inflight")
+
+
 async def test_request_record_survives_migration(make_settings, go, redis_client,
                                                  key_prefix) -> None:
     """A write applied to the legacy copy before migration is a duplicate when replayed
