@@ -57,14 +57,18 @@ def markdown(result: dict[str, Any]) -> str:
             cells = [_cell(rows.get(op), what) for op in OPS]
             lines.append(f"| {peer['name']} | " + " | ".join(cells) + " |")
         lines.append("")
-    notes = [
-        f"{peer['name']}: {row['label']} reached {row['size']:,} of {row['target']:,} "
-        f"in the {result['budget_s']:.0f} s budget"
-        for peer in result["peers"] if not peer.get("skipped")
-        for row in peer["rows"].values() if row and row["partial"]
-    ]
+    notes = []
+    for peer in result["peers"]:
+        reached = {
+            (row["size"], row["target"], "sessions" if op == "list_user" else "events")
+            for op, row in peer.get("rows", {}).items() if row and row["partial"]
+        }
+        if reached:
+            parts = [f"{size:,} of {target:,} {unit}" for size, target, unit in sorted(reached)]
+            notes.append(f"{peer['name']} reached " + " and ".join(parts))
     if notes:
-        lines.append("† partial: " + "; ".join(notes) + ".")
+        lines.append(f"† partial, the {result['budget_s']:.0f} s budget per operation ran out: "
+                     + "; ".join(notes) + " (its reads ran on the size reached).")
     lines.append("n/a: the store has no such call (the Agents SDK session has no listing).")
     return "\n".join(lines) + "\n"
 
