@@ -58,6 +58,29 @@ async def test_users_spread_over_every_primary(
     assert sorted(s.user_id for s in listed) == sorted(users)
 
 
+async def test_fresh_client_routes_concurrent_first_commands_by_slot(
+    redis_cluster: RunningCluster, make_service
+) -> None:
+    """Twenty concurrent creates on a fresh service: none is answered MOVED (the client reads
+    the slot map first; redis-py alone sends them to a default node, and its MOVED handling
+    then closes connections other commands are using)."""
+    primaries = redis_cluster.primaries()
+    for node in primaries:
+        node.command("CONFIG", "RESETSTAT")
+    svc = await make_service(url=redis_cluster.url)
+    users = [f"fresh-{i}" for i in range(20)]
+    await asyncio.gather(*(svc.create_session(Key("app", u, "s")) for u in users))
+    rejected = 0
+    for node in primaries:
+        client = node.client()
+        try:
+            stats = await client.info("commandstats")
+        finally:
+            await client.aclose()
+        rejected += sum(int(v.get("rejected_calls", 0)) for v in stats.values())
+    assert rejected == 0
+
+
 async def test_reshard_under_write_load_loses_nothing(
     make_cluster, make_service, record_property
 ) -> None:
