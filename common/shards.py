@@ -24,7 +24,7 @@ key                                            type    content
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -42,6 +42,7 @@ SUMMARY_GROUP = "summary"
 ENTRY_FORMAT = 1
 
 
+@lru_cache(maxsize=65536)
 def shard_of(key: Key, shards: int) -> int:
     """The shard of a session: FNV-1a 32 of ``app:user:sid`` modulo the shard count."""
     return fnv1a32(f"{key.app_name}:{key.user_id}:{key.session_id}") % shards

@@ -158,7 +158,9 @@ class SessionService:
         finally:
             await self.client.aclose()
 
-    def _stream_entry(self, session: Session, kind: Kind, **payload: Any) -> StreamEntry:
+    def _stream_entry(
+        self, session: Session, kind: Kind, producer_ts: str = "", **payload: Any
+    ) -> StreamEntry:
         """A stream entry for ``session`` carrying its route, incarnation and limits."""
         s = self.settings
         return StreamEntry(
@@ -168,7 +170,7 @@ class SessionService:
             sid=session.id,
             route=session.service_meta.get(STORAGE_TYPE, HASHIDX),
             incarnation=session.service_meta.get(INCARNATION, ""),
-            producer_ts=GoTime.now().to_text(),
+            producer_ts=producer_ts or GoTime.now().to_text(),
             ttl_ms=self._ttl_ms,
             storage_limit=s.storage_limit,
             user_state_ttl_ms=s.user_state_ttl_s * 1000,
@@ -354,7 +356,8 @@ class SessionService:
             return [Receipt(key, -1, "", _rid()) for _ in events]
         if self._streams is not None:
             streamed = [
-                self._stream_entry(session, "event", event=entry, app_pairs=tuple(app))
+                self._stream_entry(session, "event", entry.producer_ts, event=entry,
+                                   app_pairs=tuple(app))
                 for entry, app in built
             ]
             async with self._errors:

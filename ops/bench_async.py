@@ -1,0 +1,282 @@
+"""Async-mode benchmark: the streams pipeline against bare XADD and against sync mode.
+
+One run, one local Redis (a throwaway redis-server unless ``--url``), worker processes started
+here. Reported:
+
+1. ``append_event`` in async mode, p50/p99, interleaved sample by sample with a bare redis-py
+   XADD of a same-size payload (two workers running and keeping up);
+2. p99 under a burst of 200 concurrent appenders, against 200 concurrent bare XADDs (sync mode
+   under the same burst shown beside it);
+3. drain rate of one worker (then two) from a pre-filled backlog over 200 sessions, against
+   the sync-mode append rate at 200-way concurrency;
+4. recovery after a worker SIGKILL: time until writes on its shards are applied again,
+   against the lease TTL.
+
+Usage: ``python ops/bench_async.py [--samples 2000] [--backlog 100000] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "ops"))
+
+import redis.asyncio as aioredis
+from bench_sync import local_redis, pct
+
+from common.models import Event, Key, Session
+from common.settings import Settings
+from common.shards import PERSIST_GROUP, ShardKeys
+from producer import SessionService
+
+PAYLOAD = b"x" * 600  # about the size of an encoded append entry
+
+
+def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONSTREAMS_")}
+    for name in ("url", "key_prefix", "async_persister_num", "lease_ttl_s",
+                 "heartbeat_interval_s", "block_ms", "worker_batch_size"):
+        env[f"SESSIONSTREAMS_{name.upper()}"] = str(getattr(settings, name))
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.Popen([sys.executable, "-m", "workers"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def message(i: int) -> Event:
+    return Event.message("user" if i % 2 == 0 else "assistant", f"short message {i} " + "y" * 60,
+                         state_delta={"turn": str(i).encode()})
+
+
+async def timed(coro: Any) -> float:
+    start = time.perf_counter()
+    await coro
+    return time.perf_counter() - start
+
+
+def row(values: list[float]) -> dict[str, float]:
+    return {"p50_us": round(pct(values, 0.5), 1), "p99_us": round(pct(values, 0.99), 1)}
+
+
+async def backlog_left(client: Any, settings: Settings) -> int:
+    n = settings.async_persister_num
+    left = 0
+    for i in range(n):
+        sk = ShardKeys(settings.key_prefix, i, n)
+        try:
+            groups = await client.xinfo_groups(sk.stream)
+        except Exception:
+            continue
+        for g in groups:
+            if g["name"] in (PERSIST_GROUP, PERSIST_GROUP.encode()):
+                left += int(g.get("pending", 0) or 0) + int(g.get("lag", 0) or 0)
+    return left
+
+
+async def wait_drained(client: Any, settings: Settings, timeout: float = 600) -> float:
+    start = time.monotonic()
+    while await backlog_left(client, settings) > 0:
+        if time.monotonic() - start > timeout:
+            raise RuntimeError("backlog did not drain")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+async def sessions_for(svc: SessionService, count: int, tag: str) -> list[Session]:
+    return [await svc.create_session(Key("bench", f"u{i % 50}", f"{tag}{i}")) for i in range(count)]
+
+
+async def interleaved(url: str, settings: Settings, samples: int) -> dict[str, Any]:
+    bare = aioredis.Redis.from_url(url, protocol=2)
+    procs = [start_worker(settings), start_worker(settings)]
+    svc = SessionService(settings)
+    try:
+        (s,) = await sessions_for(svc, 1, "lat")
+        times: dict[str, list[float]] = {"bare_xadd": [], "async_append": []}
+        warm = max(samples // 10, 50)
+        for i in range(samples + warm):
+            t_bare = await timed(bare.xadd("bench:bare", {"e": PAYLOAD}, maxlen=10_000))
+            t_app = await timed(svc.append_event(s, message(i)))
+            s.events.clear()
+            if i >= warm:
+                times["bare_xadd"].append(t_bare)
+                times["async_append"].append(t_app)
+        await svc.flush(60)
+    finally:
+        await svc.close()
+        await bare.delete("bench:bare")
+        await bare.aclose()
+        stop(procs)
+    base, ours = times["bare_xadd"], times["async_append"]
+    return {"bare_xadd": row(base), "async_append": row(ours),
+            "p50_ratio": round(statistics.median(ours) / statistics.median(base), 2),
+            "p99_ratio": round(pct(ours, 0.99) / pct(base, 0.99), 2)}
+
+
+async def burst(url: str, settings: Settings, rounds: int) -> dict[str, Any]:
+    bare = aioredis.Redis.from_url(url, protocol=2, max_connections=1000)
+    procs = [start_worker(settings), start_worker(settings)]
+    svc = SessionService(settings)
+    sync = SessionService(settings.replace(enable_async_persist=False))
+    try:
+        sessions = await sessions_for(svc, 200, "burst")
+        sync_sessions = await sessions_for(sync, 200, "sburst")
+        out: dict[str, list[float]] = {"bare_xadd": [], "async_append": [], "sync_append": []}
+
+        def bare_add() -> Any:
+            return bare.xadd("bench:burst", {"e": PAYLOAD}, maxlen=10_000)
+
+        for r in range(rounds + 1):  # round 0 warms up: every pool opens its 200 connections
+            results = {
+                "bare_xadd": await asyncio.gather(*(timed(bare_add()) for _ in range(200))),
+                "async_append": await asyncio.gather(
+                    *(timed(svc.append_event(s, message(r))) for s in sessions)),
+                "sync_append": await asyncio.gather(
+                    *(timed(sync.append_event(s, message(r))) for s in sync_sessions)),
+            }
+            for s in sessions + sync_sessions:
+                s.events.clear()
+            if r:
+                for name, values in results.items():
+                    out[name] += values
+        await svc.flush(120)
+    finally:
+        await svc.close()
+        await sync.close()
+        await bare.delete("bench:burst")
+        await bare.aclose()
+        stop(procs)
+    base = pct(out["bare_xadd"], 0.99)
+    return {name: {**row(v), "p99_ratio_to_bare": round(pct(v, 0.99) / base, 2)}
+            for name, v in out.items()}
+
+
+async def sync_rate(settings: Settings, total: int) -> float:
+    sync = SessionService(settings.replace(enable_async_persist=False))
+    try:
+        sessions = await sessions_for(sync, 200, "rate")
+
+        async def writer(s: Session, n: int) -> None:
+            for i in range(n):
+                await sync.append_event(s, message(i))
+                s.events.clear()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(writer(s, total // 200) for s in sessions))
+        return total / (time.perf_counter() - start)
+    finally:
+        await sync.close()
+
+
+async def drain(url: str, settings: Settings, backlog: int, workers: int) -> float:
+    client = aioredis.Redis.from_url(url, protocol=2)
+    svc = SessionService(settings)
+    try:
+        sessions = await sessions_for(svc, 200, f"drain{workers}-")
+
+        async def fill(s: Session, n: int) -> None:
+            for i in range(n):
+                await svc.append_event(s, message(i))
+                s.events.clear()
+
+        await asyncio.gather(*(fill(s, backlog // 200) for s in sessions))
+        procs = [start_worker(settings) for _ in range(workers)]
+        try:
+            took = await wait_drained(client, settings)
+        finally:
+            stop(procs)
+        await svc.flush(60)
+        return backlog / took
+    finally:
+        await svc.close()
+        await client.aclose()
+
+
+async def recovery(url: str, settings: Settings) -> dict[str, float]:
+    client = aioredis.Redis.from_url(url, protocol=2)
+    victim, other = start_worker(settings), start_worker(settings)
+    svc = SessionService(settings)
+    try:
+        sessions = await sessions_for(svc, 40, "rec")
+        for s in sessions:  # warm: both workers own shards and keep up
+            await svc.append_event(s, message(0))
+        await svc.flush(30)
+        await asyncio.sleep(2 * settings.lease_ttl_s)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        killed = time.monotonic()
+        receipts = [await svc.append_event(s, message(1)) for s in sessions]
+        await svc.flush(60)
+        recovered = time.monotonic() - killed
+        del receipts
+        return {"recovery_s": round(recovered, 2), "lease_ttl_s": settings.lease_ttl_s,
+                "ratio_to_lease_ttl": round(recovered / settings.lease_ttl_s, 2)}
+    finally:
+        await svc.close()
+        await client.aclose()
+        stop([victim, other])
+
+
+async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    def settings(tag: str, **kw: Any) -> Settings:
+        return Settings(url=url, key_prefix=f"ba{tag}{uuid.uuid4().hex[:4]}",
+                        enable_async_persist=True, async_persister_num=10, lease_ttl_s=3.0,
+                        heartbeat_interval_s=0.5, block_ms=500, worker_batch_size=1000,
+                        stream_backlog_max=10_000_000, read_your_writes_wait_s=120,
+                        session_event_storage_limit=0, **kw)
+
+    out: dict[str, Any] = {"samples": args.samples, "backlog": args.backlog}
+    out["latency"] = await interleaved(url, settings("lat"), args.samples)
+    out["burst_200"] = await burst(url, settings("burst"), args.burst_rounds)
+    rate = await sync_rate(settings("rate"), min(args.backlog, 40_000))
+    one = await drain(url, settings("d1"), args.backlog, 1)
+    two = await drain(url, settings("d2"), args.backlog, 2)
+    out["drain"] = {"sync_append_rate_200way_per_s": round(rate), "one_worker_per_s": round(one),
+                    "two_workers_per_s": round(two), "one_worker_ratio": round(one / rate, 2),
+                    "two_workers_ratio": round(two / rate, 2)}
+    out["recovery"] = await recovery(url, settings("rec"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="")
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--burst-rounds", type=int, default=20)
+    parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.url:
+        out = asyncio.run(run(args.url, args))
+    else:
+        with local_redis() as url:
+            out = asyncio.run(run(url, args))
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
