@@ -241,13 +241,20 @@ class WriteLoad:
             return len(self.acks)
         return sum(1 for w in self.acks if w.started > started_after)
 
-    def first_ack_started_after(self, moment: float) -> float | None:
+    def first_ack_started_after(
+        self, moment: float, users: Sequence[str] | None = None
+    ) -> float | None:
         """When the first write that started after ``moment`` was acknowledged.
 
         After a primary is killed at ``moment``, this is when the first command succeeded on
-        the promoted primary (a write sent after the kill cannot reach the dead one).
+        the promoted primary (a write sent after the kill cannot reach the dead one). On a
+        Cluster, pass the ``users`` whose slots the dead primary held.
         """
-        times = [w.acked for w in self.acks if w.started > moment]
+        wanted = None if users is None else set(users)
+        times = [
+            w.acked for w in self.acks
+            if w.started > moment and (wanted is None or w.key.user_id in wanted)
+        ]  # fmt: skip
         return min(times) if times else None
 
     def write_failures(self) -> list[Failure]:

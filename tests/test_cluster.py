@@ -118,3 +118,33 @@ async def test_reshard_under_write_load_loses_nothing(
     after = cluster.slot_owners()
     assert all(after[key_slot(u.encode())] is target for u in movers)
     assert all(after[s] is target for s in moving)
+
+
+async def test_primary_sigkill_under_write_load(
+    make_cluster, make_service, record_property
+) -> None:
+    """SIGKILL a primary of a 3+3 cluster under a running producer: its replica takes over,
+    the service continues without restart, and every write acknowledged after the first
+    success of a write sent after the kill is stored."""
+    cluster = make_cluster(replicas_per_primary=1)
+    owners = cluster.slot_owners()
+    victim = owners[0]
+    doomed = users_in_slots({s for s, n in owners.items() if n is victim}, 4)
+    others = users_in_slots({s for s, n in owners.items() if n is not victim}, 2, "other")
+    svc = await make_service(url=cluster.url, session_event_storage_limit=0)
+    await svc.start()
+    load = WriteLoad(svc, users=doomed + others, writers=6, readers=1)
+    async with load:
+        await load.wait_for_acks(300)
+        killed_at = time.monotonic()
+        victim.kill()
+        await asyncio.to_thread(cluster.wait_for_failover, victim)
+        await load.wait_for_acks(300, started_after=killed_at, timeout_s=30)
+    first = load.first_ack_started_after(killed_at, users=doomed)
+    assert first is not None
+    report = await load.verify(since=first)
+    errors = Counter(f.error.rpartition("): ")[2][:60] for f in load.failures)
+    record_property("report", report.summary())
+    print(f"\ncluster primary SIGKILL: first success {first - killed_at:.2f}s after the kill; "
+          f"{report.summary()}; errors {dict(errors)}")
+    report.assert_ok()

@@ -149,8 +149,17 @@ class RunningCluster:
         return all(m == maps[0] for m in maps)
 
     def wait_consistent(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Poll until :meth:`is_consistent` (after a create, a reshard or a failover)."""
+        """Poll until :meth:`is_consistent` (after a create or a reshard)."""
         wait_until(self.is_consistent, timeout_s, "a consistent cluster")
+
+    def wait_for_failover(self, dead: RunningRedis, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """After ``dead`` (a primary) was killed: poll until its replica owns its slots and
+        the live nodes agree (a blocking call: use ``asyncio.to_thread`` under a load)."""
+
+        def promoted() -> bool:
+            return self.is_consistent() and dead not in self.slot_owners().values()
+
+        wait_until(promoted, timeout_s, f"the slots of :{dead.port} to move to a replica")
 
     # -- clients and changes ------------------------------------------------------------
     def client(self, **kwargs: Any) -> aioredis.RedisCluster:
