@@ -307,3 +307,16 @@ async def test_from_url_owns_its_service(redis_server, key_prefix) -> None:
         assert await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
     with pytest.raises(Exception, match="closed"):
         await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+
+
+async def test_state_values_become_json(adk) -> None:
+    """Values JSON cannot hold are stored as ADK's database services store them."""
+    import datetime as dt
+
+    session = await adk.create_session(app_name=APP, user_id=USER)
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    await adk.append_event(session, text_event("x", actions=EventActions(state_delta={
+        "when": when, "raw": b"\x00\xff", "nan": float("nan"), "none": None})))
+    stored = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+    assert stored.state == {"when": "2026-01-02T03:04:05Z", "raw": "AP8=", "nan": None,
+                            "none": None}
