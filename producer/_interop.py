@@ -99,6 +99,6 @@ class PendingWrites:
         receipts = self._pending.pop(key, None)
         if not receipts:
             return
-        timeout = float(getattr(self._service.settings, "read_your_writes_wait_s", 5.0))
+        timeout = self._service.settings.read_your_writes_wait_s
         for receipt in receipts:
             await self._service.wait_persisted(receipt, timeout)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any
+from typing import Any, cast
 
 from google.adk.errors import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
@@ -82,7 +82,7 @@ class SessionStreamsSessionService(BaseSessionService):
             raise ValueError("pass exactly one of service or settings")
         self._owned = service is None
         self.service: SessionService = service if service is not None else SessionService(
-            settings  # type: ignore[arg-type]  # checked above
+            cast(Settings, settings)
         )
         self._pending = PendingWrites(self.service)
         self._locks: weakref.WeakValueDictionary[Key, asyncio.Lock] = (
