@@ -16,11 +16,12 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from common.compat import Engines
 from common.entries import StreamEntry
-from common.hashidx import HashIdxEngine
 from common.keys import KeySpace
 from common.models import Key
 from common.scripts import Scripts
+from common.settings import Settings
 from workers.faults import Faults
 
 #: Statuses that are a final outcome (the request record holds it).
@@ -57,6 +58,11 @@ class LeaseLostError(Exception):
     """The worker's lease on the shard ended; the batch in hand must be dropped."""
 
 
+def _opts(entry: StreamEntry) -> dict[str, Any]:
+    return {"ttl_ms": entry.ttl_ms, "storage_limit": entry.storage_limit,
+            "user_state_ttl_ms": entry.user_state_ttl_ms, "incarnation": entry.incarnation}
+
+
 def _runs(items: list[Item]) -> list[list[Item]]:
     runs: list[list[Item]] = []
     for item in items:
@@ -86,9 +92,12 @@ class Applier:
         self.faults = faults
 
     @classmethod
-    def for_hashidx(cls, client: Any, scripts: Scripts, keys: KeySpace, faults: Faults) -> Applier:
-        """An applier with the HashIdx engine only."""
-        return cls(client, scripts, keys, {"hashidx": HashIdxEngine(client, keys, scripts)}, faults)
+    def for_settings(
+        cls, client: Any, scripts: Scripts, settings: Settings, faults: Faults
+    ) -> Applier:
+        """An applier with both engines (entries carry the route of their session)."""
+        engines = Engines(client, KeySpace(settings.key_prefix), scripts, settings.compat_mode)
+        return cls(client, scripts, KeySpace(settings.key_prefix), dict(engines.items()), faults)
 
     async def apply(self, items: list[Item], check_lease: Callable[[], None]) -> None:
         """Apply ``items`` (already in stream order); set each item's state.
@@ -152,17 +161,25 @@ class Applier:
             assert entry is not None
             if entry.kind == "event":
                 engine = self.engines[entry.route]
-                calls.append(engine.append_call(
-                    entry.key, [i.entry.event for i in run],  # type: ignore[union-attr]
-                    ttl_ms=entry.ttl_ms, storage_limit=entry.storage_limit,
-                    user_state_ttl_ms=entry.user_state_ttl_ms, incarnation=entry.incarnation,
-                ))
+                events = [i.entry.event for i in run]  # type: ignore[union-attr]
+                # Writes in other slots that must precede the script (legacy user state).
+                await engine.prepare_append(entry.key, events,
+                                            user_state_ttl_ms=entry.user_state_ttl_ms)
+                calls.append(engine.append_call(entry.key, events, **_opts(entry)))
                 piped.append(run)
             else:
                 direct.append(run)
         if calls:
             results = await self.scripts.run_pipeline(self.client, calls, raise_errors=False)
             for run, result in zip(piped, results, strict=True):
+                if isinstance(result, list):
+                    entry = run[0].entry
+                    assert entry is not None
+                    result = await self.engines[entry.route].finish_append(
+                        entry.key, [i.entry.event for i in run],  # type: ignore[union-attr]
+                        [s.decode() if isinstance(s, bytes) else str(s) for s in result],
+                        **_opts(entry),
+                    )
                 self._settle(run, result)
         for run in direct:
             try:

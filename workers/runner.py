@@ -53,7 +53,7 @@ class Worker:
         self.leases = Leases(self.client, self.scripts, self.shard_keys,
                              workers_key(settings.key_prefix), self.worker_id,
                              settings.lease_ttl_s)
-        self.applier = Applier.for_hashidx(self.client, self.scripts, self.keys, self.faults)
+        self.applier = Applier.for_settings(self.client, self.scripts, settings, self.faults)
         self.consumers: dict[int, tuple[ShardConsumer, asyncio.Task[None]]] = {}
         self.stopping = asyncio.Event()
         self.log = log.bind(worker=self.worker_id)
