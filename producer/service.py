@@ -42,7 +42,7 @@ from common.models import (
     TrackEvents,
     UserKey,
 )
-from common.readpath import HASHIDX, INCARNATION, STORAGE_TYPE
+from common.readpath import INCARNATION
 from common.receipt import Receipt
 from common.scripts import Scripts
 from common.settings import Settings
@@ -55,6 +55,12 @@ from common.state import (
     decode_hash,
     split_scopes,
     strip_prefix,
+)
+from common.tracing import (
+    instruments_for,
+    operation,
+    storage_of_result,
+    storage_of_subject,
 )
 from producer import _reads, _routing
 from producer._streams import StreamWriter
@@ -113,6 +119,7 @@ class SessionService:
         self._started = False
         self._closed = False
         self._errors = translate_errors(settings.url or None)
+        self._instruments = instruments_for(settings)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,7 +166,7 @@ class SessionService:
             await self.client.aclose()
 
     def _stream_entry(
-        self, session: Session, kind: Kind, producer_ts: str = "", **payload: Any
+        self, session: Session, kind: Kind, route: str, producer_ts: str = "", **payload: Any
     ) -> StreamEntry:
         """A stream entry for ``session`` carrying its route, incarnation and limits."""
         s = self.settings
@@ -168,7 +175,7 @@ class SessionService:
             app=session.app_name,
             user=session.user_id,
             sid=session.id,
-            route=session.service_meta.get(STORAGE_TYPE, HASHIDX),
+            route=route,
             incarnation=session.service_meta.get(INCARNATION, ""),
             producer_ts=producer_ts or GoTime.now().to_text(),
             ttl_ms=self._ttl_ms,
@@ -197,6 +204,7 @@ class SessionService:
         return self.settings.session_ttl_ms
 
     # -- sessions -----------------------------------------------------------------------
+    @operation("create_session", span=True, count="after", storage=storage_of_result)
     async def create_session(
         self, key: Key, state: Mapping[str, Any] | None = None
     ) -> Session:
@@ -216,6 +224,7 @@ class SessionService:
         async with self._errors:
             return await _routing.create_session(self, key, values, given_id)
 
+    @operation("get_session", span=True, count="after", storage=storage_of_result)
     async def get_session(
         self, key: Key, num_events: int = 0, after: Timestamp = None, *, exact_window: bool = False
     ) -> Session | None:
@@ -250,6 +259,7 @@ class SessionService:
                 self, ctx.key, limit, ctx.after, exact=ctx.exact_window
             )
 
+    @operation("list_sessions")
     async def list_sessions(
         self,
         user_key: UserKey,
@@ -280,6 +290,7 @@ class SessionService:
         end = None if limit == 0 else offset + limit
         return sessions[offset:end]
 
+    @operation("list_app_sessions")
     async def list_app_sessions(self, app_name: str) -> list[Session]:
         """Every session of an app, all users (meta and state only, no events).
 
@@ -291,6 +302,7 @@ class SessionService:
         async with self._errors:
             return await _reads.list_app_sessions(self, app_name)
 
+    @operation("delete_session", span=True)
     async def delete_session(self, key: Key) -> None:
         """Delete a session with its events, tracks, summaries and index entry.
 
@@ -305,6 +317,8 @@ class SessionService:
             self._streams.forget_session(key)
 
     # -- events -------------------------------------------------------------------------
+    @operation("append_event", span=True, count="after", storage=storage_of_subject,
+               synchronous_only=True)
     async def append_event(self, session: Session, event: Event) -> Receipt:
         """Append an event: stored if storable, its state delta applied, caller updated.
 
@@ -332,6 +346,7 @@ class SessionService:
         receipts = await self._append_many(ctx.session, [ctx.event], ctx.key)
         return receipts[0]
 
+    @operation("append_events")
     async def append_events(self, session: Session, events: Sequence[Event]) -> list[Receipt]:
         """Append several events to one session in one script call (hooks do not run)."""
         self._check_open()
@@ -355,12 +370,13 @@ class SessionService:
         if not built:
             return [Receipt(key, -1, "", _rid()) for _ in events]
         if self._streams is not None:
-            streamed = [
-                self._stream_entry(session, "event", entry.producer_ts, event=entry,
-                                   app_pairs=tuple(app))
-                for entry, app in built
-            ]
             async with self._errors:
+                route = await self._write_route(session)
+                streamed = [
+                    self._stream_entry(session, "event", route, entry.producer_ts, event=entry,
+                                       app_pairs=tuple(app))
+                    for entry, app in built
+                ]
                 return await self._streams.submit(key, streamed)
         entries = [entry for entry, _ in built]
         app_pairs = [pair for _, app in built for pair in app]
@@ -376,6 +392,8 @@ class SessionService:
             _check_status(status, key)
         return receipts
 
+    @operation("append_track_event", span=True, count="before",
+               storage=storage_of_subject)
     async def append_track_event(self, session: Session, track_event: TrackEvent) -> Receipt:
         """Append a track event; the track name is merged into ``state["tracks"]``."""
         self._check_open()
@@ -397,8 +415,9 @@ class SessionService:
                 persist=s.track_ttl_explicit_none,
             )
             async with self._errors:
+                route = await self._write_route(session)
                 (receipt,) = await self._streams.submit(
-                    key, [self._stream_entry(session, "track", track=payload)]
+                    key, [self._stream_entry(session, "track", route, track=payload)]
                 )
             return receipt
         async with self._errors:
@@ -412,6 +431,7 @@ class SessionService:
         _check_status(status, key)
         return Receipt(key, -1, "", rid)
 
+    @operation("get_track_events", span=True)
     async def get_track_events(
         self, key: Key, track: str, num_events: int = 0, after: Timestamp = None
     ) -> TrackEvents:
@@ -422,6 +442,7 @@ class SessionService:
         async with self._errors:
             return await _reads.track_events(self, key, track, num_events, _as_gotime(after))
 
+    @operation("trim_conversations")
     async def trim_conversations(self, key: Key, count: int = 1) -> list[Event]:
         """Delete the newest ``count`` conversations (events sharing a request id).
 
@@ -439,6 +460,7 @@ class SessionService:
         return _reads.decode_events(raws, key)
 
     # -- state --------------------------------------------------------------------------
+    @operation("update_session_state")
     async def update_session_state(self, key: Key, state: Mapping[str, Any]) -> Receipt:
         """Merge ``state`` into the session state (``app:``/``user:`` keys are refused)."""
         self._check_open()
@@ -454,11 +476,12 @@ class SessionService:
         patch = {k: v for k, v in values.items() if not k.startswith(TEMP_PREFIX)}
         rid = _rid()
         if self._streams is not None:
-            entry = self._stream_entry(
-                Session(id=key.session_id, app_name=key.app_name, user_id=key.user_id),
-                "state", state=StatePayload(rid=rid, patch_json=b64_patch(patch)),
-            )
             async with self._errors:
+                entry = self._stream_entry(
+                    Session(id=key.session_id, app_name=key.app_name, user_id=key.user_id),
+                    "state", await self._write_route(key),
+                    state=StatePayload(rid=rid, patch_json=b64_patch(patch)),
+                )
                 (receipt,) = await self._streams.submit(key, [entry])
             return receipt
         async with self._errors:
@@ -470,6 +493,7 @@ class SessionService:
         _check_status(status, key)
         return Receipt(key, -1, "", rid)
 
+    @operation("update_app_state")
     async def update_app_state(self, app_name: str, state: Mapping[str, Any]) -> None:
         """Set app-state fields (a leading ``app:`` is stripped); refreshes the app TTL."""
         self._check_open()
@@ -480,6 +504,7 @@ class SessionService:
                 self.keys.app_state(app_name), pairs, self.settings.app_state_ttl_s * 1000
             )
 
+    @operation("list_app_states")
     async def list_app_states(self, app_name: str) -> dict[str, bytes]:
         """Every app-state field (empty when none)."""
         self._check_open()
@@ -487,6 +512,7 @@ class SessionService:
         async with self._errors:
             return decode_hash(await self.client.hgetall(self.keys.app_state(app_name)))
 
+    @operation("delete_app_state")
     async def delete_app_state(self, app_name: str, key: str) -> None:
         """Delete one app-state field (a missing one is fine)."""
         self._check_open()
@@ -495,6 +521,7 @@ class SessionService:
         async with self._errors:
             await self.client.hdel(self.keys.app_state(app_name), field)
 
+    @operation("update_user_state")
     async def update_user_state(self, user_key: UserKey, state: Mapping[str, Any]) -> None:
         """Set user-state fields (a leading ``user:`` is stripped); refreshes the user TTL."""
         self._check_open()
@@ -503,6 +530,7 @@ class SessionService:
         async with self._errors:
             await _routing.write_user_state(self, user_key, pairs)
 
+    @operation("list_user_states")
     async def list_user_states(self, user_key: UserKey) -> dict[str, bytes]:
         """Every user-state field (empty when none)."""
         self._check_open()
@@ -510,6 +538,7 @@ class SessionService:
         async with self._errors:
             return await _routing.list_user_states(self, user_key)
 
+    @operation("delete_user_state")
     async def delete_user_state(self, user_key: UserKey, key: str) -> None:
         """Delete one user-state field (a missing one is fine)."""
         self._check_open()

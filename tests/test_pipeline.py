@@ -388,3 +388,30 @@ async def test_shard_count_mismatch_refused(pipeline_settings, start_worker) -> 
             await first.close(timeout=0.2)
         await other.close()
 
+
+
+async def test_streamed_writes_to_a_legacy_session(
+    make_service, redis_client, pipeline_settings, start_worker
+) -> None:
+    """A session in the legacy layout receives streamed writes there, in order."""
+    from common.settings import CompatMode
+
+    settings = pipeline_settings(compat_mode=CompatMode.TRANSITION)
+    start_worker(settings)
+    svc = SessionService(settings)
+    reader = await make_service(compat_mode=CompatMode.LEGACY)
+    try:
+        s = await svc.create_session(Key("app", "u", "legacy"))
+        assert s.service_meta["storage_type"] == "zset"
+        for i in range(6):
+            await svc.append_event(s, seq_event(i))
+        await svc.update_session_state(s.key, {"extra": b"1"})
+        await svc.flush(20)
+        await check_session(reader, s.key, 6, 0)
+        assert await redis_client.zcard(svc.keys.legacy_events(s.key)) == 6
+        assert not await redis_client.exists(svc.keys.event_index(s.key))
+        got = await reader.get_session(s.key)
+        assert got is not None
+        assert got.state["extra"] == b"1"
+    finally:
+        await svc.close()
