@@ -98,6 +98,7 @@ class Settings:
     summary_filter_allowlist: tuple[str, ...] | None = None
     cascade_full_session_summary: bool = True
     enable_tracing: bool = False
+    enable_metrics: bool | None = None  # None: follow enable_tracing (as in Go)
     append_event_hooks: tuple[Callable[..., Any], ...] = ()
     get_session_hooks: tuple[Callable[..., Any], ...] = ()
     disable_script_cache: bool = False
@@ -155,6 +156,12 @@ class Settings:
         if self.session_event_storage_limit is not None:
             return self.session_event_storage_limit
         return max(self.session_event_limit, 0)
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Whether metrics are recorded: ``enable_metrics``, or ``enable_tracing`` when unset
+        (trpc-agent-go records metrics only with tracing on)."""
+        return self.enable_tracing if self.enable_metrics is None else self.enable_metrics
 
     @property
     def track_ttl_s(self) -> int:
@@ -448,6 +455,7 @@ _RULES: Mapping[str, _Rule] = {
     "summary_filter_allowlist": _Rule(_allowlist, _env_optional(str)),
     "cascade_full_session_summary": _Rule(_bool, _env_bool),
     "enable_tracing": _Rule(_bool, _env_bool),
+    "enable_metrics": _Rule(_optional(_bool), _env_optional(_env_bool)),
     "append_event_hooks": _Rule(_callables, None),
     "get_session_hooks": _Rule(_callables, None),
     "disable_script_cache": _Rule(_bool, _env_bool),

@@ -28,6 +28,7 @@ from common.gotime import GoTime
 from common.models import Key, Session, SessionIndexEntry, SessionMeta, SessionStateDoc, UserKey
 from common.readpath import STORAGE_TYPE, build_session, track_names
 from common.state import TEMP_PREFIX, StateMap, split_scopes
+from common.tracing import annotate
 from producer import _reads
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ async def create_session(
     try:
         existing = await svc.get_session(key)
         if existing is not None:
+            annotate(existing=True)
             return existing
         return await _create(svc, key, values, given_id)
     finally:
@@ -115,6 +117,7 @@ async def _create(svc: SessionService, key: Key, values: StateMap, given_id: boo
     if not created:
         existing = await svc.get_session(key)
         if existing is not None:
+            annotate(existing=True)
             return existing
         raise SessionNotFoundError(f"session {key} vanished while being created")
     await svc._write_scopes(key, scoped.app, scoped.user)

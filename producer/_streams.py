@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from common.entries import StreamEntry, encode_entry
 from common.errors import (
     BackpressureError,
@@ -27,6 +29,7 @@ from common.receipt import Receipt
 from common.scripts import Scripts
 from common.settings import Settings
 from common.shards import ENTRY_FORMAT, ShardKeys, check_conf, shard_of
+from common.tracing import current_traceparent
 
 #: Outcome codes of the request record (common/scripts/_lib.lua).
 OUTCOMES = {1: "applied", 2: "session_gone", 3: "superseded", 4: "invalid", 5: "dead_lettered"}
@@ -76,6 +79,8 @@ class StreamWriter:
             PersistUncertainError: fewer than ``durable_min_replicas`` replicas confirmed.
         """
         await self.check_conf()
+        if self.settings.enable_tracing:
+            entries = _with_traceparent(entries)
         shard = shard_of(key, self.shards)
         sk = self._shard_keys[shard]
         args: list[Any] = [self.shards, ENTRY_FORMAT, self.settings.stream_backlog_max]
@@ -215,6 +220,14 @@ class StreamWriter:
             per_key.pop(receipt.rid, None)
             if not per_key:
                 del self._pending[receipt.key]
+
+
+def _with_traceparent(entries: Sequence[StreamEntry]) -> Sequence[StreamEntry]:
+    """The entries carrying the current span's W3C traceparent, for the worker to continue."""
+    traceparent = current_traceparent()
+    if not traceparent:
+        return entries
+    return [msgspec.structs.replace(e, traceparent=traceparent) for e in entries]
 
 
 def _text(value: Any) -> str:
