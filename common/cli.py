@@ -36,7 +36,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.shards:
         settings = settings.replace(async_persister_num=args.shards)
-    return run_worker(settings)
+    return run_worker(settings, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                      trace_file=args.trace_file or None)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker process (persists streamed writes)")
     worker.add_argument("--shards", type=int, default=0,
                         help="shard count (default: SESSIONSTREAMS_ASYNC_PERSISTER_NUM or 10)")
+    worker.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics")
+    worker.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="address of the metrics endpoint (default 127.0.0.1)")
+    worker.add_argument("--trace-file", default="", metavar="PATH",
+                        help="enable tracing and append finished spans to PATH as JSON lines")
     worker.set_defaults(func=_cmd_worker)
 
     from workers.cli_admin import register as register_admin

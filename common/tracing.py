@@ -13,7 +13,9 @@ wraps every call:
   per-operation count (``sessionstreams.operations``, by operation and outcome) and latency
   histogram (``sessionstreams.operation.duration``, seconds).
 
-With tracing and metrics off a call costs one context-variable set and reset more.
+With tracing and metrics off a call costs one context-variable set and reset more. A call
+the service makes to itself during an operation (and a call from one of its hooks) is part of
+the outer operation: no span or count of its own.
 
 Across the stream: the producer stores :func:`current_traceparent` in the stream entry and the
 worker continues the trace with :func:`context_from_traceparent`.
@@ -56,6 +58,9 @@ Count = Literal["before", "after"] | None
 _propagator = TraceContextTextMapPropagator()
 #: The span of the session-API call in progress (only set while tracing is enabled).
 _op_span: ContextVar[Span | None] = ContextVar("sessionstreams_op_span", default=None)
+#: The instruments of the session-API call in progress: a call the service makes to itself
+#: (create_session looking the id up with get_session) is part of the outer operation.
+_active: ContextVar[Instruments | None] = ContextVar("sessionstreams_active", default=None)
 
 
 # -- attributes -----------------------------------------------------------------------------
@@ -251,9 +256,13 @@ def operation(
             token = bind_call(subject)
             try:
                 instruments: Instruments | None = args[0]._instruments  # type: ignore[attr-defined]
-                if instruments is None:
+                if instruments is None or _active.get() is instruments:
                     return await fn(*args, **kwargs)
-                result: R = await instruments.run(op, lambda: fn(*args, **kwargs), subject)
+                active = _active.set(instruments)
+                try:
+                    result: R = await instruments.run(op, lambda: fn(*args, **kwargs), subject)
+                finally:
+                    _active.reset(active)
                 return result
             finally:
                 unbind_call(token)

@@ -40,10 +40,11 @@ from topologies import (
 )
 
 from common import connection
+from common.logs import reset_logging
 from common.settings import Settings
 from redis_harness import RunningRedis, provide_redis_server
 
-pytest_plugins = ["workers_harness"]
+pytest_plugins = ["workers_harness", "otel_harness"]
 
 TOPOLOGY_ENV = "SESSIONSTREAMS_TEST_TOPOLOGY"
 TOPOLOGIES = ("standalone", "cluster", "sentinel")
@@ -234,7 +235,12 @@ async def make_service(
 
 @pytest.fixture(autouse=True)
 def _reset_global_state() -> Iterator[None]:
-    """Undo process-wide configuration a test made (structlog, connection registry)."""
+    """Undo process-wide configuration a test made (structlog and our root log handler,
+    OpenTelemetry tracer and meter providers, connection registry)."""
+    from otel_harness import reset_telemetry  # a plugin: imported once pytest registered it
+
     yield
+    reset_logging()
     structlog.reset_defaults()
+    reset_telemetry()
     connection.reset_global_state()

@@ -4,8 +4,10 @@ Fixtures (re-exported by conftest.py):
 
 - ``pipeline_settings(**overrides)``: Settings for async mode on this test's key prefix, with
   short leases and heartbeats so ownership changes happen within seconds;
-- ``start_worker(settings=None, faults="", name=None)``: starts a worker process, returns a
-  :class:`WorkerProcess`; every worker still running at the end of the test is killed.
+- ``start_worker(settings=None, faults="", name=None, args=(), env=None)``: starts a worker
+  process (``args`` after ``python -m workers``, ``env`` over the settings' variables),
+  returns a :class:`WorkerProcess`; every worker still running at the end of the test is
+  killed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +115,18 @@ def start_worker(
     started: list[WorkerProcess] = []
 
     def start(
-        settings: Settings | None = None, faults: str = "", name: str | None = None
+        settings: Settings | None = None,
+        faults: str = "",
+        name: str | None = None,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> WorkerProcess:
         name = name or f"w{len(started)}"
         log_path = tmp_path / f"{name}.log"
         with log_path.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "workers"],
-                env=worker_env(settings or pipeline_settings(), faults),
+                [sys.executable, "-m", "workers", *args],
+                env={**worker_env(settings or pipeline_settings(), faults), **(env or {})},
                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
             )
         worker = WorkerProcess(proc, log_path, name)

@@ -47,6 +47,7 @@ class Item:
     error: str = ""
     failures: int = 0
     retry_at: float = field(default=0.0)
+    outcome: str = ""  # the final status once DONE (applied, duplicate, session_gone, ...)
 
     @property
     def key(self) -> Key | None:
@@ -219,7 +220,7 @@ class Applier:
         statuses = [s.decode() if isinstance(s, bytes) else str(s) for s in result]
         for item, status in zip(run, statuses, strict=True):
             if status in FINAL:
-                item.state = State.DONE
+                item.state, item.outcome = State.DONE, status
                 continue
             if len(run) > 1:
                 # A multi-entry call fails as a whole before writing: retry one by one to

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from common.scripts import Scripts
@@ -45,6 +46,7 @@ class Leases:
         workers_key: str,
         worker_id: str,
         lease_ttl_s: float,
+        on_change: Callable[[int, str], None] | None = None,
     ) -> None:
         self.client = client
         self.scripts = scripts
@@ -55,6 +57,8 @@ class Leases:
         # Local deadlines end a little before the server-side expiry (clock drift margin).
         self.margin_s = min(0.2 * lease_ttl_s, 1.0)
         self.held: dict[int, Lease] = {}
+        #: Told (shard, "acquired" | "released" | "lost") on every change (metrics).
+        self.on_change = on_change or (lambda shard, change: None)
 
     def _deadline(self, start: float) -> float:
         return start + self.ttl_ms / 1000 - self.margin_s
@@ -86,6 +90,7 @@ class Leases:
             return None
         lease = Lease(shard, token, self._deadline(start))
         self.held[shard] = lease
+        self.on_change(shard, "acquired")
         return lease
 
     async def renew_all(self) -> list[int]:
@@ -102,12 +107,14 @@ class Leases:
             else:
                 lost.append(shard)
                 self.held.pop(shard, None)
+                self.on_change(shard, "lost")
         return lost
 
     async def release(self, shard: int) -> None:
         """Give a shard back (token-checked)."""
         lease = self.held.pop(shard, None)
         if lease is not None:
+            self.on_change(shard, "released")
             await self.scripts.call(
                 self.client, "lease_release", [self.shard_keys[shard].lease], [lease.token]
             )

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from common.entries import FIELD, decode_entry
 from common.errors import DecodeError
 from common.keys import KeySpace
+from common.logs import session_fields
 from common.models import Key
 from common.scripts import Scripts
 from common.settings import Settings
@@ -27,6 +28,7 @@ from common.shards import ShardKeys
 from workers.apply import Applier, Item, LeaseLostError, State
 from workers.faults import Faults
 from workers.leases import Lease
+from workers.observe import NO_HOOKS, ConsumerHooks
 
 log = structlog.get_logger("sessionstreams.worker")
 
@@ -54,6 +56,7 @@ class ShardConsumer:
         settings: Settings,
         faults: Faults,
         worker_id: str,
+        hooks: ConsumerHooks = NO_HOOKS,
     ) -> None:
         self.sk = shard_keys
         self.lease = lease
@@ -61,7 +64,8 @@ class ShardConsumer:
         self.stream_client = stream_client
         self.scripts = scripts
         self.keys = keys
-        self.applier = applier
+        self.applier = hooks.around(applier)  # tracing, metrics, log binding
+        self.hooks = hooks
         self.settings = settings
         self.faults = faults
         self.consumer = str(shard_keys.shard)  # the same name for every owner: one PEL
@@ -115,6 +119,8 @@ class ShardConsumer:
         if cursor is not None and not raw_entries:
             return None  # the pending list is exhausted: switch to new entries
         items = [self._item(raw) for raw in raw_entries]
+        if cursor is not None:
+            self.hooks.redelivered(len(items))
         await self._process(items)
         return items[-1].entry_id if cursor is not None and items else None
 
@@ -177,8 +183,9 @@ class ShardConsumer:
         """Count a data failure; dead-letter the entry at the threshold (then True)."""
         item.failures = int(await self.client.hincrby(self.sk.failures, item.entry_id, 1))
         item.retry_at = time.monotonic() + min(0.05 * 2 ** item.failures, 2.0)
+        self.hooks.failed(item)
         self.log.warning("entry failed", entry=item.entry_id, failures=item.failures,
-                         error=item.error)
+                         error=item.error, **session_fields(item.entry))
         if item.failures >= self.settings.dead_letter_after_failures:
             await self._dead_letter(item)
             return True
@@ -198,7 +205,9 @@ class ShardConsumer:
             await self.scripts.call(self.client, "record_outcome", [record],
                                     [e.rid, DEAD_LETTERED, e.ttl_ms or GONE_RECORD_TTL_MS])
         item.state = State.DONE  # through, as far as its session is concerned
-        self.log.error("entry dead-lettered", entry=item.entry_id, error=item.error)
+        self.hooks.dead_lettered(item)
+        self.log.error("entry dead-lettered", entry=item.entry_id, error=item.error,
+                       **session_fields(item.entry))
 
     async def _retry_held(self) -> None:
         """Retry the head of every held session, one entry at a time, in order."""

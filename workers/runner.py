@@ -17,14 +17,16 @@ from typing import Any
 
 import structlog
 
-from common.connection import check_server, create_client
+from common.connection import check_server, create_client, redact_url
 from common.keys import KeySpace
 from common.scripts import Scripts
 from common.settings import Settings
 from common.shards import ShardKeys, check_conf, workers_key
+from workers import telemetry
 from workers.apply import Applier
 from workers.faults import Faults
 from workers.leases import Leases
+from workers.observe import WorkerObservability
 from workers.persist import ShardConsumer
 
 log = structlog.get_logger("sessionstreams.worker")
@@ -50,9 +52,11 @@ class Worker:
         self.faults = Faults()
         n = settings.async_persister_num
         self.shard_keys = [ShardKeys(settings.key_prefix, i, n) for i in range(n)]
+        self.obs = WorkerObservability(settings, self.worker_id)
         self.leases = Leases(self.client, self.scripts, self.shard_keys,
                              workers_key(settings.key_prefix), self.worker_id,
-                             settings.lease_ttl_s)
+                             settings.lease_ttl_s, on_change=self.obs.lease_changed)
+        self.obs.count_held(lambda: len(self.leases.held))
         self.applier = Applier.for_settings(self.client, self.scripts, settings, self.faults)
         self.consumers: dict[int, tuple[ShardConsumer, asyncio.Task[None]]] = {}
         self.stopping = asyncio.Event()
@@ -64,13 +68,18 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        sampler = asyncio.create_task(
+            self.obs.sample_shards(self.client, self.shard_keys, self.stopping))
         try:
             await check_server(self.client, url=self.settings.url or None)
             await check_conf(self.client, self.scripts, self.settings.key_prefix,
                              len(self.shard_keys))
-            self.log.info("worker started", shards=len(self.shard_keys))
+            self.log.info("worker started", shards=len(self.shard_keys),
+                          url=redact_url(self.settings.url))
             await self._coordinate()
         finally:
+            sampler.cancel()
+            await _settle(sampler)
             await self._shutdown()
         return 0
 
@@ -109,7 +118,7 @@ class Worker:
             shard_keys=self.shard_keys[shard], lease=self.leases.held[shard], client=self.client,
             stream_client=self.stream_client, scripts=self.scripts, keys=self.keys,
             applier=self.applier, settings=self.settings, faults=self.faults,
-            worker_id=self.worker_id,
+            worker_id=self.worker_id, hooks=self.obs.hooks_for(shard),
         )
         task = asyncio.create_task(consumer.run(), name=f"shard-{shard}")
         self.consumers[shard] = (consumer, task)
@@ -158,6 +167,21 @@ async def _settle(task: asyncio.Task[Any]) -> None:
         log.error("shard consumer crashed", error=repr(exc))
 
 
-def run_worker(settings: Settings) -> int:
-    """Entry point of ``sessionstreams worker`` / ``python -m workers``."""
-    return asyncio.run(Worker(settings).run())
+def run_worker(
+    settings: Settings,
+    *,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+    trace_file: str | None = None,
+) -> int:
+    """Entry point of ``sessionstreams worker`` / ``python -m workers``.
+
+    ``metrics_port`` serves Prometheus metrics, ``trace_file`` exports spans as JSON lines
+    (see :mod:`workers.telemetry`).
+    """
+    tel = telemetry.setup(settings, metrics_port=metrics_port, metrics_host=metrics_host,
+                          trace_file=trace_file)
+    try:
+        return asyncio.run(Worker(tel.settings).run())
+    finally:
+        tel.shutdown()
