@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import runpy
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.shards:
         settings = settings.replace(async_persister_num=args.shards)
+    spec = args.summarizer or os.environ.get("SESSIONSTREAMS_SUMMARIZER", "")
+    if spec:  # this worker also runs summary jobs
+        from common.summaries import load_summarizer
+
+        settings = settings.replace(summarizer=load_summarizer(spec))
     return run_worker(settings, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
                       trace_file=args.trace_file or None)
 
@@ -70,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker process (persists streamed writes)")
     worker.add_argument("--shards", type=int, default=0,
                         help="shard count (default: SESSIONSTREAMS_ASYNC_PERSISTER_NUM or 10)")
+    worker.add_argument("--summarizer", default="", metavar="MODULE:FACTORY",
+                        help="also run summary jobs with the summarizer this factory returns, "
+                             "e.g. common.summarizers:ExtractiveSummarizer "
+                             "(default: SESSIONSTREAMS_SUMMARIZER)")
     worker.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                         help="serve Prometheus metrics on http://HOST:PORT/metrics")
     worker.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",

@@ -85,3 +85,47 @@ def decode_entry(data: bytes) -> StreamEntry:
         return _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise DecodeError(f"undecodable stream entry: {exc}", data) from exc
+
+
+class SummaryJob(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A summary request travelling through a shard's summary stream.
+
+    The stream entry also carries ``c``, the cut: the persist stream's last id when the job
+    was queued, read by the script that queued it (the producer cannot know it).
+    """
+
+    app: str
+    user: str
+    sid: str
+    filter_key: str = ""
+    force: bool = False
+    #: The filter keys to summarize, as the producer's allowlist and cascade chose them.
+    targets: tuple[str, ...] = ("",)
+    route: str = "hashidx"
+    incarnation: str = ""
+    producer_ts: str = ""
+    traceparent: str = ""
+
+    @property
+    def key(self) -> Key:
+        """The session to summarize."""
+        return Key(self.app, self.user, self.sid)
+
+
+#: The summary stream entry field holding the cut.
+CUT_FIELD = b"c"
+
+_job_decoder = msgspec.msgpack.Decoder(SummaryJob)
+
+
+def encode_job(job: SummaryJob) -> bytes:
+    """The bytes stored in the summary stream entry's ``e`` field."""
+    return _encoder.encode(job)
+
+
+def decode_job(data: bytes) -> SummaryJob:
+    """Decode a summary job; DecodeError carries the raw bytes."""
+    try:
+        return _job_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise DecodeError(f"undecodable summary job: {exc}", data) from exc

@@ -70,3 +70,11 @@ class DeadLetteredError(SessionStoreError):
 
 class ClosedError(SessionStoreError):
     """The service was closed; no further writes are accepted."""
+
+
+class SummarizeError(SessionStoreError):
+    """The summarizer failed; nothing was stored (a good summary is never replaced)."""
+
+
+class SummaryTimeoutError(SessionStoreError, TimeoutError):
+    """A summary job did not finish within ``summary_job_timeout``; nothing was stored."""

@@ -14,11 +14,30 @@ from redis.asyncio import RedisCluster
 
 from common.errors import CorruptDataError
 from common.keys import KeySpace
-from common.models import Key, UserKey
+from common.models import Key, Summary, UserKey, decode_summary_map, encode_summary_map
 from common.scripts import Arg, Scripts
 
 #: TTL of an outcome recorded for a session that does not exist (and has no TTL of its own).
 GONE_RECORD_TTL_MS = 86_400_000
+#: Attempts of a summary compare-and-set before giving up (each one is a fresh read).
+SUMMARY_CAS_ATTEMPTS = 16
+
+
+def merge_summary(current: bytes | None, filter_key: str, summary: Summary) -> bytes | None:
+    """The stored map with ``summary`` set under ``filter_key``, encoded as Go encodes it;
+    None when the stored entry is newer (parsed ``updated_at``; an entry without one is
+    replaced).
+
+    Raises:
+        DecodeError: the stored map is not a summary map.
+    """
+    merged: dict[str, Summary | None] = dict((decode_summary_map(current) if current else None)
+                                             or {})
+    old = merged.get(filter_key)
+    if old is not None and not old.updated_at.is_zero and old.updated_at > summary.updated_at:
+        return None
+    merged[filter_key] = summary
+    return encode_summary_map(merged)
 
 
 class AppendEntry(msgspec.Struct, frozen=True, array_like=True):
@@ -116,6 +135,7 @@ class HashIdxEngine:
             k.track_names(key),
             k.applied(key),
             k.info(key),
+            k.summary_runs(key),
         ]
         for track in tracks:
             doomed.append(k.track_data(key, track))
@@ -246,6 +266,8 @@ class HashIdxEngine:
             k.applied(key),
             k.info(key),
             k.user_state(key),
+            k.summary(key),  # the summary TTL follows the session's (DESIGN §4, difference 4)
+            k.summary_runs(key),
         ]
         return ("script", "hashidx_append", keys, args)
 
@@ -330,7 +352,8 @@ class HashIdxEngine:
         result = await self.scripts.call(
             self.client,
             "hashidx_update_state",
-            [self.keys.meta(key), self.keys.applied(key)],
+            [self.keys.meta(key), self.keys.applied(key), self.keys.summary(key),
+             self.keys.summary_runs(key)],
             [rid, patch_json, producer_ts, ttl_ms, incarnation, ttl_ms or GONE_RECORD_TTL_MS],
         )
         return _status(result)
@@ -357,3 +380,33 @@ class HashIdxEngine:
         result = await self.scripts.call(self.client, "hash_set", [hash_key], args)
         if isinstance(result, bytes):
             raise CorruptDataError(f"{hash_key}: {_status(result)}")
+
+    # -- summaries ----------------------------------------------------------------------
+    async def load_summaries(self, key: Key) -> bytes | None:
+        """The stored summary map of one session (raw JSON), or None."""
+        raw: bytes | None = await self.client.get(self.keys.summary(key))
+        return raw or None
+
+    async def set_summary(
+        self, key: Key, *, filter_key: str, summary: Summary, ttl_ms: int = 0, cut: str = ""
+    ) -> str:
+        """Store ``summary`` under ``filter_key`` unless the stored one is newer.
+
+        As :meth:`common.legacy.LegacyEngine.set_summary`; the summary key takes the meta's
+        remaining TTL (``ttl_ms`` is not needed: the meta carries the session TTL).
+        """
+        sum_key = self.keys.summary(key)
+        for _ in range(SUMMARY_CAS_ATTEMPTS):
+            current = await self.client.get(sum_key)
+            merged = merge_summary(current, filter_key, summary)
+            if merged is None:
+                return "stale"
+            status = _status(await self.scripts.call(
+                self.client,
+                "hashidx_summary_cas",
+                [sum_key, self.keys.meta(key), self.keys.summary_runs(key)],
+                ["1" if current is not None else "0", current or b"", merged, filter_key, cut],
+            ))
+            if status != "retry":
+                return status
+        return "invalid:summary map kept changing; try again"

@@ -26,6 +26,11 @@ key                                              type    content
                                                            ``imported`` (migrate)
 ``[p:]ss:create:<app>:{<user>}:<sid>``             STRING  ours: lock of a create with a given id
                                                            in LEGACY/TRANSITION (token, 5 s)
+``[p:]ss:summary:<app>:{<user>}:<sid>``            HASH    ours: summary runs per filter key ``f``:
+                                                           ``c:f`` cut of the stored summary,
+                                                           ``l:f``/``u:f`` lock token and deadline
+                                                           (ms), ``d:f`` dirty cut, ``h:f`` handled
+                                                           cut (stream ids); TTL follows the meta
 ===============================================  ======  ==========================================
 
 Legacy ZSet engine (hash tag ``{<app>}``: one app's keys share a slot)
@@ -40,6 +45,7 @@ Legacy ZSet engine (hash tag ``{<app>}``: one app's keys share a slot)
 ``[p:]ss:applied:{<app>}:<user>:<sid>``         ZSET    request record, as above
 ``[p:]ss:info:{<app>}:<user>:<sid>``            HASH    ours, as above; ``migrated`` = the
                                                         generation after ``migrate`` moved it
+``[p:]ss:summary:{<app>}:<user>:<sid>``         HASH    ours: summary runs, as above
 =============================================  ======  ===========================================
 
 Our own keys live only in the ``ss:`` family: never under a pattern that the Go service scans,
@@ -208,6 +214,10 @@ class KeySpace:
         """Our per-session bookkeeping for a HashIdx session (HASH)."""
         return self._ours("info", key)
 
+    def summary_runs(self, key: Key) -> str:
+        """Our summary-run record of a HashIdx session (HASH; see the module docstring)."""
+        return self._ours("summary", key)
+
     def create_lock(self, key: Key) -> str:
         """Our lock serialising creates of one session id across compat modes (STRING)."""
         return self._ours("create", key)
@@ -264,3 +274,7 @@ class KeySpace:
     def legacy_info(self, key: Key) -> str:
         """Our per-session bookkeeping for a legacy session (HASH)."""
         return f"{self._p}ss:info:{{{key.app_name}}}:{key.user_id}:{key.session_id}"
+
+    def legacy_summary_runs(self, key: Key) -> str:
+        """Our summary-run record of a legacy session (HASH)."""
+        return f"{self._p}ss:summary:{{{key.app_name}}}:{key.user_id}:{key.session_id}"

@@ -21,15 +21,19 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from common.errors import CorruptDataError
-from common.hashidx import GONE_RECORD_TTL_MS, AppendEntry, HashIdxEngine, LoadResult
+from common.hashidx import (
+    GONE_RECORD_TTL_MS,
+    SUMMARY_CAS_ATTEMPTS,
+    AppendEntry,
+    HashIdxEngine,
+    LoadResult,
+    merge_summary,
+)
 from common.keys import KeySpace
-from common.models import Key, Summary, UserKey, decode_summary_map, encode_summary_map
+from common.models import Key, Summary, UserKey
 from common.scripts import Arg, Scripts
 
 MIGRATED = "migrated"
-
-#: Attempts of the summary compare-and-set before giving up (each one is a fresh read).
-_SUMMARY_CAS_ATTEMPTS = 16
 
 
 def _status(value: Any) -> str:
@@ -88,7 +92,7 @@ class LegacyEngine:
         """Delete the session's fields, keys, track keys and our bookkeeping (``ss:``)."""
         k = self.keys
         doomed = [k.legacy_events(key), k.legacy_track_names(key), k.legacy_applied(key),
-                  k.legacy_info(key)]
+                  k.legacy_info(key), k.legacy_summary_runs(key)]
         doomed += [k.legacy_track(key, t) for t in tracks]
         result = await self.scripts.call(
             self.client,
@@ -187,6 +191,8 @@ class LegacyEngine:
             k.legacy_applied(key),
             k.legacy_info(key),
             k.legacy_user_state(key),
+            k.legacy_summaries(key),  # the summary TTL follows the session's (difference 4)
+            k.legacy_summary_runs(key),
         ]
         return ("script", "legacy_append", keys, args)
 
@@ -273,7 +279,8 @@ class LegacyEngine:
         result = _status(await self.scripts.call(
             self.client,
             "legacy_update_state",
-            [k.legacy_sessions(key), k.legacy_applied(key), k.legacy_info(key)],
+            [k.legacy_sessions(key), k.legacy_applied(key), k.legacy_info(key),
+             k.legacy_summaries(key), k.legacy_summary_runs(key)],
             [key.session_id, rid, patch_json, producer_ts, ttl_ms, incarnation,
              ttl_ms or GONE_RECORD_TTL_MS],
         ))
@@ -308,34 +315,34 @@ class LegacyEngine:
         return raw
 
     async def set_summary(
-        self, key: Key, *, filter_key: str, summary: Summary, ttl_ms: int
+        self, key: Key, *, filter_key: str, summary: Summary, ttl_ms: int, cut: str = ""
     ) -> str:
         """Store ``summary`` under ``filter_key`` unless the stored one is newer.
 
         "Newer" compares parsed ``updated_at`` times (not strings); an entry without one is
-        replaced. The map is written as Go writes it, with a compare-and-set script.
+        replaced. The map is written as Go writes it, with a compare-and-set script; the
+        summary HASH follows the session HASH's TTL (at least ``ttl_ms``).
+
+        Args:
+            cut: the summary job's cut (a persist stream id); a summary is stored at most
+                once per cut and filter key (``covered`` afterwards). ``""``: not checked.
 
         Returns:
-            ``applied``, ``stale`` (the stored summary is newer), ``session_gone``, or
-            ``invalid:<why>``.
+            ``applied``, ``stale`` (the stored summary is newer), ``covered``,
+            ``session_gone``, or ``invalid:<why>``.
         """
         hash_key = self.keys.legacy_summaries(key)
-        for _ in range(_SUMMARY_CAS_ATTEMPTS):
+        for _ in range(SUMMARY_CAS_ATTEMPTS):
             current = await self.client.hget(hash_key, key.session_id)
-            summaries = decode_summary_map(current) if current else None
-            merged: dict[str, Summary | None] = dict(summaries or {})
-            old = merged.get(filter_key)
-            if old is not None and not old.updated_at.is_zero and (
-                old.updated_at > summary.updated_at
-            ):
+            merged = merge_summary(current, filter_key, summary)
+            if merged is None:
                 return "stale"
-            merged[filter_key] = summary
             status = _status(await self.scripts.call(
                 self.client,
                 "legacy_summary_cas",
-                [hash_key, self.keys.legacy_sessions(key)],
+                [hash_key, self.keys.legacy_sessions(key), self.keys.legacy_summary_runs(key)],
                 [key.session_id, "1" if current is not None else "0", current or b"",
-                 encode_summary_map(merged), ttl_ms],
+                 merged, ttl_ms, filter_key, cut],
             ))
             if status != "retry":
                 return status

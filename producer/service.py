@@ -62,7 +62,7 @@ from common.tracing import (
     storage_of_result,
     storage_of_subject,
 )
-from producer import _reads, _routing
+from producer import _reads, _routing, _summaries
 from producer._streams import StreamWriter
 from producer.hooks import AppendEventContext, GetSessionContext, run_chain
 
@@ -566,6 +566,49 @@ class SessionService:
         ``self._engines[route]`` is the engine (see :mod:`common.compat`).
         """
         return await _routing.write_route(self, session_or_key)
+
+    # -- summaries (reference §7; producer/_summaries.py) ---------------------------------
+    async def create_session_summary(
+        self, session: Session, filter_key: str = "", force: bool = False
+    ) -> None:
+        """Summarize ``session`` (its in-memory events) for ``filter_key`` here and store it.
+
+        Does nothing without ``settings.summarizer`` or for a filter key the allowlist
+        refuses. Only events after the previous summary's boundary are summarized; with
+        ``force`` the summarizer runs even without new events.
+
+        Raises:
+            SummarizeError: the summarizer failed (the stored summary is kept).
+        """
+        self._check_open()
+        async with self._errors:
+            await _summaries.create_session_summary(self, session, filter_key, force)
+
+    async def enqueue_summary_job(
+        self, session: Session, filter_key: str = "", force: bool = False
+    ) -> str | None:
+        """Queue a summary of ``session`` for the summary workers (async mode).
+
+        The job covers every write queued before it, from any process. With the queue over
+        ``summary_queue_size`` (or in synchronous mode) it runs here when this service has a
+        summarizer. Returns the job's stream entry id, or None when it ran here.
+
+        Raises:
+            BackpressureError: the queue is full and this service has no summarizer.
+            SummaryTimeoutError: a job run here exceeded ``summary_job_timeout``.
+        """
+        self._check_open()
+        async with self._errors:
+            return await _summaries.enqueue_summary_job(self, session, filter_key, force)
+
+    async def get_session_summary_text(
+        self, session: Session, filter_key: str = ""
+    ) -> str | None:
+        """The summary of ``filter_key`` (else the full-session one); None when there is none.
+
+        In-memory summaries first, then the stored ones; errors give None (as in Go).
+        """
+        return await _summaries.get_session_summary_text(self, session, filter_key)
 
     # -- receipts -----------------------------------------------------------------------
     async def wait_persisted(self, receipt: Receipt | str, timeout: float = 5.0) -> str:

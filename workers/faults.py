@@ -6,7 +6,9 @@
 - ``before_read``: after the worker's own lease-deadline check, before the read script;
 - ``after_apply``: after a batch was applied, before it is acknowledged;
 - ``after_app_state``: between the app-state write and the session script;
-- ``mid_batch``: after the first half of a batch's sessions were applied.
+- ``mid_batch``: after the first half of a batch's sessions were applied;
+- ``summary_before_store``: a summary job's summarizer returned, before the summary is stored;
+- ``summary_after_store``: a summary was stored, before its job is acknowledged.
 
 Actions: ``sleep=<seconds>`` (the whole process stalls, lease renewals included),
 ``kill`` (SIGKILL of this process); ``once`` may follow an action (``after_apply:kill:once``
@@ -26,7 +28,8 @@ from common.errors import ConfigError
 
 log = structlog.get_logger("sessionstreams.faults")
 
-POINTS = ("before_read", "after_apply", "after_app_state", "mid_batch")
+POINTS = ("before_read", "after_apply", "after_app_state", "mid_batch", "summary_before_store",
+          "summary_after_store")
 ENV = "SESSIONSTREAMS_FAULTS"
 
 

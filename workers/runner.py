@@ -28,6 +28,8 @@ from workers.faults import Faults
 from workers.leases import Leases
 from workers.observe import WorkerObservability
 from workers.persist import ShardConsumer
+from workers.summaries import run_alongside
+from workers.summary_jobs import SummaryJobs
 
 log = structlog.get_logger("sessionstreams.worker")
 
@@ -58,6 +60,9 @@ class Worker:
                              settings.lease_ttl_s, on_change=self.obs.lease_changed)
         self.obs.count_held(lambda: len(self.leases.held))
         self.applier = Applier.for_settings(self.client, self.scripts, settings, self.faults)
+        # Summary streams are consumed only by workers given a summarizer (--summarizer).
+        self.summary_jobs = (SummaryJobs(settings, self.client, self.scripts, self.faults)
+                             if settings.summarizer is not None else None)
         self.consumers: dict[int, tuple[ShardConsumer, asyncio.Task[None]]] = {}
         self.stopping = asyncio.Event()
         self.log = log.bind(worker=self.worker_id)
@@ -120,7 +125,9 @@ class Worker:
             applier=self.applier, settings=self.settings, faults=self.faults,
             worker_id=self.worker_id, hooks=self.obs.hooks_for(shard),
         )
-        task = asyncio.create_task(consumer.run(), name=f"shard-{shard}")
+        run = consumer.run() if self.summary_jobs is None else run_alongside(
+            self.summary_jobs, consumer, self.stream_client, self.worker_id)
+        task = asyncio.create_task(run, name=f"shard-{shard}")
         self.consumers[shard] = (consumer, task)
         self.log.info("shard taken", shard=shard)
 
@@ -155,6 +162,8 @@ class Worker:
             await self.leases.leave()
         await self.client.aclose()
         await self.stream_client.aclose()
+        if self.summary_jobs is not None:
+            await self.summary_jobs.close()
         self.log.info("worker stopped")
 
 

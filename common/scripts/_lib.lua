@@ -381,3 +381,41 @@ local function ss_window_h(data_key, idx_key, limit, after, exact)
   local _, _, json = ss_find_user(data_key, idx_key, start - 1, 0)
   return events, json or false
 end
+
+-- Stream ids 'ms-seq' compared as integer pairs (never as strings): -1, 0 or 1.
+-- A missing or malformed id sorts before every real id.
+local function ss_id_parts(id)
+  if type(id) ~= 'string' then
+    return -1, -1
+  end
+  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
+  if not ms then
+    return -1, -1
+  end
+  return tonumber(ms), tonumber(seq)
+end
+
+local function ss_id_cmp(a, b)
+  local am, as = ss_id_parts(a)
+  local bm, bs = ss_id_parts(b)
+  if am ~= bm then
+    return am < bm and -1 or 1
+  end
+  if as ~= bs then
+    return as < bs and -1 or 1
+  end
+  return 0
+end
+
+-- Gives `key` the remaining TTL of `src` (at least min_ms), or no TTL when `src` has none.
+-- A missing `src` leaves `key` with min_ms (0 = untouched).
+local function ss_follow_ttl(key, src, min_ms)
+  local t = redis.call('PTTL', src)
+  if t == -1 then
+    redis.call('PERSIST', key)
+  elseif t > 0 then
+    redis.call('PEXPIRE', key, math.max(t, min_ms))
+  elseif min_ms > 0 then
+    redis.call('PEXPIRE', key, min_ms)
+  end
+end

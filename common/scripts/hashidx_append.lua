@@ -1,6 +1,7 @@
 -- hashidx_append: apply a batch of appends to one HashIdx session, entry by entry.
 -- KEYS[1] meta  KEYS[2] evtdata  KEYS[3] evtidx:time  KEYS[4] ss:applied  KEYS[5] ss:info
--- KEYS[6] hashidx:userstate (same {user} tag)
+-- KEYS[6] hashidx:userstate (same {user} tag)  KEYS[7..] keys whose TTL follows the session's
+-- (hashidx:sesssum, ss:summary): refreshed with it, never created
 -- ARGV[1] session ttl ms (0 = keep)   ARGV[2] storage limit (0 = never trim)
 -- ARGV[3] incarnation ('' = not checked)   ARGV[4] user-state ttl ms   ARGV[5] ttl ms for an
 -- outcome recorded on a missing session   ARGV[6] number of entries, then per entry:
@@ -176,6 +177,9 @@ if ttl_ms > 0 then
   redis.call('PEXPIRE', idx_key, ttl_ms)
   redis.call('PEXPIRE', applied_key, ttl_ms)
   redis.call('PEXPIRE', info_key, ttl_ms)
+  for i = 7, #KEYS do
+    redis.call('PEXPIRE', KEYS[i], ttl_ms)
+  end
 end
 ss_record_cap(applied_key)
 return out

@@ -2,6 +2,8 @@
 -- KEYS[1] sess:{app}:<user> (HASH sid -> SessionState JSON)  KEYS[2] event:{app}:<user>:<sid>
 -- KEYS[3] ss:applied:{app}:<user>:<sid>  KEYS[4] ss:info:{app}:<user>:<sid>
 -- KEYS[5] userstate:{app}:<user> (the old user-state key; same {app} tag)
+-- KEYS[6..] keys whose TTL follows the session's (sesssum:{app}:<user>, ss:summary): refreshed
+-- with it, never created
 -- ARGV[1] session id  ARGV[2] session ttl ms (0 = keep)  ARGV[3] storage limit (0 = never trim)
 -- ARGV[4] incarnation ('' = not checked)  ARGV[5] user-state ttl ms  ARGV[6] ttl ms for an
 -- outcome recorded on a missing session  ARGV[7] '1' = write user-state pairs to KEYS[5]
@@ -169,6 +171,9 @@ if ttl_ms > 0 then
   redis.call('PEXPIRE', event_key, ttl_ms)
   redis.call('PEXPIRE', applied_key, ttl_ms)
   redis.call('PEXPIRE', info_key, ttl_ms)
+  for i = 6, #KEYS do
+    redis.call('PEXPIRE', KEYS[i], ttl_ms)
+  end
 end
 ss_record_cap(applied_key)
 return out

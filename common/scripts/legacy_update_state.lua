@@ -1,5 +1,6 @@
 -- legacy_update_state: merge a patch into a legacy session's state.
--- KEYS[1] sess:{app}:<user>  KEYS[2] ss:applied  KEYS[3] ss:info
+-- KEYS[1] sess:{app}:<user>  KEYS[2] ss:applied  KEYS[3] ss:info  KEYS[4..] keys whose TTL
+-- follows the session's (sesssum:{app}:<user>, ss:summary): refreshed with it, never created
 -- ARGV[1] session id  ARGV[2] rid  ARGV[3] patch JSON (values base64 or null)
 -- ARGV[4] producer time text  ARGV[5] session ttl ms (0 = keep)  ARGV[6] incarnation
 -- ('' = not checked)  ARGV[7] ttl ms for an outcome recorded on a missing session
@@ -47,5 +48,8 @@ redis.call('HSET', sess_key, sid, cjson.encode(doc))
 ss_pexpire(sess_key, ttl_ms)
 ss_record(applied_key, rid, SS_CODE.applied)
 ss_pexpire(applied_key, ttl_ms)
+for i = 4, #KEYS do
+  ss_pexpire(KEYS[i], ttl_ms)
+end
 ss_record_cap(applied_key)
 return 'applied'

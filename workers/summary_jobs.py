@@ -1,0 +1,180 @@
+"""One summary job in a worker: the cut wait, single-flight with a dirty cut, the run.
+
+A job carries ``cut``, the persist stream's last id when it was queued. A run waits until the
+persist group is past the cut (every write queued before the request reached its outcome),
+loads the stored session and runs the cascade with the worker's summarizer, all within
+``summary_job_timeout``. Runs are single-flight per (session, filter key) through the
+session's ``ss:summary`` record (same slot as the session): a request arriving during a run
+raises the run's dirty cut and parks until a run handled its cut; the holder runs once more
+while the dirty cut is past the cut it covered. Every stored summary records its cut in the
+same script, so a job re-run after a crash stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from common.compat import ZSET
+from common.entries import SummaryJob
+from common.errors import SessionStoreError, SummarizeError
+from common.keys import KeySpace
+from common.models import Summary
+from common.readpath import INCARNATION
+from common.scripts import Scripts
+from common.settings import Settings
+from common.shards import ShardKeys
+from common.summaries import run_cascade
+from producer import SessionService
+from producer._summaries import store_summary
+from workers.faults import Faults
+
+log = structlog.get_logger("sessionstreams.summary")
+
+#: Polling of a parked request and of the cut wait (seconds, doubling up to the maximum).
+_POLL_MIN_S = 0.02
+_POLL_MAX_S = 0.5
+
+
+def stream_id(text: str) -> tuple[int, int]:
+    """A stream id ``ms-seq`` as a comparable pair (a malformed id sorts first)."""
+    ms, _, seq = text.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return -1, -1
+
+
+@dataclass
+class JobGroup:
+    """The jobs of one (session, filter key, route) read together, coalesced to one run."""
+
+    job: SummaryJob
+    cut: str
+    force: bool
+    ids: list[str] = field(default_factory=list)
+
+    def add(self, job: SummaryJob, cut: str, entry_id: str) -> None:
+        """Coalesce another request: the latest cut wins (with its targets)."""
+        self.ids.append(entry_id)
+        self.force = self.force or job.force
+        if stream_id(cut) > stream_id(self.cut):
+            self.job, self.cut = job, cut
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class SummaryJobs:
+    """Runs summary jobs for one worker process (``async_summary_num`` at a time)."""
+
+    def __init__(self, settings: Settings, client: Any, scripts: Scripts, faults: Faults) -> None:
+        self.settings = settings
+        self.summarizer = settings.summarizer
+        self.client = client
+        self.scripts = scripts
+        self.faults = faults
+        self.keys = KeySpace(settings.key_prefix)
+        self.timeout_s = settings.summary_job_timeout
+        # The lock outlives a run (cut wait + summarizer + store) by a margin.
+        self.lock_ms = int((self.timeout_s + max(2.0, 0.25 * self.timeout_s)) * 1000)
+        self.slots = asyncio.Semaphore(settings.async_summary_num)
+        self.service = SessionService(settings)
+        self.runs = 0  # summarizer runs started (for logs)
+
+    async def close(self) -> None:
+        """Close the reading service."""
+        await self.service.close(timeout=0)
+
+    def _run_keys(self, job: SummaryJob) -> list[str]:
+        key = job.key
+        if job.route == ZSET:
+            return [self.keys.legacy_summary_runs(key), self.keys.legacy_sessions(key)]
+        return [self.keys.summary_runs(key), self.keys.meta(key)]
+
+    async def handle(self, group: JobGroup, sk: ShardKeys) -> None:
+        """Serve one coalesced request: run it, or park behind the run in progress.
+
+        Returns once a run handled the request's cut; cancellation releases the lock (the
+        dirty cut stays for the next run) and leaves the request unacknowledged.
+        """
+        job, keys = group.job, self._run_keys(group.job)
+        token = uuid.uuid4().hex
+        delay = _POLL_MIN_S
+        while True:
+            reply = await self.scripts.call(
+                self.client, "summary_begin", keys,
+                [job.filter_key, token, group.cut, self.lock_ms, *job.targets],
+            )
+            status = _text(reply[0])
+            if status == "covered":
+                return
+            if status == "run":
+                break
+            handled = _text(reply[1])
+            if handled and stream_id(handled) >= stream_id(group.cut):
+                return  # the run in progress covered this request
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX_S)
+        at = _text(reply[1])
+        try:
+            async with self.slots:
+                while True:
+                    await self._run(job, group.force, at, sk)
+                    reply = await self.scripts.call(
+                        self.client, "summary_end", keys, [job.filter_key, token, at, self.lock_ms]
+                    )
+                    if _text(reply[0]) != "again":
+                        return
+                    at = _text(reply[1])
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.scripts.call(
+                    self.client, "summary_end", keys, [job.filter_key, token, "", self.lock_ms]
+                ), timeout=2.0)
+            raise
+
+    async def _run(self, job: SummaryJob, force: bool, at: str, sk: ShardKeys) -> None:
+        """One run at cut ``at``, within the job timeout; a failed run stores nothing."""
+        bound = log.bind(session=job.sid, user=job.user, filter_key=job.filter_key, cut=at)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._wait_cut(sk, at)
+                await self._summarize(job, force, at)
+        except TimeoutError:
+            bound.warning("summary job timed out", timeout_s=self.timeout_s)
+        except SummarizeError as exc:
+            bound.warning("summarizer failed", error=str(exc))
+        except SessionStoreError as exc:
+            bound.error("summary job failed", error=str(exc))
+
+    async def _wait_cut(self, sk: ShardKeys, cut: str) -> None:
+        """Until the persist group is past ``cut`` with nothing <= ``cut`` pending."""
+        delay = _POLL_MIN_S
+        while not await self.scripts.call(self.client, "summary_cut_ready", [sk.stream], [cut]):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX_S)
+
+    async def _summarize(self, job: SummaryJob, force: bool, at: str) -> None:
+        session = await self.service.get_session(job.key)
+        if session is None:
+            log.info("summary skipped: session gone", session=job.sid)
+            return
+        stored = session.service_meta.get(INCARNATION, "")
+        if job.incarnation and stored and stored != job.incarnation:
+            log.info("summary skipped: session re-created", session=job.sid)
+            return
+
+        async def persist(target: str, summary: Summary) -> None:
+            await self.faults.hit("summary_before_store")
+            await store_summary(self.service, session, target, summary, cut=at)
+            await self.faults.hit("summary_after_store")
+
+        self.runs += 1
+        await run_cascade(self.summarizer, session, job.filter_key, force, job.targets, persist)
