@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up and run sessionstreams locally without Docker: a redis-server on a loopback port,
-# then a short demo through the session service. Redis is stopped at the end unless --keep.
+# Set up and run sessionstreams locally without Docker: a redis-server on a loopback port, two
+# worker processes, then a short demo through the session service in synchronous and in async
+# (streams) mode, and the pipeline status. Workers and Redis are stopped at the end (Redis
+# stays up with --keep).
 #   bash ops/run-local.sh [--keep] [--port 6390] [--topology standalone|cluster|sentinel]
 # --topology cluster / sentinel start a 3-primary Redis Cluster (ops/cluster-local.sh, ports
 # from 7000) or a Sentinel group (ops/sentinel-local.sh, ports from 6480) instead; --port
@@ -36,10 +38,32 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 python3 -m pip install -q -e . >/dev/null
 
+# The system on one URL: two workers, the demo in synchronous and in async (streams) mode,
+# the pipeline status; then the workers are stopped with SIGTERM (they drain and exit 0).
+run_system() {
+  local url=$1 status=0 pids=() logs
+  logs="$PWD/.run/workers"
+  mkdir -p "$logs"
+  for i in 1 2; do
+    SESSIONSTREAMS_URL="$url" python3 -m workers >"$logs/worker-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  echo "== demo, synchronous persistence"
+  sessionstreams --url "$url" demo || status=$?
+  echo "== demo, async persistence through the shard streams and the 2 workers"
+  SESSIONSTREAMS_ENABLE_ASYNC_PERSIST=1 sessionstreams --url "$url" demo || status=$?
+  echo "== sessionstreams status"
+  sessionstreams --url "$url" status || status=$?
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+  echo "workers stopped (logs in $logs)"
+  return "$status"
+}
+
 if [ "$topology" != standalone ]; then
   url=$(bash "$script" start --base-port "$port" | tail -n 1)
   status=0
-  sessionstreams --url "$url" demo || status=$?
+  run_system "$url" || status=$?
   if [ "$keep" = 0 ]; then
     bash "$script" stop --base-port "$port"
   else
@@ -60,7 +84,7 @@ echo "redis-server on 127.0.0.1:$port (data in $run_dir)"
 
 url="redis://127.0.0.1:$port/0"
 status=0
-sessionstreams --url "$url" demo || status=$?
+run_system "$url" || status=$?
 
 if [ "$keep" = 0 ]; then
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
