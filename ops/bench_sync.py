@@ -9,8 +9,10 @@ ratios compare like with like on a noisy machine:
 
 on a session holding 1k stored events and one holding 100k (storage limit 0: never trimmed).
 
-Usage: ``python ops/bench_sync.py [--url redis://127.0.0.1:6379/0] [--samples 2000]``.
-Without ``--url`` a throwaway redis-server is started on a free loopback port.
+Usage: ``python ops/bench_sync.py [--url redis://127.0.0.1:6379/0] [--samples 2000] [--tracing]``.
+Without ``--url`` a throwaway redis-server is started on a free loopback port. ``--tracing``
+turns on ``enable_tracing`` (spans and metrics) with SDK providers that record everything and
+export nothing, to measure what observability costs on the hot path.
 """
 
 from __future__ import annotations
@@ -98,11 +100,25 @@ async def timed(fn: Callable[[], Awaitable[object]]) -> float:
     return time.perf_counter() - start
 
 
-async def run(url: str, samples: int) -> dict[str, object]:
+def install_recording_providers() -> None:
+    """SDK tracer and meter providers that record every span and metric but export nothing."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+async def run(url: str, samples: int, tracing: bool = False) -> dict[str, object]:
+    if tracing:
+        install_recording_providers()
     settings = Settings(url=url, key_prefix=f"bench{uuid.uuid4().hex[:6]}",
-                        session_event_limit=20, session_event_storage_limit=0)
+                        session_event_limit=20, session_event_storage_limit=0,
+                        enable_tracing=tracing)
     bare = aioredis.Redis.from_url(url, protocol=2)
-    results: dict[str, object] = {"samples": samples}
+    results: dict[str, object] = {"samples": samples, "tracing": tracing}
     async with SessionService(settings) as svc:
         sessions = {}
         for size in (1_000, 100_000):
@@ -148,16 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="")
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--tracing", action="store_true",
+                        help="enable tracing and metrics (recorded, not exported)")
     args = parser.parse_args(argv)
     if args.url:
-        out = asyncio.run(run(args.url, args.samples))
+        out = asyncio.run(run(args.url, args.samples, args.tracing))
     else:
         with local_redis() as url:
-            out = asyncio.run(run(url, args.samples))
+            out = asyncio.run(run(url, args.samples, args.tracing))
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"sync benchmark, {out['samples']} interleaved samples per operation (µs)")
+    traced = "tracing and metrics on" if out["tracing"] else "tracing off"
+    print(f"sync benchmark, {out['samples']} interleaved samples per operation (µs), {traced}")
     print(f"{'operation':<14}{'p50':>9}{'p99':>9}{'p50 / bare':>12}")
     for name, row in out.items():
         if isinstance(row, dict):

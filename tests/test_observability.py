@@ -426,3 +426,58 @@ async def test_worker_logs_bound_fields_and_no_password(
     assert isinstance(failed["shard"], int)
     assert failed["worker"]
     assert all("timestamp" in ln and "level" in ln for ln in lines)
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+def run_status(settings: Settings, *args: str, timeout: float = 30) -> str:
+    """``sessionstreams status ARGS`` in a subprocess with the settings' environment."""
+    import subprocess
+    import sys
+
+    from workers_harness import ROOT, worker_env
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "common.cli", "status", *args], env=worker_env(settings),
+            cwd=ROOT, capture_output=True, timeout=timeout, check=True,
+        )
+    except subprocess.TimeoutExpired as exc:  # --watch runs until stopped
+        return (exc.stdout or b"").decode()
+    return done.stdout.decode()
+
+
+async def test_status_table_json_and_watch(pipeline_settings, start_worker) -> None:
+    """`sessionstreams status` shows backlog, owners and warnings as a table, the same figures
+    with --json, and refreshes with --watch."""
+    settings = pipeline_settings(async_persister_num=2)
+    svc = SessionService(settings)
+    try:
+        s = await svc.create_session(Key("app", "u", "s"))
+        receipts = [await svc.append_event(s, message(i)) for i in range(3)]
+        table = await asyncio.to_thread(run_status, settings)
+        assert table.splitlines()[1].split()[:5] == ["shard", "node", "backlog", "pending", "lag"]
+        totals = next(ln for ln in table.splitlines() if ln.split()[:1] == ["all"])
+        assert totals.split()[1:4] == ["3", "0", "3"]  # backlog, pending, lag
+        assert "live workers: 0" in table
+        assert "no owner" in table  # entries wait on a shard nobody consumes
+
+        worker = start_worker(settings)
+        for r in receipts:
+            assert await svc.wait_persisted(r, timeout=20) == "applied"
+
+        async def owned() -> bool:
+            st = json.loads(await asyncio.to_thread(run_status, settings, "--json"))
+            return all(sh["owner"] for sh in st["shards"]) and len(st["workers"]) == 1
+
+        await eventually(owned, 20, "both shards owned in the --json status")
+        table = await asyncio.to_thread(run_status, settings)
+        assert "live workers: 1" in table
+        assert "shards 0, 1" in table
+        assert "no owner" not in table
+        watched = await asyncio.to_thread(run_status, settings, "--watch", "0.2", timeout=3)
+        assert watched.count("sessionstreams status") >= 2
+        assert worker.terminate() == 0
+    finally:
+        await svc.close()

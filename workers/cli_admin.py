@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 from common.connection import create_client
 from common.settings import Settings
 from workers import admin
+
+_HEAD = (f"{'shard':>5} {'node':<21} {'backlog':>7} {'pending':>7} {'lag':>5} {'owner':<28} "
+         f"{'fail':>4} {'dlq':>4} {'oldest unacked':>14} {'ttl':>6}")
 
 
 def _fmt_age(value: float | None) -> str:
@@ -25,13 +30,36 @@ def _row(s: admin.ShardStatus) -> str:
             f"{_fmt_age(s.oldest_unacked_age_s):>14} {ttl:>6}")
 
 
-def render_status(st: admin.Status) -> str:
-    """The status as a readable table."""
-    head = (f"{'shard':>5} {'node':<21} {'backlog':>7} {'pending':>7} {'lag':>5} {'owner':<28} "
-            f"{'fail':>4} {'dlq':>4} {'oldest unacked':>14} {'ttl':>6}")
-    lines = [head, *(_row(s) for s in st.shards)]
+def _totals(shards: list[admin.ShardStatus]) -> str:
+    lag = sum(s.lag or 0 for s in shards)
+    ages = [s.oldest_unacked_age_s for s in shards if s.oldest_unacked_age_s is not None]
+    oldest = _fmt_age(max(ages) if ages else None)
+    return (f"{'all':>5} {'':<21} {sum(s.backlog for s in shards):>7} "
+            f"{sum(s.pending for s in shards):>7} {lag:>5} {'':<28} "
+            f"{sum(s.failures for s in shards):>4} {sum(s.dead_letters for s in shards):>4} "
+            f"{oldest:>14}")
+
+
+def render_status(st: admin.Status, title: str = "") -> str:
+    """The status as a readable table: one row per shard, totals, then the live workers with
+    the shards each holds, and warnings for what needs a look."""
+    lines = [title] if title else []
+    lines += [_HEAD, *(_row(s) for s in st.shards), "-" * len(_HEAD), _totals(st.shards)]
+    held: dict[str, list[int]] = {}
+    for s in st.shards:
+        if s.owner:
+            held.setdefault(s.owner, []).append(s.shard)
     lines.append(f"live workers: {len(st.workers)}")
-    lines.extend(f"  {w} (heartbeat valid {ttl}s)" for w, ttl in st.workers.items())
+    for w, ttl in sorted(st.workers.items()):
+        shards = ", ".join(map(str, held.get(w, []))) or "none"
+        lines.append(f"  {w}  shards {shards}  (heartbeat valid {ttl}s)")
+    orphans = [s.shard for s in st.shards if not s.owner and (s.lag or s.pending)]
+    if orphans:
+        lines.append(f"warning: shards {', '.join(map(str, orphans))} have entries waiting "
+                     "and no owner (are workers running?)")
+    dead = sum(s.dead_letters for s in st.shards)
+    if dead:
+        lines.append(f"warning: {dead} dead letter(s): see `sessionstreams dlq list`")
     return "\n".join(lines)
 
 
@@ -44,10 +72,18 @@ async def _with_client(settings: Settings, fn: Callable[[Any], Any]) -> Any:
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    clear = args.watch and not args.json and sys.stdout.isatty()
+
     async def once(client: Any) -> None:
         while True:
             st = await admin.status(client, settings)
-            print(json.dumps(st.to_dict()) if args.json else render_status(st), flush=True)
+            if args.json:
+                print(json.dumps(st.to_dict()), flush=True)
+            else:
+                title = (f"sessionstreams status  {time.strftime('%Y-%m-%d %H:%M:%S')}  "
+                         f"prefix {settings.key_prefix or '(none)'}  "
+                         f"{len(st.shards)} shards")
+                print(("\x1b[H\x1b[2J" if clear else "") + render_status(st, title), flush=True)
             if not args.watch:
                 return
             await asyncio.sleep(args.watch)
@@ -85,8 +121,9 @@ def register(sub: Any, settings_of: Callable[[argparse.Namespace], Settings]) ->
         return lambda args: fn(args, settings_of(args))
 
     st = sub.add_parser("status", help="shards, backlog, pending, owners, dead letters, workers")
-    st.add_argument("--json", action="store_true")
-    st.add_argument("--watch", type=float, default=0.0, metavar="SECONDS")
+    st.add_argument("--json", action="store_true", help="one JSON object per refresh")
+    st.add_argument("--watch", type=float, default=0.0, metavar="SECONDS",
+                    help="refresh every SECONDS until interrupted")
     st.set_defaults(func=bind(_cmd_status))
 
     dlq = sub.add_parser("dlq", help="list, replay or drop dead letters")
