@@ -8,7 +8,9 @@ spread evenly over the slot space (and so over the primaries of a Cluster).
 key                                            type    content
 =============================================  ======  ====================================
 ``[p:]ss:shard:{tag}:stream``                  STREAM  persist entries (group ``persist``)
-``[p:]ss:shard:{tag}:summary``                 STREAM  summary jobs
+``[p:]ss:shard:{tag}:summary``                 STREAM  summary jobs (group ``summary``): ``e`` the
+                                                       job, ``c`` its cut (the persist stream's
+                                                       last id when it was queued)
 ``[p:]ss:shard:{tag}:conf``                    HASH    ``n`` shard count, ``v`` entry format,
                                                        ``paused`` (set during a resize)
 ``[p:]ss:shard:{tag}:lease``                   STRING  owner token of the worker holding it

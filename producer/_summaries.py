@@ -79,6 +79,7 @@ async def store_summary(
     """
     route = await _routing.write_route(svc, session)
     engine = svc._engines.legacy if route == ZSET else svc._engines.hashidx
+    _go_count(svc, "create_session_summary", route)
     status = await engine.set_summary(
         session.key, filter_key=filter_key, summary=summary,
         ttl_ms=svc.settings.session_ttl_ms, cut=cut,
@@ -209,6 +210,7 @@ async def get_session_summary_text(
         async with svc._errors:
             route = await _routing.write_route(svc, session)
             engine = svc._engines.legacy if route == ZSET else svc._engines.hashidx
+            _go_count(svc, "get_session_summary_text", route)
             raw = await engine.load_summaries(session.key)
         if raw is None:
             return None
@@ -216,6 +218,13 @@ async def get_session_summary_text(
     except (SessionStoreError, RedisError, OSError) as exc:
         log.warning("summary text not read", session=session.id, error=str(exc))
         return None
+
+
+def _go_count(svc: SessionService, name: str, route: str) -> None:
+    """The Go counter of ``name`` (ref. §9.2), when metrics are on."""
+    instruments = svc._instruments
+    if instruments is not None and instruments.metrics_on:
+        instruments.go_count(name, route)
 
 
 def _text(value: Any) -> str:

@@ -568,6 +568,7 @@ class SessionService:
         return await _routing.write_route(self, session_or_key)
 
     # -- summaries (reference §7; producer/_summaries.py) ---------------------------------
+    @operation("create_session_summary", span=True)
     async def create_session_summary(
         self, session: Session, filter_key: str = "", force: bool = False
     ) -> None:
@@ -584,6 +585,7 @@ class SessionService:
         async with self._errors:
             await _summaries.create_session_summary(self, session, filter_key, force)
 
+    @operation("enqueue_summary_job")
     async def enqueue_summary_job(
         self, session: Session, filter_key: str = "", force: bool = False
     ) -> str | None:
@@ -601,6 +603,7 @@ class SessionService:
         async with self._errors:
             return await _summaries.enqueue_summary_job(self, session, filter_key, force)
 
+    @operation("get_session_summary_text", span=True)
     async def get_session_summary_text(
         self, session: Session, filter_key: str = ""
     ) -> str | None:

@@ -362,3 +362,27 @@ async def test_extractive_summarizer_is_deterministic() -> None:
     assert text == await summarizer.summarize(s)
     s.events.append(Event.message("user", "x" * 200))
     assert len(await summarizer.summarize(s)) == 60
+
+
+async def test_summary_spans_and_go_counters(make_service, span_exporter, metric_reader, log):
+    """Ref. §9: spans create_session_summary and get_session_summary_text; the Go counters
+    count summary writes and Redis reads of the text (not in-memory hits)."""
+    from otel_harness import total
+
+    from common.tracing import GO_COUNTER_PREFIX
+
+    svc = await make_service(summarizer=RecordingSummarizer(log), enable_tracing=True)
+    s = await conversation(svc)
+    await svc.create_session_summary(s)
+    assert await svc.get_session_summary_text(s)  # in memory
+    s.summaries = {}
+    assert await svc.get_session_summary_text(s)  # from Redis
+    names = [sp.name for sp in span_exporter.get_finished_spans() if sp.parent is None]
+    assert names[-3:] == ["create_session_summary", "get_session_summary_text",
+                          "get_session_summary_text"]
+
+    def go(name: str) -> float:
+        return total(metric_reader, f"{GO_COUNTER_PREFIX}{name}_count", storage="hashidx")
+
+    assert go("create_session_summary") == 1
+    assert go("get_session_summary_text") == 1
