@@ -307,3 +307,20 @@ async def test_job_timeout_in_worker_stores_nothing(
         await eventually(lambda: queue_drained(svc, settings, s.key), 20, "the job acked")
         assert await svc.client.exists(svc.keys.summary(s.key)) == 0
         assert "summary job timed out" in worker.log()
+
+
+async def test_resize_drains_summary_jobs(pipeline_settings, start_summary_worker, log) -> None:
+    """shards resize waits for queued summary jobs too, then drops the old summary streams
+    (their cuts are ids of the old persist streams)."""
+    from workers import admin
+
+    settings = pipeline_settings()
+    start_summary_worker(settings, SS_TEST_SUMMARY_SLEEP_S="1")
+    async with SessionService(settings) as svc:
+        s = await svc.create_session(Key("app", "u", "s"))
+        await svc.append_event(s, msg(0))
+        await svc.enqueue_summary_job(s)
+        sk = summary_keys(settings, s.key)
+        await admin.resize(svc.client, settings, to=2, timeout_s=30)
+        assert items_of((await stored(svc, s.key))[""]) == ["m0"]
+        assert await svc.client.exists(sk.summary, sk.stream) == 0

@@ -14,7 +14,14 @@ from common.errors import ConfigError, DecodeError
 from common.keys import KeySpace
 from common.scripts import Scripts
 from common.settings import Settings
-from common.shards import ENTRY_FORMAT, PERSIST_GROUP, ShardKeys, conf_key, workers_key
+from common.shards import (
+    ENTRY_FORMAT,
+    PERSIST_GROUP,
+    SUMMARY_GROUP,
+    ShardKeys,
+    conf_key,
+    workers_key,
+)
 
 DEAD_LETTERED = 5
 
@@ -63,13 +70,13 @@ def _node_of(client: Any, key: str) -> str:
     return f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}"
 
 
-async def _group_info(client: Any, stream: str) -> dict[str, Any]:
+async def _group_info(client: Any, stream: str, group: str = PERSIST_GROUP) -> dict[str, Any]:
     try:
         groups = await client.xinfo_groups(stream)
     except Exception:  # no stream yet
         return {}
     for g in groups:
-        if _text(g.get("name", b"")) == PERSIST_GROUP:
+        if _text(g.get("name", b"")) == group:
             return {(_text(k)): v for k, v in g.items()}
     return {}
 
@@ -210,15 +217,21 @@ async def resize(client: Any, settings: Settings, to: int, timeout_s: float = 30
     for sk in old:
         await client.hset(sk.conf, mapping={"paused": "1"})
     deadline = time.monotonic() + timeout_s
-    for sk in old:
+    # Summary jobs too: their cuts are ids of the old streams, and their streams are not
+    # read once workers run with the new count.
+    streams = [(sk, sk.stream, PERSIST_GROUP) for sk in old]
+    streams += [(sk, sk.summary, SUMMARY_GROUP) for sk in old]
+    for sk, stream, group in streams:
         while True:
-            info = await _group_info(client, sk.stream)
+            info = await _group_info(client, stream, group)
             if int(info.get("pending", 0) or 0) == 0 and int(info.get("lag", 0) or 0) == 0:
                 break
             if time.monotonic() > deadline:
-                raise ConfigError(f"shard {sk.shard} did not drain in {timeout_s}s; still paused")
+                what = "summary jobs" if stream == sk.summary else "writes"
+                raise ConfigError(f"shard {sk.shard} did not drain its {what} in {timeout_s}s; "
+                                  "still paused")
             await asyncio.sleep(0.2)
     for sk in old:
         await client.hset(sk.conf, mapping={"n": str(to), "v": str(ENTRY_FORMAT), "paused": "0"})
-        await client.delete(sk.stream, sk.failures)
+        await client.delete(sk.stream, sk.failures, sk.summary)
     await client.hset(conf_key(settings.key_prefix), mapping={"n": str(to), "v": str(ENTRY_FORMAT)})

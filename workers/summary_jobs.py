@@ -22,7 +22,12 @@ import structlog
 
 from common.compat import ZSET
 from common.entries import SummaryJob
-from common.errors import SessionStoreError, SummarizeError
+from common.errors import (
+    ConnectionFailedError,
+    SessionStoreError,
+    StoreTimeoutError,
+    SummarizeError,
+)
 from common.keys import KeySpace
 from common.models import Summary
 from common.readpath import INCARNATION
@@ -86,7 +91,7 @@ class SummaryJobs:
         self.lock_ms = int((self.timeout_s + max(2.0, 0.25 * self.timeout_s)) * 1000)
         self.slots = asyncio.Semaphore(settings.async_summary_num)
         self.service = SessionService(settings)
-        self.runs = 0  # summarizer runs started (for logs)
+        self._started = False
 
     async def close(self) -> None:
         """Close the reading service."""
@@ -104,6 +109,9 @@ class SummaryJobs:
         Returns once a run handled the request's cut; cancellation releases the lock (the
         dirty cut stays for the next run) and leaves the request unacknowledged.
         """
+        if not self._started:  # server checks and the Sentinel failover watch, once
+            await self.service.start()
+            self._started = True
         job, keys = group.job, self._run_keys(group.job)
         token = uuid.uuid4().hex
         delay = _POLL_MIN_S
@@ -151,6 +159,8 @@ class SummaryJobs:
             bound.warning("summary job timed out", timeout_s=self.timeout_s)
         except SummarizeError as exc:
             bound.warning("summarizer failed", error=str(exc))
+        except (ConnectionFailedError, StoreTimeoutError):
+            raise  # Redis trouble: the job stays pending and is tried again
         except SessionStoreError as exc:
             bound.error("summary job failed", error=str(exc))
 
@@ -176,5 +186,4 @@ class SummaryJobs:
             await store_summary(self.service, session, target, summary, cut=at)
             await self.faults.hit("summary_after_store")
 
-        self.runs += 1
         await run_cascade(self.summarizer, session, job.filter_key, force, job.targets, persist)
