@@ -39,8 +39,9 @@ from bench_sync import local_redis, pct
 
 from common.models import Event, Key, Session
 from common.settings import Settings
-from common.shards import PERSIST_GROUP, ShardKeys
+from common.shards import ShardKeys
 from producer import SessionService
+from workers.admin import undelivered_or_pending
 
 PAYLOAD = b"x" * 600  # about the size of an encoded append entry
 
@@ -85,14 +86,8 @@ async def backlog_left(client: Any, settings: Settings) -> int:
     n = settings.async_persister_num
     left = 0
     for i in range(n):
-        sk = ShardKeys(settings.key_prefix, i, n)
-        try:
-            groups = await client.xinfo_groups(sk.stream)
-        except Exception:
-            continue
-        for g in groups:
-            if g["name"] in (PERSIST_GROUP, PERSIST_GROUP.encode()):
-                left += int(g.get("pending", 0) or 0) + int(g.get("lag", 0) or 0)
+        stream = ShardKeys(settings.key_prefix, i, n).stream
+        left += await undelivered_or_pending(client, stream)
     return left
 
 

@@ -81,6 +81,28 @@ async def _group_info(client: Any, stream: str, group: str = PERSIST_GROUP) -> d
     return {}
 
 
+async def undelivered_or_pending(client: Any, stream: str, group: str = PERSIST_GROUP) -> int:
+    """Entries of a shard not yet through: pending, plus 1 if any is still undelivered.
+
+    The group's ``lag`` is unknown (nil) after trimming, so undelivered entries are detected
+    by comparing the group's last-delivered id with the stream's last id.
+    """
+    info = await _group_info(client, stream, group)
+    if not info:
+        return 0
+    pending = int(info.get("pending", 0) or 0)
+    last = await client.xrevrange(stream, count=1)
+    delivered = _text(info.get("last-delivered-id", b"0-0"))
+    newest = _text(last[0][0]) if last else "0-0"
+    behind = _id_tuple(newest) > _id_tuple(delivered)
+    return pending + (1 if behind else 0)
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 async def shard_status(client: Any, sk: ShardKeys, settings: Settings) -> ShardStatus:
     """Backlog, pending, lag, owner, failures and dead letters of one shard."""
     pipe = client.pipeline(transaction=False)
@@ -223,8 +245,7 @@ async def resize(client: Any, settings: Settings, to: int, timeout_s: float = 30
     streams += [(sk, sk.summary, SUMMARY_GROUP) for sk in old]
     for sk, stream, group in streams:
         while True:
-            info = await _group_info(client, stream, group)
-            if int(info.get("pending", 0) or 0) == 0 and int(info.get("lag", 0) or 0) == 0:
+            if await undelivered_or_pending(client, stream, group) == 0:
                 break
             if time.monotonic() > deadline:
                 what = "summary jobs" if stream == sk.summary else "writes"
