@@ -34,6 +34,7 @@ from common.models import Session, Summary, decode_summary_map
 from common.readpath import INCARNATION, STORAGE_TYPE, pick_summary
 from common.shards import ENTRY_FORMAT, ShardKeys, shard_of
 from common.summaries import allowed, run_cascade, summarize_one, summary_targets
+from common.tracing import current_traceparent
 from producer import _routing
 
 if TYPE_CHECKING:
@@ -180,6 +181,7 @@ async def _add_job(
         app=session.app_name, user=session.user_id, sid=session.id, filter_key=filter_key,
         force=force, targets=targets, route=session.service_meta.get(STORAGE_TYPE, "hashidx"),
         incarnation=session.service_meta.get(INCARNATION, ""),
+        traceparent=current_traceparent() if s.enable_tracing else "",
     )
     reply: list[Any] = await svc.scripts.call(
         svc.client, "summary_add", [sk.stream, sk.summary, sk.conf],

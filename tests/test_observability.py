@@ -172,6 +172,47 @@ async def test_trace_continues_in_worker_subprocess(
         assert child["attributes"]["outcome"] == "applied"
 
 
+async def test_summary_job_span_continues_the_callers_trace(
+    make_service, pipeline_settings, span_exporter
+) -> None:
+    """A queued summary job runs in a worker under a summary_job span whose parent is the
+    span current when the job was queued (here the agent's own span)."""
+    from opentelemetry import trace
+
+    from common.summarizers import ExtractiveSummarizer
+
+    settings = pipeline_settings(enable_tracing=True)
+    svc = await make_service(enable_async_persist=True, enable_tracing=True,
+                             async_persister_num=settings.async_persister_num)
+    s = await svc.create_session(Key("app", "u", "s"))
+    for i in range(2):
+        await svc.append_event(s, message(i))
+    with trace.get_tracer("agent").start_as_current_span("agent_turn") as turn:
+        assert await svc.enqueue_summary_job(s) is not None
+    async with in_process_worker(settings.replace(summarizer=ExtractiveSummarizer())):
+
+        async def summarized() -> bool:
+            return await svc.client.exists(svc.keys.summary(s.key)) == 1
+
+        await eventually(summarized, 30, "the summary stored by the worker")
+
+        async def ended() -> bool:
+            return any(sp.name == "summary_job" for sp in span_exporter.get_finished_spans())
+
+        await eventually(ended, 10, "the summary_job span")
+    (job,) = [sp for sp in span_exporter.get_finished_spans() if sp.name == "summary_job"]
+    assert job.context.trace_id == turn.get_span_context().trace_id
+    assert job.parent is not None
+    assert job.parent.span_id == turn.get_span_context().span_id
+    assert job.attributes["session_id"] == "s"
+    assert job.attributes["filter_key"] == ""
+    # The worker's read of the session is a child of the job.
+    reads = [sp for sp in span_exporter.get_finished_spans()
+             if sp.name == "get_session" and sp.parent is not None
+             and sp.parent.span_id == job.context.span_id]
+    assert reads
+
+
 # -- metrics --------------------------------------------------------------------------------
 
 

@@ -8,8 +8,9 @@ Around every apply step ``shard`` and ``worker`` are bound for log lines (struct
 contextvars). With ``Settings.enable_tracing`` every entry gets a span (``apply_event``,
 ``apply_track_event``, ``apply_session_state``) whose parent is the producer's span, taken
 from the entry's ``traceparent``: one trace shows an append from the agent to its
-persistence. With ``Settings.metrics_enabled`` these instruments are recorded (meter
-``trpc_agent_go.session.redis``):
+persistence; a summary job run gets a ``summary_job`` span continuing the trace of the
+request that queued it (:func:`summary_job_span`). With ``Settings.metrics_enabled`` these
+instruments are recorded (meter ``trpc_agent_go.session.redis``):
 
 =============================================  ===========  ==================================
 name                                           kind         attributes
@@ -39,14 +40,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import structlog
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
+from common.entries import SummaryJob
 from common.settings import Settings
 from common.shards import ShardKeys
 from common.tracing import (
@@ -63,6 +65,20 @@ from workers.apply import Item, State
 log = structlog.get_logger("sessionstreams.worker")
 
 SPAN_NAMES = {"event": "apply_event", "track": "apply_track_event", "state": "apply_session_state"}
+
+
+@contextlib.contextmanager
+def summary_job_span(t: Tracer | None, job: SummaryJob, **attrs: Any) -> Iterator[Span | None]:
+    """The span of one summary job run (None without tracing), continuing the trace of the
+    request that queued it; an exception leaving it marks the span as an error."""
+    if t is None:
+        yield None
+        return
+    attributes = {**key_attributes(job), "storage": job.route, "filter_key": job.filter_key,
+                  **attrs}
+    with t.start_as_current_span("summary_job", context=context_from_traceparent(
+            job.traceparent), kind=SpanKind.CONSUMER, attributes=attributes) as span:
+        yield span
 
 
 class ApplyStep(Protocol):

@@ -35,9 +35,11 @@ from common.scripts import Scripts
 from common.settings import Settings
 from common.shards import ShardKeys
 from common.summaries import run_cascade
+from common.tracing import tracer
 from producer import SessionService
 from producer._summaries import store_summary
 from workers.faults import Faults
+from workers.observe import summary_job_span
 
 log = structlog.get_logger("sessionstreams.summary")
 
@@ -92,6 +94,7 @@ class SummaryJobs:
         self.slots = asyncio.Semaphore(settings.async_summary_num)
         self.service = SessionService(settings)
         self._started = False
+        self.tracer = tracer() if settings.enable_tracing else None
 
     async def close(self) -> None:
         """Close the reading service."""
@@ -152,9 +155,10 @@ class SummaryJobs:
         """One run at cut ``at``, within the job timeout; a failed run stores nothing."""
         bound = log.bind(session=job.sid, user=job.user, filter_key=job.filter_key, cut=at)
         try:
-            async with asyncio.timeout(self.timeout_s):
-                await self._wait_cut(sk, at)
-                await self._summarize(job, force, at)
+            with summary_job_span(self.tracer, job, shard=sk.shard, cut=at, force=force):
+                async with asyncio.timeout(self.timeout_s):
+                    await self._wait_cut(sk, at)
+                    await self._summarize(job, force, at)
         except TimeoutError:
             bound.warning("summary job timed out", timeout_s=self.timeout_s)
         except SummarizeError as exc:
