@@ -234,7 +234,7 @@ async def test_worker_killed_before_store_reruns(
 ) -> None:
     """A worker SIGKILLed between the summarizer and the store: the next owner re-runs the
     job (the summarizer is called again) and one summary is stored."""
-    settings = pipeline_settings(summary_job_timeout=3.0)
+    settings = pipeline_settings(summary_job_timeout=30.0)  # the lock is taken over
     victim = start_summary_worker(settings,
                                   faults="summary_before_store:kill:once", name="victim")
     async with SessionService(settings) as svc:
@@ -253,7 +253,8 @@ async def test_worker_killed_before_store_reruns(
         async def summarized() -> bool:
             return bool(await stored(svc, s.key))
 
-        await eventually(summarized, 30, "the re-run's summary")
+        # Within the lease and heartbeat expiry, not the 30 s job timeout of the lock.
+        await eventually(summarized, 15, "the re-run's summary")
         await eventually(lambda: queue_drained(svc, settings, s.key), 20, "the job acked")
         calls = read_calls(log)
         assert [c["call"] for c in calls] == [1, 2]
@@ -265,7 +266,7 @@ async def test_worker_killed_after_store_stores_once(
 ) -> None:
     """A worker SIGKILLed after the store, before the ack: the next owner finds the cut
     covered, calls no summarizer and stores nothing again."""
-    settings = pipeline_settings(summary_job_timeout=3.0)
+    settings = pipeline_settings(summary_job_timeout=30.0)  # the lock is taken over
     victim = start_summary_worker(settings,
                                   faults="summary_after_store:kill:once", name="victim")
     async with SessionService(settings) as svc:
@@ -283,7 +284,7 @@ async def test_worker_killed_after_store_stores_once(
         sk = summary_keys(settings, s.key)
         assert (await svc.client.xpending(sk.summary, "summary"))["pending"] == 1
         start_summary_worker(settings, name="heir")
-        await eventually(lambda: queue_drained(svc, settings, s.key), 30, "the job acked")
+        await eventually(lambda: queue_drained(svc, settings, s.key), 15, "the job acked")
         assert len(read_calls(log)) == 1
         assert await svc.client.get(svc.keys.summary(s.key)) == first
 
@@ -324,3 +325,26 @@ async def test_resize_drains_summary_jobs(pipeline_settings, start_summary_worke
         await admin.resize(svc.client, settings, to=2, timeout_s=30)
         assert items_of((await stored(svc, s.key))[""]) == ["m0"]
         assert await svc.client.exists(sk.summary, sk.stream) == 0
+
+
+async def test_queued_summary_of_a_legacy_session(pipeline_settings, start_summary_worker, log):
+    """A session in the legacy layout gets its queued summary in the per-user sesssum HASH;
+    the run record lives in the legacy slot."""
+    settings = pipeline_settings(compat_mode="transition")
+    start_summary_worker(settings)
+    async with SessionService(settings) as svc:
+        s = await svc.create_session(Key("app", "u", "s"))
+        assert s.service_meta["storage_type"] == "zset"
+        for i in range(3):
+            await svc.append_event(s, msg(i))
+        await svc.enqueue_summary_job(s)
+
+        async def covered() -> bool:
+            raw = await svc.client.hget(svc.keys.legacy_summaries(s.key), s.id)
+            summaries = decode_summary_map(raw) or {} if raw else {}
+            full = summaries.get("")
+            return full is not None and items_of(full.summary) == every(3)
+
+        await eventually(covered, 30, "the legacy-layout summary")
+        assert await svc.client.hget(svc.keys.legacy_summary_runs(s.key), "c:")
+        assert await svc.client.exists(svc.keys.summary(s.key)) == 0

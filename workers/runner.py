@@ -61,8 +61,10 @@ class Worker:
         self.obs.count_held(lambda: len(self.leases.held))
         self.applier = Applier.for_settings(self.client, self.scripts, settings, self.faults)
         # Summary streams are consumed only by workers given a summarizer (--summarizer).
-        self.summary_jobs = (SummaryJobs(settings, self.client, self.scripts, self.faults)
-                             if settings.summarizer is not None else None)
+        self.summary_jobs = (
+            SummaryJobs(settings, self.client, self.scripts, self.faults, self.worker_id)
+            if settings.summarizer is not None else None
+        )
         self.consumers: dict[int, tuple[ShardConsumer, asyncio.Task[None]]] = {}
         self.stopping = asyncio.Event()
         self.log = log.bind(worker=self.worker_id)

@@ -6,14 +6,17 @@ loads the stored session and runs the cascade with the worker's summarizer, all 
 ``summary_job_timeout``. Runs are single-flight per (session, filter key) through the
 session's ``ss:summary`` record (same slot as the session): a request arriving during a run
 raises the run's dirty cut and parks until a run handled its cut; the holder runs once more
-while the dirty cut is past the cut it covered. Every stored summary records its cut in the
-same script, so a job re-run after a crash stores nothing twice.
+while the dirty cut is past the cut it covered. A lock whose worker left the live-worker
+registry (killed) is taken over; any other expires after the job timeout plus a margin. Every
+stored summary records its cut in the same script, so a job re-run after a crash stores
+nothing twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +36,7 @@ from common.models import Summary
 from common.readpath import INCARNATION
 from common.scripts import Scripts
 from common.settings import Settings
-from common.shards import ShardKeys
+from common.shards import ShardKeys, workers_key
 from common.summaries import run_cascade
 from common.tracing import tracer
 from producer import SessionService
@@ -46,6 +49,8 @@ log = structlog.get_logger("sessionstreams.summary")
 #: Polling of a parked request and of the cut wait (seconds, doubling up to the maximum).
 _POLL_MIN_S = 0.02
 _POLL_MAX_S = 0.5
+#: How often a parked request asks whether the lock holder's worker is still alive.
+_HOLDER_CHECK_S = 1.0
 
 
 def stream_id(text: str) -> tuple[int, int]:
@@ -81,8 +86,11 @@ def _text(value: Any) -> str:
 class SummaryJobs:
     """Runs summary jobs for one worker process (``async_summary_num`` at a time)."""
 
-    def __init__(self, settings: Settings, client: Any, scripts: Scripts, faults: Faults) -> None:
+    def __init__(
+        self, settings: Settings, client: Any, scripts: Scripts, faults: Faults, worker_id: str
+    ) -> None:
         self.settings = settings
+        self.worker_id = worker_id
         self.summarizer = settings.summarizer
         self.client = client
         self.scripts = scripts
@@ -116,22 +124,25 @@ class SummaryJobs:
             await self.service.start()
             self._started = True
         job, keys = group.job, self._run_keys(group.job)
-        token = uuid.uuid4().hex
-        delay = _POLL_MIN_S
+        token = f"{self.worker_id}|{uuid.uuid4().hex}"
+        delay, steal, checked = _POLL_MIN_S, "", time.monotonic()
         while True:
             reply = await self.scripts.call(
                 self.client, "summary_begin", keys,
-                [job.filter_key, token, group.cut, self.lock_ms, *job.targets],
+                [job.filter_key, token, group.cut, self.lock_ms, steal, *job.targets],
             )
             status = _text(reply[0])
             if status == "covered":
                 return
             if status == "run":
                 break
-            handled = _text(reply[1])
+            handled, holder = _text(reply[1]), _text(reply[2])
             if handled and stream_id(handled) >= stream_id(group.cut):
                 return  # the run in progress covered this request
-            await asyncio.sleep(delay)
+            if time.monotonic() - checked >= _HOLDER_CHECK_S:
+                checked = time.monotonic()
+                steal = "" if await self._alive(holder) else holder
+            await asyncio.sleep(0 if steal else delay)
             delay = min(delay * 2, _POLL_MAX_S)
         at = _text(reply[1])
         try:
@@ -150,6 +161,14 @@ class SummaryJobs:
                     self.client, "summary_end", keys, [job.filter_key, token, "", self.lock_ms]
                 ), timeout=2.0)
             raise
+
+    async def _alive(self, holder: str) -> bool:
+        """Whether the worker holding a lock still heartbeats (a killed one stops)."""
+        worker = holder.partition("|")[0]
+        if worker == self.worker_id:
+            return True
+        score = await self.client.zscore(workers_key(self.settings.key_prefix), worker)
+        return score is not None and float(score) > time.time() * 1000
 
     async def _run(self, job: SummaryJob, force: bool, at: str, sk: ShardKeys) -> None:
         """One run at cut ``at``, within the job timeout; a failed run stores nothing."""
