@@ -57,7 +57,8 @@ class Scripts:
             script = self._scripts[name] = Script(name)
         return script
 
-    def _command(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> list[Any]:
+    def command(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> list[Any]:
+        """The raw ``EVALSHA`` (or ``EVAL``) command of a script call."""
         script = self.get(name)
         head: Arg = script.text if self.disable_cache else script.sha
         verb = "EVAL" if self.disable_cache else "EVALSHA"
@@ -65,7 +66,7 @@ class Scripts:
 
     async def call(self, client: Any, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run a script; on NOSCRIPT load it and run it again."""
-        command = self._command(name, keys, args)
+        command = self.command(name, keys, args)
         try:
             return await client.execute_command(*command)
         except NoScriptError:
@@ -74,7 +75,7 @@ class Scripts:
 
     def queue(self, pipe: Any, name: str, keys: Sequence[str], args: Sequence[Arg]) -> None:
         """Queue a script call on a (non-transactional) pipeline as raw EVALSHA."""
-        pipe.execute_command(*self._command(name, keys, args))
+        pipe.execute_command(*self.command(name, keys, args))
 
     async def run_pipeline(
         self, client: Any, calls: Sequence[tuple[Any, ...]], *, raise_errors: bool = True

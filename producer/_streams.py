@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from common.durable import call_and_wait
 from common.entries import StreamEntry, encode_entry
 from common.errors import (
     BackpressureError,
@@ -123,11 +124,11 @@ class StreamWriter:
                 self.client, "stream_add", [sk.stream, sk.conf], args
             )
             return reply
-        # WAIT must run on the connection that made the write: one pipeline.
-        timeout_ms = int(self.settings.durable_wait_timeout_s * 1000)
-        reply, acked = await self.scripts.run_pipeline(
-            self.client,
-            [("script", "stream_add", [sk.stream, sk.conf], args), ("cmd", "WAIT", n, timeout_ms)],
+        # WAIT counts the writes of its own connection: it runs right after the script, on
+        # the same connection of the shard's node (common.durable).
+        reply, acked = await call_and_wait(
+            self.client, self.scripts, "stream_add", [sk.stream, sk.conf], args,
+            replicas=n, timeout_ms=int(self.settings.durable_wait_timeout_s * 1000),
         )
         if _text(reply[0]) == "ok" and int(acked) < n:
             raise PersistUncertainError(
