@@ -10,8 +10,8 @@ wraps every call:
   where Go sets it;
 - metrics, with ``Settings.metrics_enabled`` (``enable_metrics``, or ``enable_tracing`` when
   unset as in Go): meter ``trpc_agent_go.session.redis`` with the Go counters (§9.2) and our
-  per-operation count (``sessionstreams.operations``, by operation and outcome) and latency
-  histogram (``sessionstreams.operation.duration``, seconds).
+  latency histogram ``sessionstreams.operation.duration`` (seconds, by operation and outcome
+  ``ok`` / ``error``; its count is the number of calls).
 
 With tracing and metrics off a call costs one context-variable set and reset more. A call
 the service makes to itself during an operation (and a call from one of its hooks) is part of
@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, ParamSpec, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from common.logs import bind_call, unbind_call
@@ -160,6 +161,12 @@ class Operation:
     count: Count = None
     storage: Callable[[Any, Any], str | None] | None = None
     synchronous_only: bool = False
+    attributes: Mapping[str, Mapping[str, str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attributes", {  # metric attributes, built once
+            outcome: MappingProxyType({"operation": self.name, "outcome": outcome})
+            for outcome in ("ok", "error")})
 
 
 class Instruments:
@@ -172,11 +179,11 @@ class Instruments:
         m = meter()
         self._go_counters: dict[str, metrics.Counter] = {}
         self._meter = m
-        self.calls = m.create_counter(
-            "sessionstreams.operations", unit="{call}",
-            description="Session API calls by operation and outcome (ok, error)")
+        # One histogram gives the latencies and, as its count, the calls per operation and
+        # outcome: one record per call.
         self.duration = duration_histogram(
-            m, "sessionstreams.operation.duration", "Session API call latency")
+            m, "sessionstreams.operation.duration",
+            "Session API call latency, by operation and outcome (ok, error)")
 
     def go_count(self, name: str, storage: str | None) -> None:
         """Add 1 to the Go counter ``trpc_agent_go.session.redis.<name>_count``."""
@@ -187,42 +194,50 @@ class Instruments:
         counter.add(1, {"storage": storage or HASHIDX})
 
     async def run(self, op: Operation, call: Callable[[], Awaitable[Any]], subject: Any) -> Any:
-        """Run ``call`` inside the operation's span, recording its metrics."""
+        """Run ``call`` inside the operation's span (made current), recording its metrics.
+
+        The span is handled by hand rather than with ``start_as_current_span``, whose
+        generator-based context managers cost as much again as the span itself; metrics are
+        recorded once the span is no longer current, which spares the SDK's exemplar
+        sampling (it would triple their cost).
+        """
         counting = self.metrics_on and op.count is not None and not (
             op.synchronous_only and self.async_persist)
         if counting and op.count == "before":
             self.go_count(op.name, op.storage(subject, None) if op.storage else None)
+        span = None
+        if self.tracer is not None and op.span:
+            span = self.tracer.start_span(op.name, attributes=key_attributes(subject))
+            attached = otel_context.attach(trace.set_span_in_context(span))
+            current = _op_span.set(span)
         start = time.perf_counter()
         outcome = "error"
+        count_after = False
+        storage = None
         try:
-            with self._span(op, subject) as span:
-                result = await call()
-                storage = op.storage(subject, result) if op.storage else None
-                if span is not None and storage is not None:
-                    span.set_attribute("storage", storage)
-            if counting and op.count == "after" and (storage is not None or op.storage is None):
-                self.go_count(op.name, storage)
+            result = await call()
+            storage = op.storage(subject, result) if op.storage else None
+            if span is not None and storage is not None:
+                span.set_attribute("storage", storage)
+            count_after = counting and op.count == "after" and (
+                storage is not None or op.storage is None)
             outcome = "ok"
             return result
+        except BaseException as exc:
+            if span is not None:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
         finally:
+            elapsed = time.perf_counter() - start
+            if span is not None:
+                _op_span.reset(current)
+                otel_context.detach(attached)
+                span.end()
             if self.metrics_on:
-                attrs = {"operation": op.name}
-                self.duration.record(time.perf_counter() - start, attrs)
-                self.calls.add(1, {**attrs, "outcome": outcome})
-
-    @contextmanager
-    def _span(self, op: Operation, subject: Any) -> Iterator[Span | None]:
-        if self.tracer is None or not op.span:
-            yield None
-            return
-        with self.tracer.start_as_current_span(
-            op.name, attributes=key_attributes(subject)
-        ) as span:
-            token = _op_span.set(span)
-            try:
-                yield span
-            finally:
-                _op_span.reset(token)
+                self.duration.record(elapsed, op.attributes[outcome])
+                if count_after:
+                    self.go_count(op.name, storage)
 
 
 def instruments_for(settings: Any) -> Instruments | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-from otel_harness import read_span_lines, total
+from otel_harness import points, read_span_lines, total
 from workers_harness import eventually
 
 from common.entries import decode_entry
@@ -238,13 +238,18 @@ async def test_producer_metrics_under_small_load(make_service, metric_reader) ->
     assert go("append_track_event") == 2
     # Found sessions only (the create of a given id in LEGACY mode also looks it up: none).
     assert go("get_session") == 3
-    ops = "sessionstreams.operations"
-    assert total(metric_reader, ops, operation="append_event", outcome="ok") == 5
-    assert total(metric_reader, ops, operation="get_session", outcome="ok") == 4
-    assert total(metric_reader, ops, operation="get_session", outcome="error") == 1
-    duration = "sessionstreams.operation.duration"
-    assert total(metric_reader, duration, operation="get_session") == 5
-    assert total(metric_reader, duration, operation="create_session") == 3
+    # Calls per operation and outcome: the latency histogram's counts; a lookup the service
+    # makes itself (create_session of a given id) is not a get_session call.
+    calls = "sessionstreams.operation.duration"
+    assert total(metric_reader, calls, operation="append_event", outcome="ok") == 5
+    assert total(metric_reader, calls, operation="get_session", outcome="ok") == 4
+    assert total(metric_reader, calls, operation="get_session", outcome="error") == 1
+    assert total(metric_reader, calls, operation="get_session") == 5
+    assert total(metric_reader, calls, operation="create_session") == 3
+    assert total(metric_reader, calls, operation="append_track_event") == 2
+    ((_, point),) = [p for p in points(metric_reader, calls)
+                     if p[0] == {"operation": "create_session", "outcome": "ok"}]
+    assert 0 < point.sum < 10  # seconds
 
 
 async def test_metrics_switch_apart_from_tracing(
@@ -255,7 +260,8 @@ async def test_metrics_switch_apart_from_tracing(
     await only_metrics.create_session(Key("app", "u", "a"))
     only_spans = await make_service(enable_tracing=True, enable_metrics=False)
     await only_spans.create_session(Key("app", "u", "b"))
-    assert total(metric_reader, "sessionstreams.operations", operation="create_session") == 1
+    assert total(metric_reader, "sessionstreams.operation.duration",
+                 operation="create_session") == 1
     assert [sp.name for sp in span_exporter.get_finished_spans()
             if sp.parent is None] == ["create_session"]
 
