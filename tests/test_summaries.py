@@ -26,6 +26,8 @@ from common.models import Event, Key, Session, Summary, SummaryBoundary, decode_
 from common.summaries import LAST_INCLUDED_EVENT_ID, LAST_INCLUDED_TS, load_summarizer
 from common.summarizers import ExtractiveSummarizer
 
+pytestmark = pytest.mark.topologies("cluster", "sentinel")
+
 T0 = 1_735_787_045_000_000_000  # 2025-01-02T03:04:05Z in ns
 HOUR_NS = 3_600 * 10**9
 

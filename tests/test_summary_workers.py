@@ -26,7 +26,7 @@ from common.shards import ShardKeys, shard_of
 from producer import SessionService
 from workers.summary_jobs import stream_id
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.topologies("cluster")]
 
 SUMMARIZER = ["--summarizer", "summary_fixtures:recording"]
 
