@@ -348,3 +348,18 @@ async def test_queued_summary_of_a_legacy_session(pipeline_settings, start_summa
         await eventually(covered, 30, "the legacy-layout summary")
         assert await svc.client.hget(svc.keys.legacy_summary_runs(s.key), "c:")
         assert await svc.client.exists(svc.keys.summary(s.key)) == 0
+
+
+async def test_poison_job_is_dropped(pipeline_settings, start_summary_worker, log) -> None:
+    """A job that keeps failing for another reason than Redis trouble (here our run record
+    holds the wrong Redis type) is retried dead_letter_after_failures times, then dropped."""
+    settings = pipeline_settings()
+    worker = start_summary_worker(settings)
+    async with SessionService(settings) as svc:
+        s = await svc.create_session(Key("app", "u", "s"))
+        await svc.append_event(s, msg(0))
+        await svc.client.set(svc.keys.summary_runs(s.key), b"not a hash")
+        await svc.enqueue_summary_job(s)
+        await eventually(lambda: queue_drained(svc, settings, s.key), 30, "the job dropped")
+        assert "summary job dropped" in worker.log()
+        assert read_calls(log) == []

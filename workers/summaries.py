@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.entries import CUT_FIELD, FIELD, decode_job
-from common.errors import DecodeError
+from common.errors import ConnectionFailedError, DecodeError, StoreTimeoutError
 from common.shards import ShardKeys
 from workers.leases import Lease
 from workers.persist import ShardConsumer
@@ -29,6 +29,9 @@ log = structlog.get_logger("sessionstreams.summary")
 
 #: Coalesced requests in hand per shard before reading pauses.
 MAX_IN_HAND = 256
+#: Errors after which a job stays pending and is simply tried again.
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionFailedError, StoreTimeoutError,
+              OSError)
 
 
 class LeaseLostError(Exception):
@@ -61,6 +64,7 @@ class SummaryConsumer:
         self.tasks: dict[asyncio.Task[None], JobGroup] = {}
         self.in_hand: set[str] = set()
         self.repage = False
+        self.failures: dict[str, int] = {}
         self.log = log.bind(shard=shard_keys.shard, worker=worker_id)
 
     async def run(self) -> None:
@@ -158,14 +162,31 @@ class SummaryConsumer:
             await self._ack(group.ids)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # stays pending: re-read after a pause
-            self.log.warning("summary job failed; retrying", session=group.job.sid,
+        except _TRANSIENT as exc:  # stays pending: re-read after a pause
+            self.log.warning("summary job interrupted; retrying", session=group.job.sid,
                              error=repr(exc))
             await asyncio.sleep(0.5)
             self.repage = True
+        except Exception as exc:
+            await self._failed(group, exc)
         finally:
             self.tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self.in_hand.difference_update(group.ids)
+
+    async def _failed(self, group: JobGroup, exc: Exception) -> None:
+        """A job that fails for another reason than Redis trouble is retried a few times
+        (``dead_letter_after_failures``), then dropped with an error log."""
+        name = group.ids[0]
+        self.failures[name] = self.failures.get(name, 0) + 1
+        if self.failures[name] < self.jobs.settings.dead_letter_after_failures:
+            self.log.warning("summary job failed; retrying", session=group.job.sid,
+                             failures=self.failures[name], error=repr(exc))
+            await asyncio.sleep(0.5)
+            self.repage = True
+            return
+        self.log.error("summary job dropped", session=group.job.sid,
+                       failures=self.failures.pop(name), error=repr(exc))
+        await self._ack(group.ids)
 
     async def _ack(self, ids: list[str]) -> None:
         await self.jobs.scripts.call(self.jobs.client, "summary_ack", [self.sk.summary], ids)
