@@ -37,7 +37,7 @@ from common.readpath import INCARNATION
 from common.scripts import Scripts
 from common.settings import Settings
 from common.shards import ShardKeys, workers_key
-from common.summaries import run_cascade
+from common.summaries import run_cascade, summarizer_metadata
 from common.tracing import tracer
 from producer import SessionService
 from producer._summaries import store_summary
@@ -123,6 +123,8 @@ class SummaryJobs:
         if not self._started:  # server checks and the Sentinel failover watch, once
             await self.service.start()
             self._started = True
+            log.info("running summary jobs", summarizer=summarizer_metadata(self.summarizer),
+                     concurrency=self.settings.async_summary_num, timeout_s=self.timeout_s)
         job, keys = group.job, self._run_keys(group.job)
         token = f"{self.worker_id}|{uuid.uuid4().hex}"
         delay, steal, checked = _POLL_MIN_S, "", time.monotonic()
