@@ -52,7 +52,8 @@ def unbind_call(token: contextvars.Token[object]) -> None:
 
 
 def session_fields(subject: object) -> dict[str, str]:
-    """``app`` / ``user`` / ``session`` of a Key, Session, UserKey, stream entry or app name."""
+    """``app`` / ``user`` / ``session`` of a Key, Session, UserKey, Receipt, stream entry or app
+    name (nothing for anything else)."""
     if subject is None:
         return {}
     if isinstance(subject, str):
@@ -65,6 +66,8 @@ def session_fields(subject: object) -> dict[str, str]:
             if isinstance(value, str):
                 fields[name] = value
                 break
+    if not fields and hasattr(subject, "key"):  # a Receipt
+        return session_fields(subject.key)
     return fields
 
 
@@ -107,17 +110,21 @@ def _renderer(stream: TextIO) -> structlog.typing.Processor:
 
 
 def configure_logging(
-    level: int = logging.INFO, *, stream: TextIO | None = None, force: bool = False
+    level: int = logging.INFO,
+    *,
+    stream: TextIO | None = None,
+    force: bool = False,
+    stdlib: bool | None = None,
 ) -> None:
     """Configure structlog for a process (workers and CLI commands); later calls do nothing.
-
-    Standard-library log records (redis-py's, for instance) are rendered the same way when
-    the root logger has no handler yet.
 
     Args:
         level: the lowest level logged.
         stream: where lines go (default: stderr).
         force: configure again even when structlog is configured already.
+        stdlib: render standard-library log records (redis-py's, for instance) the same way,
+            through a handler on the root logger; None: only when the root logger has no
+            handler yet (an application's logging setup is left alone).
     """
     if structlog.is_configured() and not force:
         return
@@ -142,7 +149,12 @@ def configure_logging(
     )
     global _root_handler
     root = logging.getLogger()
-    if not root.handlers:
+    if _root_handler is not None:
+        root.removeHandler(_root_handler)
+        _root_handler = None
+    if stdlib is None:
+        stdlib = not root.handlers
+    if stdlib:
         handler = logging.StreamHandler(out)
         handler.setFormatter(structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

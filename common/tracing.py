@@ -27,6 +27,7 @@ A method added later (the summaries feature) gets all of it in one line, e.g.
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
@@ -265,9 +266,12 @@ def operation(
     op = Operation(name, span, count, storage, synchronous_only)
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        # The name of the argument after ``self``, for a call that passes it by keyword.
+        first = list(inspect.signature(fn).parameters)[1]
+
         @functools.wraps(fn)
         async def observed(*args: P.args, **kwargs: P.kwargs) -> R:
-            subject = args[1] if len(args) > 1 else next(iter(kwargs.values()), None)
+            subject = args[1] if len(args) > 1 else kwargs.get(first)
             token = bind_call(subject)
             try:
                 instruments: Instruments | None = args[0]._instruments  # type: ignore[attr-defined]
