@@ -29,9 +29,11 @@ from common.models import Key, UserKey
 from common.receipt import Receipt
 from common.scripts import Scripts
 from common.settings import Settings
-from common.shards import ENTRY_FORMAT, ShardKeys, check_conf, shard_of
+from common.shards import ENTRY_FORMAT, PERSIST_GROUP, ShardKeys, check_conf, shard_of
 from common.tracing import current_traceparent
 
+#: Size of a session's request record (SS_RECORD_CAP in common/scripts/_lib.lua).
+RECORD_CAP = 1024
 #: Outcome codes of the request record (common/scripts/_lib.lua).
 OUTCOMES = {1: "applied", 2: "session_gone", 3: "superseded", 4: "invalid", 5: "dead_lettered"}
 
@@ -213,6 +215,32 @@ class StreamWriter:
             for receipt, score in zip(group, scores, strict=True):
                 if score is not None and receipt.rid not in out:
                     out[receipt.rid] = OUTCOMES.get(int(float(score)) % 8, "invalid")
+        missing = [r for r in receipts if r.rid not in out]
+        if missing:
+            out.update(await self._evicted(missing))
+        return out
+
+    async def _evicted(self, receipts: Sequence[Receipt]) -> dict[str, str]:
+        """Outcomes that left a full request record (more than its cap of newer writes).
+
+        Such a write reached its outcome when its stream entry was delivered and is no longer
+        pending (workers acknowledge only after the outcome is recorded); it is reported
+        ``applied``, the outcome of every write but a dropped or dead-lettered one.
+        """
+        full: list[Receipt] = []
+        calls: list[tuple[Any, ...]] = []
+        for r in receipts:
+            calls.append(("cmd", "ZCARD", self.keys.applied(r.key)))
+            calls.append(("cmd", "ZCARD", self.keys.legacy_applied(r.key)))
+        cards = await self.scripts.run_pipeline(self.client, calls)
+        for i, receipt in enumerate(receipts):
+            if max(int(cards[2 * i]), int(cards[2 * i + 1])) >= RECORD_CAP:
+                full.append(receipt)
+        out: dict[str, str] = {}
+        for receipt in full:
+            stream = self._shard_keys[receipt.shard].stream
+            if await _through(self.client, stream, receipt.entry_id):
+                out[receipt.rid] = "applied"
         return out
 
     def _forget(self, receipt: Receipt) -> None:
@@ -229,6 +257,23 @@ def _with_traceparent(entries: Sequence[StreamEntry]) -> Sequence[StreamEntry]:
     if not traceparent:
         return entries
     return [msgspec.structs.replace(e, traceparent=traceparent) for e in entries]
+
+
+async def _through(client: Any, stream: str, entry_id: str) -> bool:
+    """True when a stream entry was delivered to the persist group and acknowledged."""
+    pending = await client.xpending_range(stream, PERSIST_GROUP, min=entry_id, max=entry_id,
+                                          count=1)
+    if pending:
+        return False
+    for g in await client.xinfo_groups(stream):
+        if _text(g.get("name", b"")) == PERSIST_GROUP:
+            return _id(_text(g.get("last-delivered-id", b"0-0"))) >= _id(entry_id)
+    return False
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _text(value: Any) -> str:

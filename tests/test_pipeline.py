@@ -415,3 +415,25 @@ async def test_streamed_writes_to_a_legacy_session(
         assert got.state["extra"] == b"1"
     finally:
         await svc.close()
+
+
+async def test_flush_confirms_writes_older_than_the_request_record(
+    pipeline_settings, start_worker
+) -> None:
+    """More writes to one session than its request record keeps: flush still confirms all."""
+    settings = pipeline_settings(async_persister_num=1, session_event_storage_limit=0)
+    start_worker(settings)
+    svc = SessionService(settings)
+    try:
+        s = await svc.create_session(Key("app", "u", "many"))
+        receipts = []
+        for start in range(0, 1300, 100):
+            batch = [seq_event(i) for i in range(start, start + 100)]
+            receipts += await svc.append_events(s, batch)
+        await svc.flush(60)
+        assert await svc.wait_persisted(receipts[0], timeout=5) == "applied"
+        got = await svc.get_session(s.key, num_events=2000)
+        assert got is not None
+        assert len(got.events) == 1300
+    finally:
+        await svc.close()
