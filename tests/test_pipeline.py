@@ -437,3 +437,74 @@ async def test_flush_confirms_writes_older_than_the_request_record(
         assert len(got.events) == 1300
     finally:
         await svc.close()
+
+
+async def test_shards_resize(make_service, redis_client, pipeline_settings, start_worker) -> None:
+    """resize drains every shard, then only producers and workers with the new count run."""
+    from workers import admin
+
+    old_settings = pipeline_settings(async_persister_num=3)
+    old_worker = start_worker(old_settings)
+    old = SessionService(old_settings)
+    reader = await make_service()
+    try:
+        s = await old.create_session(Key("app", "u", "s"))
+        for i in range(10):
+            await old.append_event(s, seq_event(i))
+        await admin.resize(redis_client, old_settings, to=5, timeout_s=30)
+        await check_session(reader, s.key, 10, 0)  # everything written before was applied
+        with pytest.raises(ConfigError, match="5 shards"):
+            await old.append_event(s, seq_event(10))
+        assert old_worker.proc.wait(15) == 3  # the old worker stops by itself
+        new_settings = pipeline_settings(async_persister_num=5)
+        start_worker(new_settings)
+        new = SessionService(new_settings)
+        try:
+            for i in range(10, 20):
+                await new.append_event(s, seq_event(i))
+            await new.flush(30)
+        finally:
+            await new.close()
+        await check_session(reader, s.key, 20, 0)
+    finally:
+        await old.close(timeout=1)
+
+
+async def test_streams_are_trimmed_after_acknowledgement(
+    redis_client, pipeline_settings, start_worker
+) -> None:
+    """Acknowledged entries are trimmed: a drained shard keeps at most its newest entry."""
+    settings = pipeline_settings(async_persister_num=2)
+    start_worker(settings)
+    svc = SessionService(settings)
+    try:
+        sessions = [await svc.create_session(Key("app", "u", f"s{i}")) for i in range(6)]
+        for i in range(30):
+            await svc.append_event(sessions[i % 6], seq_event(i))
+        await svc.flush(30)
+        for shard in range(2):
+            assert await redis_client.xlen(ShardKeys(settings.key_prefix, shard, 2).stream) <= 1
+    finally:
+        await svc.close()
+
+
+def test_cli_status_and_dlq(pipeline_settings, capsys) -> None:
+    """`sessionstreams status --json` and `dlq list` run against the pipeline's Redis."""
+    import json
+
+    from common.cli import main
+
+    settings = pipeline_settings()
+    env_args = ["--url", settings.url]
+    import os
+
+    os.environ["SESSIONSTREAMS_KEY_PREFIX"] = settings.key_prefix
+    os.environ["SESSIONSTREAMS_ASYNC_PERSISTER_NUM"] = str(settings.async_persister_num)
+    try:
+        assert main([*env_args, "status", "--json"]) == 0
+        status = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert len(status["shards"]) == settings.async_persister_num
+        assert main([*env_args, "dlq", "list"]) == 0
+    finally:
+        del os.environ["SESSIONSTREAMS_KEY_PREFIX"]
+        del os.environ["SESSIONSTREAMS_ASYNC_PERSISTER_NUM"]

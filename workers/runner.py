@@ -16,8 +16,10 @@ import uuid
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 
-from common.connection import check_server, create_client, redact_url
+from common.connection import check_server, create_client, redact_url, start_failover_watch
+from common.errors import ConfigError
 from common.keys import KeySpace
 from common.scripts import Scripts
 from common.settings import Settings
@@ -67,6 +69,7 @@ class Worker:
         )
         self.consumers: dict[int, tuple[ShardConsumer, asyncio.Task[None]]] = {}
         self.stopping = asyncio.Event()
+        self.exit_code = 0
         self.log = log.bind(worker=self.worker_id)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -78,28 +81,45 @@ class Worker:
         sampler = asyncio.create_task(
             self.obs.sample_shards(self.client, self.shard_keys, self.stopping))
         try:
+            # Sentinel: follow +switch-master from the start, also on the stream client,
+            # whose first command may come much later (an idle worker).
+            start_failover_watch(self.client)
+            start_failover_watch(self.stream_client)
             await check_server(self.client, url=self.settings.url or None)
             await check_conf(self.client, self.scripts, self.settings.key_prefix,
                              len(self.shard_keys))
             self.log.info("worker started", shards=len(self.shard_keys),
                           url=redact_url(self.settings.url))
             await self._coordinate()
+        except ConfigError as exc:
+            self.log.error("stopping: configuration changed", error=str(exc))
+            self.exit_code = 3
         finally:
             sampler.cancel()
             await _settle(sampler)
             await self._shutdown()
-        return 0
+        return self.exit_code
 
     async def _coordinate(self) -> None:
         interval = self.settings.heartbeat_interval_s
         hb_ttl = max(self.settings.lease_ttl_s, 3 * interval)
         while not self.stopping.is_set():
-            live = await self.leases.heartbeat(hb_ttl)
-            for shard in await self.leases.renew_all():
-                self.log.warning("lease lost", shard=shard)
-                self._stop_consumer(shard)
-            await self._rebalance(live)
-            await self._reap()
+            try:
+                # A resize (`sessionstreams shards resize`) changes the count in force: a
+                # worker started with the old count stops, to be restarted with the new one.
+                await check_conf(self.client, self.scripts, self.settings.key_prefix,
+                                 len(self.shard_keys))
+                live = await self.leases.heartbeat(hb_ttl)
+                for shard in await self.leases.renew_all():
+                    self.log.warning("lease lost", shard=shard)
+                    self._stop_consumer(shard)
+                await self._rebalance(live)
+                await self._reap()
+            except (RedisError, OSError) as exc:
+                # Redis unreachable for a while (failover, reshard): keep the process. A
+                # consumer whose lease is not renewed stops at its local deadline; the next
+                # successful pass renews, or finds the lease lost and takes shards again.
+                self.log.warning("coordination failed; retrying", error=str(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=interval)
 
