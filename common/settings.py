@@ -114,6 +114,9 @@ class Settings:
     durable_wait_timeout_s: float = 1.0
     worker_batch_size: int = 200
     block_ms: int = 1000
+    #: After a worker wakes on new entries it waits this long before reading, so a burst is
+    #: applied in few batches (less worker CPU per entry) at the cost of that much latency.
+    worker_linger_ms: int = 2
     socket_timeout_s: float = 5.0
     socket_connect_timeout_s: float = 5.0
     client_retries: int = 3
@@ -470,6 +473,7 @@ _RULES: Mapping[str, _Rule] = {
     "durable_wait_timeout_s": _Rule(_positive, _env_float),
     "worker_batch_size": _Rule(_at_least(1), _env_int),
     "block_ms": _Rule(_at_least(1), _env_int),
+    "worker_linger_ms": _Rule(_at_least(0), _env_int),
     "socket_timeout_s": _Rule(_positive, _env_float),
     "socket_connect_timeout_s": _Rule(_positive, _env_float),
     "client_retries": _Rule(_at_least(0), _env_int),

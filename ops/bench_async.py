@@ -49,7 +49,7 @@ PAYLOAD = b"x" * 600  # about the size of an encoded append entry
 def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONSTREAMS_")}
     for name in ("url", "key_prefix", "async_persister_num", "lease_ttl_s",
-                 "heartbeat_interval_s", "block_ms", "worker_batch_size"):
+                 "heartbeat_interval_s", "block_ms", "worker_batch_size", "worker_linger_ms"):
         env[f"SESSIONSTREAMS_{name.upper()}"] = str(getattr(settings, name))
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.Popen([sys.executable, "-m", "workers"], env=env, cwd=ROOT,
@@ -104,9 +104,9 @@ async def sessions_for(svc: SessionService, count: int, tag: str) -> list[Sessio
     return [await svc.create_session(Key("bench", f"u{i % 50}", f"{tag}{i}")) for i in range(count)]
 
 
-async def interleaved(url: str, settings: Settings, samples: int) -> dict[str, Any]:
+async def interleaved(url: str, settings: Settings, samples: int, workers: int) -> dict[str, Any]:
     bare = aioredis.Redis.from_url(url, protocol=2)
-    procs = [start_worker(settings), start_worker(settings)]
+    procs = [start_worker(settings) for _ in range(workers)]
     svc = SessionService(settings)
     try:
         (s,) = await sessions_for(svc, 1, "lat")
@@ -119,7 +119,9 @@ async def interleaved(url: str, settings: Settings, samples: int) -> dict[str, A
             if i >= warm:
                 times["bare_xadd"].append(t_bare)
                 times["async_append"].append(t_app)
-        await svc.flush(60)
+        if not workers:
+            procs = [start_worker(settings)]  # drain what was queued
+        await svc.flush(120)
     finally:
         await svc.close()
         await bare.delete("bench:bare")
@@ -131,9 +133,9 @@ async def interleaved(url: str, settings: Settings, samples: int) -> dict[str, A
             "p99_ratio": round(pct(ours, 0.99) / pct(base, 0.99), 2)}
 
 
-async def burst(url: str, settings: Settings, rounds: int) -> dict[str, Any]:
+async def burst(url: str, settings: Settings, rounds: int, workers: int) -> dict[str, Any]:
     bare = aioredis.Redis.from_url(url, protocol=2, max_connections=1000)
-    procs = [start_worker(settings), start_worker(settings)]
+    procs = [start_worker(settings) for _ in range(workers)]
     svc = SessionService(settings)
     sync = SessionService(settings.replace(enable_async_persist=False))
     try:
@@ -157,6 +159,8 @@ async def burst(url: str, settings: Settings, rounds: int) -> dict[str, Any]:
             if r:
                 for name, values in results.items():
                     out[name] += values
+        if not workers:
+            procs = [start_worker(settings)]
         await svc.flush(120)
     finally:
         await svc.close()
@@ -244,8 +248,10 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
                         session_event_storage_limit=0, **kw)
 
     out: dict[str, Any] = {"samples": args.samples, "backlog": args.backlog}
-    out["latency"] = await interleaved(url, settings("lat"), args.samples)
-    out["burst_200"] = await burst(url, settings("burst"), args.burst_rounds)
+    out["latency_workers_running"] = await interleaved(url, settings("lat"), args.samples, 2)
+    out["latency_workers_idle"] = await interleaved(url, settings("lat0"), args.samples, 0)
+    out["burst_200_workers_running"] = await burst(url, settings("burst"), args.burst_rounds, 2)
+    out["burst_200_workers_idle"] = await burst(url, settings("burst0"), args.burst_rounds, 0)
     rate = await sync_rate(settings("rate"), min(args.backlog, 40_000))
     one = await drain(url, settings("d1"), args.backlog, 1)
     two = await drain(url, settings("d2"), args.backlog, 2)

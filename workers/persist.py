@@ -127,9 +127,12 @@ class ShardConsumer:
     async def _wait_for_data(self, last_id: str) -> None:
         timeout_s = 0.05 if self.held else self.settings.block_ms / 1000
         try:
-            await self.stream_client.xread(
+            woke = await self.stream_client.xread(
                 {self.sk.stream: last_id}, count=1, block=max(int(timeout_s * 1000), 1)
             )
+            if woke and self.settings.worker_linger_ms:
+                # Let a burst gather: fewer, larger batches cost less per entry.
+                await asyncio.sleep(self.settings.worker_linger_ms / 1000)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             self.log.info("blocking read failed; polling again", error=str(exc))
             await asyncio.sleep(0.05)
