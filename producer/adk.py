@@ -15,19 +15,26 @@ rules hold:
 * a partial event is neither stored nor applied;
 * ``append_event`` raises ``SessionNotFoundError`` for a missing session and
   ``StaleSessionError`` when storage changed since the session was read (its
-  ``updatedAt`` is newer than the session's ``last_update_time``), like ADK's database
-  services; appends to one session are serialised within the process;
+  ``updatedAt``, or the time of this process's latest append to it, is newer than the
+  session's ``last_update_time``), like ADK's database services; appends to one session are
+  serialised within the process;
 * ``get_session`` honours ``GetSessionConfig`` exactly (``num_recent_events`` newest events,
   ``after_timestamp`` inclusive), without the Go reader's user-message filtering.
 
 Only :class:`~producer.service.SessionService` methods are called, so synchronous and
-asynchronous persistence both work; in asynchronous mode reads wait for this process's writes.
+asynchronous persistence both work. In asynchronous mode ``get_session`` waits until this
+process's appends to the session are applied (read-your-writes), while ``append_event`` does
+not wait for the previous append: its stale check reads the stored session as it is and counts
+this process's own appends from memory. A session deleted (or deleted and re-created) by
+another process while appends were in flight loses them; that surfaces when they are awaited:
+the next ``get_session`` of the session raises ``SessionNotFoundError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import OrderedDict
 from typing import Any, cast
 
 from google.adk.errors import StaleSessionError
@@ -56,6 +63,9 @@ from producer._interop import ALL_EVENTS, PendingWrites, decode_json_state, goti
 from producer.service import SessionService
 
 __all__ = ["SessionStreamsSessionService"]
+
+#: Sessions whose latest own append time is remembered in asynchronous mode (oldest dropped).
+_WRITTEN_MAX = 10_000
 
 _STALE = (
     "The session has been modified in storage since it was loaded. "
@@ -88,6 +98,9 @@ class SessionStreamsSessionService(BaseSessionService):
         self._locks: weakref.WeakValueDictionary[Key, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        # Async mode: last_update_time of this process's latest append per session, which the
+        # stored session may not show yet (the workers apply it later).
+        self._written: OrderedDict[Key, float] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> SessionStreamsSessionService:
@@ -139,7 +152,14 @@ class SessionStreamsSessionService(BaseSessionService):
     ) -> AdkSession | None:
         """A session with its events as ``config`` selects them; None when absent."""
         key = Key(app_name, user_id, session_id)
-        await self._pending.wait(key)
+        try:
+            await self._pending.wait(key)
+        except SessionNotFoundError as exc:
+            self._written.pop(key, None)
+            raise AdkNotFoundError(
+                f"Session {session_id} was deleted or re-created while events appended to it "
+                "were being persisted; those events were dropped."
+            ) from exc
         num = config.num_recent_events if config else None
         after = config.after_timestamp if config else None
         stored = await self.service.get_session(
@@ -174,6 +194,7 @@ class SessionStreamsSessionService(BaseSessionService):
         """Delete a session with its events (a missing one is fine)."""
         key = Key(app_name, user_id, session_id)
         self._pending.forget(key)
+        self._written.pop(key, None)
         await self.service.delete_session(key)
 
     @override
@@ -210,6 +231,8 @@ class SessionStreamsSessionService(BaseSessionService):
                 raise AdkNotFoundError(f"Session {session.id} not found.") from exc
             self._pending.add([receipt])
             session.last_update_time = session_seconds(carrier.updated_at)
+            if receipt.streamed:
+                self._remember_write(key, session.last_update_time)
         return self._commit_event_to_session(session, event)
 
     # -- helpers --------------------------------------------------------------------------
@@ -220,19 +243,38 @@ class SessionStreamsSessionService(BaseSessionService):
             self._locks[key] = lock
         return lock
 
-    async def _peek(self, key: Key) -> Session | None:
+    async def _peek(self, key: Key, *, wait_own_writes: bool = True) -> Session | None:
         """The stored session with at most one event (existence, updatedAt, incarnation)."""
-        return await self.service.get_session(key, num_events=1, exact_window=True)
+        return await self.service.get_session(
+            key, num_events=1, exact_window=True, wait_own_writes=wait_own_writes
+        )
 
     async def _fresh(self, key: Key, session: AdkSession) -> Session:
-        """The stored session, checked not newer than ``session`` (ADK's stale check)."""
-        stored = await self._peek(key)
+        """The stored session, checked not newer than ``session`` (ADK's stale check).
+
+        The stored session is read without waiting for this process's pending appends: they
+        cannot make ``session`` stale when they were made through it, and when they were made
+        through another object of the session their time is remembered here. Writes of other
+        processes count once applied, in either persistence mode.
+        """
+        stored = await self._peek(key, wait_own_writes=False)
         if stored is None:
             raise AdkNotFoundError(f"Session {session.id} not found.")
-        if session_seconds(stored.updated_at) > session.last_update_time:
+        updated = session_seconds(stored.updated_at)
+        written = self._written.get(key)
+        if written is not None and written <= updated:
+            del self._written[key]  # applied: the stored session shows it
+            written = None
+        if max(updated, written or updated) > session.last_update_time:
             raise StaleSessionError(_STALE)
         stored.events = []
         return stored
+
+    def _remember_write(self, key: Key, when: float) -> None:
+        self._written[key] = when
+        self._written.move_to_end(key)
+        if len(self._written) > _WRITTEN_MAX:
+            self._written.popitem(last=False)
 
 
 def _adk_session(stored: Session, events: list[AdkEvent]) -> AdkSession:

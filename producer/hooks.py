@@ -34,6 +34,7 @@ class GetSessionContext:
     num_events: int
     after: GoTime | None
     exact_window: bool = False
+    wait_own_writes: bool = True
 
 
 AppendEventHook = Callable[[AppendEventContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]

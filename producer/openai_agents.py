@@ -14,13 +14,19 @@ is what a Go reader understands: user/assistant/system text, ``function_call`` i
 ``tool_calls``, ``function_call_output`` items as ``tool`` messages, reasoning summaries as
 reasoning content. Events stored by another writer (a Go service) are read back as items built
 from their message. Only :class:`~producer.service.SessionService` methods are called, so both
-persistence modes work; in asynchronous mode reads wait for this session's writes.
+persistence modes work. In asynchronous mode reads wait for this session's writes, and
+``add_items`` reads the stored session beside its stream write: items added after another
+process cleared the conversation start it again, as in synchronous mode (otherwise the workers
+would drop them). Items in flight when another process clears the conversation are cleared
+with it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
@@ -29,6 +35,8 @@ from agents.memory.session_settings import SessionSettings, resolve_session_limi
 from common.errors import SessionNotFoundError
 from common.gotime import GoTime
 from common.models import Choice, Event, FunctionDef, Key, Message, Response, Session, ToolCall
+from common.readpath import INCARNATION
+from common.receipt import Receipt
 from common.settings import Settings
 from producer._interop import ALL_EVENTS, PendingWrites, placeholder_choice
 from producer.service import SessionService
@@ -120,7 +128,7 @@ class SessionStreamsSession:
         events = [self._event_for(cast(Mapping[str, Any], item)) for item in items]
         carrier = await self._session()
         try:
-            receipts = await self.service.append_events(carrier, events)
+            receipts = await self._append(carrier, events)
         except SessionNotFoundError:
             # Cleared by someone else since we created it: start it again.
             self._carrier = None
@@ -151,6 +159,31 @@ class SessionStreamsSession:
             self._carrier = await self.service.create_session(self.key)
             self._carrier.events.clear()
         return self._carrier
+
+    async def _append(self, carrier: Session, events: Sequence[Event]) -> list[Receipt]:
+        """Append ``events``; SessionNotFoundError when the conversation was cleared.
+
+        In synchronous mode the write script checks the session. In asynchronous mode the
+        stored session is read beside the stream write (no extra round trip in sequence): when
+        it is gone or re-created, the workers will drop the write, so the write is awaited
+        (dropped) and the caller starts the conversation again.
+        """
+        if not self.service.settings.enable_async_persist:
+            return await self.service.append_events(carrier, events)
+        incarnation = carrier.service_meta.get(INCARNATION)
+        receipts, stored = await asyncio.gather(
+            self.service.append_events(carrier, events),
+            self.service.get_session(
+                self.key, num_events=1, exact_window=True, wait_own_writes=False
+            ),
+        )
+        if stored is not None and stored.service_meta.get(INCARNATION) == incarnation:
+            return receipts
+        timeout = self.service.settings.read_your_writes_wait_s
+        for receipt in receipts:
+            with contextlib.suppress(SessionNotFoundError):
+                await self.service.wait_persisted(receipt, timeout)
+        raise SessionNotFoundError(f"conversation {self.key} was cleared")
 
     async def _wait_own_writes(self) -> None:
         try:

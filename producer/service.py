@@ -226,7 +226,13 @@ class SessionService:
 
     @operation("get_session", span=True, count="after", storage=storage_of_result)
     async def get_session(
-        self, key: Key, num_events: int = 0, after: Timestamp = None, *, exact_window: bool = False
+        self,
+        key: Key,
+        num_events: int = 0,
+        after: Timestamp = None,
+        *,
+        exact_window: bool = False,
+        wait_own_writes: bool = True,
     ) -> Session | None:
         """Read a session with its newest events; None when it does not exist.
 
@@ -239,11 +245,15 @@ class SessionService:
                 ``after``, without the reference's user-message filtering (no event dropped
                 before the first user message, none prepended). For frameworks with their own
                 window semantics (the ADK and OpenAI Agents adapters).
+            wait_own_writes: in async mode, first wait until this process's pending writes of
+                the session are applied (read-your-writes). False reads what is stored now,
+                e.g. a check of the session's meta that accounts for its own writes itself.
         """
         self._check_open()
         validate_key(key)
         ctx = GetSessionContext(
-            key=key, num_events=num_events, after=_as_gotime(after), exact_window=exact_window
+            key=key, num_events=num_events, after=_as_gotime(after), exact_window=exact_window,
+            wait_own_writes=wait_own_writes,
         )
         hooks = self.settings.get_session_hooks
         if not hooks:
@@ -253,7 +263,8 @@ class SessionService:
 
     async def _get_final(self, ctx: GetSessionContext) -> Session | None:
         limit = ctx.num_events if ctx.num_events > 0 else max(self.settings.session_event_limit, 0)
-        await self._read_your_writes(ctx.key)
+        if ctx.wait_own_writes:
+            await self._read_your_writes(ctx.key)
         async with self._errors:
             return await _reads.get_session(
                 self, ctx.key, limit, ctx.after, exact=ctx.exact_window

@@ -44,7 +44,7 @@ from common.logs import reset_logging
 from common.settings import Settings
 from redis_harness import RunningRedis, provide_redis_server
 
-pytest_plugins = ["workers_harness", "otel_harness"]
+pytest_plugins = ["workers_harness", "otel_harness", "adapter_modes"]
 
 TOPOLOGY_ENV = "SESSIONSTREAMS_TEST_TOPOLOGY"
 TOPOLOGIES = ("standalone", "cluster", "sentinel")

@@ -2,12 +2,15 @@
 
 An ADK ``Runner`` with an ``LlmAgent`` whose model is a deterministic fake (a tool call, then a
 text answer) writes the session; what ADK reads back must equal what it appended, state scopes
-follow ADK's rules, and a Go reader sees the conversation as chat messages.
+follow ADK's rules, and a Go reader sees the conversation as chat messages. Tests on the
+``adk`` fixture run in both persistence modes (``[sync]``, and ``[async]`` with a worker
+process applying the streamed writes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -15,6 +18,7 @@ import pytest
 
 pytest.importorskip("google.adk")
 
+from adapter_modes import PersistMode
 from google.adk.agents import LlmAgent
 from google.adk.errors import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
@@ -61,9 +65,11 @@ def get_weather(city: str, tool_context: ToolContext) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def adk(make_service) -> SessionStreamsSessionService:
-    """The adapter on a fresh SessionService (every event kept, user index on)."""
-    svc = await make_service(session_event_storage_limit=0, enable_user_session_index=True)
+async def adk(persist_mode: PersistMode) -> SessionStreamsSessionService:
+    """The adapter on a fresh SessionService (every event kept, user index on), in sync or
+    async persistence mode."""
+    svc = await persist_mode.service(session_event_storage_limit=0,
+                                     enable_user_session_index=True)
     return SessionStreamsSessionService(svc)
 
 
@@ -84,10 +90,10 @@ def text_event(text: str, author: str = "assistant", **kwargs: Any) -> AdkEvent:
                     content=types.Content(role=role, parts=[types.Part(text=text)]), **kwargs)
 
 
-async def test_is_a_base_session_service(adk) -> None:
+async def test_is_a_base_session_service() -> None:
     """The adapter is an ADK BaseSessionService with nothing left abstract."""
-    assert isinstance(adk, BaseSessionService)
-    assert not getattr(type(adk), "__abstractmethods__", None)
+    assert issubclass(SessionStreamsSessionService, BaseSessionService)
+    assert not getattr(SessionStreamsSessionService, "__abstractmethods__", None)
 
 
 async def test_runner_round_trip(adk) -> None:
@@ -253,6 +259,59 @@ async def test_stale_session_and_missing_session(adk) -> None:
     await adk.delete_session(app_name=APP, user_id=USER, session_id=created.id)
     with pytest.raises(AdkNotFound):
         await adk.append_event(one, text_event("gone"))
+
+
+async def test_session_deleted_by_another_process(adk, persist_mode) -> None:
+    """A session another process deleted: appending raises SessionNotFoundError in both modes.
+    An append still in flight when the delete happened (async mode, the worker paused) is
+    dropped by the workers; that surfaces when it is awaited: the next get_session raises
+    SessionNotFoundError, later ones return None. In sync mode it was stored, then deleted."""
+    session = await adk.create_session(app_name=APP, user_id=USER)
+    if persist_mode.worker:
+        persist_mode.worker.pause()
+    await adk.append_event(session, text_event("first"))  # returns at once in async mode
+    other = await persist_mode.service()
+    await other.delete_session(Key(APP, USER, session.id))
+    with pytest.raises(AdkNotFound):
+        await adk.append_event(session, text_event("second"))
+    if persist_mode.worker:
+        persist_mode.worker.resume()
+        with pytest.raises(AdkNotFound, match="dropped"):
+            await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+    assert await adk.get_session(app_name=APP, user_id=USER, session_id=session.id) is None
+
+
+@pytest.mark.slow
+async def test_async_appends_do_not_wait_for_the_worker(pipeline_settings, start_worker) -> None:
+    """In async mode append_event does not wait for the previous append to be applied: with
+    the worker paused, appends return, and the stale check still counts this process's own
+    appends (another session object loaded before them is stale). Once the worker runs again,
+    get_session reads everything back (read-your-writes)."""
+    settings = pipeline_settings(session_event_storage_limit=0, read_your_writes_wait_s=20)
+    worker = start_worker(settings)
+    adk = SessionStreamsSessionService(settings=settings)
+    try:
+        session = await adk.create_session(app_name=APP, user_id=USER)
+        loaded = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+        worker.pause()
+        events = [text_event(f"m{i}", timestamp=1_800_000_000.0 + i) for i in range(5)]
+        started = time.monotonic()
+        for event in events:
+            await adk.append_event(session, event)
+        assert time.monotonic() - started < 5  # a wait for the worker would take 20 s
+        stored = await adk.service.get_session(Key(APP, USER, session.id), wait_own_writes=False)
+        assert stored is not None
+        assert stored.events == []  # nothing applied yet
+        with pytest.raises(StaleSessionError):
+            await adk.append_event(loaded, text_event("late"))
+        worker.resume()
+        got = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+        assert got.events == events
+        assert got.last_update_time == session.last_update_time
+        await adk.append_event(got, text_event("after reload"))  # a reloaded object is current
+    finally:
+        worker.resume()
+        await adk.close()
 
 
 async def test_concurrent_appends_are_serialised(adk) -> None:

@@ -1,7 +1,9 @@
 """The OpenAI Agents SDK adapter (producer.openai_agents) on a real redis-server.
 
 The session is used directly through the SDK's ``Session`` protocol and by the SDK's
-``Runner`` with a deterministic fake model (a tool call, then a text answer).
+``Runner`` with a deterministic fake model (a tool call, then a text answer). Tests on the
+``session`` fixture run in both persistence modes (``[sync]``, and ``[async]`` with a worker
+process applying the streamed writes).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pytest
 
 pytest.importorskip("agents")
 
+from adapter_modes import PersistMode
 from agents import Agent, Runner, function_tool, set_tracing_disabled
 from agents.items import ModelResponse
 from agents.memory import Session as SessionProtocol
@@ -63,8 +66,9 @@ def _no_tracing() -> None:
 
 
 @pytest.fixture
-async def session(make_service) -> SessionStreamsSession:
-    svc = await make_service(session_event_storage_limit=0)
+async def session(persist_mode: PersistMode) -> SessionStreamsSession:
+    """The adapter on a fresh SessionService in sync or async persistence mode."""
+    svc = await persist_mode.service(session_event_storage_limit=0)
     return SessionStreamsSession("conv-1", svc, app_name="agents", user_id="u1")
 
 
@@ -79,8 +83,9 @@ ITEMS: list[Any] = [
 ]
 
 
-async def test_implements_the_session_protocol(session) -> None:
+async def test_implements_the_session_protocol(make_service) -> None:
     """The SDK's runtime-checkable Session protocol accepts the adapter."""
+    session = SessionStreamsSession("conv-1", await make_service())
     assert isinstance(session, SessionProtocol)
     assert session.session_id == "conv-1"
 
@@ -128,14 +133,35 @@ async def test_pop_item_and_clear(session) -> None:
     assert await session.get_items() == ITEMS[:1]
 
 
-async def test_cleared_by_another_process(session, make_service) -> None:
-    """Adding after another client deleted the conversation re-creates it."""
+async def test_cleared_by_another_process(session, persist_mode) -> None:
+    """Adding after another client deleted the conversation re-creates it (in async mode too,
+    where the workers would drop a write to the deleted session: add_items sees it gone)."""
     await session.add_items(ITEMS[:1])
-    other = SessionStreamsSession("conv-1", await make_service(), app_name="agents",
+    other = SessionStreamsSession("conv-1", await persist_mode.service(), app_name="agents",
                                   user_id="u1")
     await other.clear_session()
     await session.add_items(ITEMS[1:2])
     assert await session.get_items() == ITEMS[1:2]
+    await session.add_items(ITEMS[2:3])  # the re-created conversation goes on
+    assert await session.get_items() == ITEMS[1:3]
+
+
+async def test_cleared_while_items_in_flight(session, persist_mode) -> None:
+    """Items added before another client's clear are cleared with it. In async mode they are
+    still in the stream when the clear happens (the worker is paused): the workers drop them,
+    get_items then reads the cleared conversation without an error, and adding starts it
+    again."""
+    if persist_mode.worker:
+        persist_mode.worker.pause()
+    await session.add_items(ITEMS[:2])  # returns without the worker in async mode
+    other = SessionStreamsSession("conv-1", await persist_mode.service(), app_name="agents",
+                                  user_id="u1")
+    await other.clear_session()
+    if persist_mode.worker:
+        persist_mode.worker.resume()
+    assert await session.get_items() == []
+    await session.add_items(ITEMS[2:3])
+    assert await session.get_items() == ITEMS[2:3]
 
 
 async def test_go_written_events_read_as_items(session) -> None:
