@@ -14,8 +14,11 @@ Each operation has a time budget per peer; a peer that rewrites its whole sessio
 slows down as the session grows, and a row it could not finish is marked partial with the size
 reached. Every latency is also given as a ratio to the p50 of a bare redis-py ``HSET`` round
 trip on the same server. Peers: sessionstreams (sync mode, natively and through both
-adapters), ADK's InMemory, Database (sqlite) and Redis session services, and the Agents SDK's
-RedisSession (``pip install sessionstreams[bench]``). Writes a markdown table and a PNG plot.
+adapters; async mode natively, with worker processes started for it), ADK's InMemory,
+Database (sqlite) and Redis session services, and the Agents SDK's RedisSession
+(``pip install sessionstreams[bench]``). In async mode an append is timed as the producer sees
+it (its stream write); after each append phase the backlog the workers have left is recorded
+and drained before the reads. Writes a markdown table and a PNG plot.
 
 Usage: ``python ops/bench_compare.py [--smoke] [--budget-s 60] [--out-dir docs] [--url URL]``.
 Without ``--url`` a throwaway redis-server is started on a free loopback port.
@@ -114,12 +117,21 @@ class Workload:
 
         samples = await timed_calls(append, z.small, self._deadline())
         self._row("append_1k", samples, size, z.small)
+        await self._settle("append_1k")
         await self._gets("get20_1k", handle, size, z.small)
         samples = await timed_calls(append, z.large - size, self._deadline())
         self._row("append_10k", samples[-z.tail:], size, z.large)
+        await self._settle("append_10k")
         await self._gets("get20_10k", handle, size, z.large)
         await self._lists()
         return self.rows
+
+    async def _settle(self, op: str) -> None:
+        """Let a peer with workers catch up; its report goes with the append row."""
+        info = await self.peer.settle()
+        row = self.rows[op]
+        if info is not None and row is not None:
+            row["workers"] = info
 
     async def _gets(self, op: str, handle: Any, size: int, target: int) -> None:
         samples = await timed_calls(lambda _: self.peer.get_last(handle, 20), self.sizes.gets,
@@ -194,6 +206,7 @@ async def run_peer(spec: PeerSpec, url: str, scratch: str, sizes: Sizes, budget_
     print(f"  {spec.name} ...", file=sys.stderr, flush=True)
     peer = spec.build(url, scratch)
     try:
+        await peer.start()
         rows = await Workload(peer, sizes, budget_s, statistics.median(bare)).run()
     finally:
         await peer.close()
@@ -215,6 +228,10 @@ def print_table(result: dict[str, Any]) -> None:
                 print(f"{peer['name']:<32}{op:<12}{0:>6}  not reached")
             else:
                 mark = f"  partial: {row['size']:,}/{row['target']:,}" if row["partial"] else ""
+                if "workers" in row:
+                    w = row["workers"]
+                    mark += (f"  {w['workers']} workers: backlog {w['backlog']:,} at the end, "
+                             f"drained in {w['drain_ms']:,.0f} ms")
                 print(f"{peer['name']:<32}{op:<12}{row['samples']:>6}{row['p50_us']:>11,.0f}"
                       f"{row['p99_us']:>11,.0f}{row['ratio']:>8.1f}{mark}")
 

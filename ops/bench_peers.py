@@ -10,17 +10,27 @@ package is missing is reported as not installed.
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from common.models import Event, Key, UserKey
 from common.settings import CompatMode, Settings
+from common.shards import PERSIST_GROUP, ShardKeys
 from producer import SessionService
 
 APP = "bench"
+ROOT = Path(__file__).resolve().parents[1]
+#: Worker processes the async-mode peer runs (the development machine has 2 cores).
+ASYNC_WORKERS = 2
 
 
 @dataclass
@@ -43,6 +53,14 @@ class Peer:
     supports_state: bool = True
     supports_list: bool = True
     closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Called once before the workload (e.g. wait until worker processes apply)."""
+
+    async def settle(self) -> dict[str, Any] | None:
+        """Called after each append phase; a peer with workers waits for them to catch up
+        and says what it found (None: nothing to report)."""
+        return None
 
     async def new_session(self, user: str, sid: str) -> Any:
         raise NotImplementedError
@@ -69,6 +87,32 @@ def text(i: int) -> str:
 
 def role(i: int) -> str:
     return "user" if i % 2 == 0 else "assistant"
+
+
+def start_workers(settings: Settings, count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` worker processes (``python -m workers``) with these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONSTREAMS_")}
+    for name in ("url", "key_prefix", "async_persister_num", "lease_ttl_s",
+                 "heartbeat_interval_s", "block_ms", "worker_batch_size"):
+        env[f"SESSIONSTREAMS_{name.upper()}"] = str(getattr(settings, name))
+    env["SESSIONSTREAMS_COMPAT_MODE"] = settings.compat_mode.name.lower()
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return [subprocess.Popen([sys.executable, "-m", "workers"], env=env, cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(count)]
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (a worker drains and releases its leases), SIGKILL after 20 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _settings(url: str, **extra: Any) -> Settings:
@@ -107,8 +151,68 @@ class NativePeer(Peer):
         return len(await self.svc.list_sessions(UserKey(APP, user), only_meta=True))
 
 
+@dataclass
+class AsyncNativePeer(NativePeer):
+    """SessionService in async mode with ``ASYNC_WORKERS`` worker processes started here.
+
+    An append is timed as the producer sees it (its stream write); after each append phase
+    the backlog the workers have left is recorded and drained (``flush``) before the reads,
+    so that a read does not include a read-your-writes wait.
+    """
+
+    settings: Settings | None = None
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @classmethod
+    def build_async(cls, url: str, scratch: str) -> AsyncNativePeer:
+        settings = _settings(url, enable_async_persist=True, read_your_writes_wait_s=120.0)
+        peer = cls(svc=SessionService(settings), settings=settings)
+        peer.procs = start_workers(settings, ASYNC_WORKERS)
+        peer.closers.append(lambda: stop_workers(peer.procs))  # after the service's flush
+        peer.closers.append(peer.svc.close)
+        return peer
+
+    async def start(self) -> None:
+        warm = await self.svc.create_session(Key(APP, "warm", "s"))
+        await self.svc.append_event(warm, Event.message("user", "warm"))
+        await self.svc.flush(60)  # the workers hold their shards and apply
+
+    async def settle(self) -> dict[str, Any] | None:
+        assert self.settings is not None
+        backlog = await backlog_of(self.svc.client, self.settings)
+        started = time.perf_counter()
+        await self.svc.flush(600)
+        alive = sum(p.poll() is None for p in self.procs)
+        return {"workers": alive, "backlog": backlog,
+                "drain_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+async def backlog_of(client: Any, settings: Settings) -> int:
+    """Entries on the shard streams the workers have not applied yet (pending in the persist
+    group, or not delivered to it)."""
+    n = settings.async_persister_num
+    total = 0
+    for i in range(n):
+        stream = ShardKeys(settings.key_prefix, i, n).stream
+        if not await client.exists(stream):
+            continue
+        groups = await client.xinfo_groups(stream)
+        info = next((g for g in groups if _text(g["name"]) == PERSIST_GROUP), None)
+        if info is None:
+            total += await client.xlen(stream)
+            continue
+        delivered = _text(info["last-delivered-id"])
+        undelivered = await client.xrange(stream, min="(" + delivered, max="+")
+        total += int(info["pending"]) + len(undelivered)
+    return total
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 # -- Google ADK session services (ours through the adapter, and ADK's own) -----------------------
-def _adk_event(i: int, delta: bool) -> Any:
+def adk_event(i: int, delta: bool) -> Any:
     from google.adk.events.event import Event as AdkEvent
     from google.adk.events.event_actions import EventActions
     from google.genai import types
@@ -132,7 +236,7 @@ class AdkPeer(Peer):
         return await self.service.create_session(app_name=APP, user_id=user, session_id=sid)
 
     async def append(self, handle: Any, i: int, delta: bool) -> None:
-        await self.service.append_event(handle, _adk_event(i, delta))
+        await self.service.append_event(handle, adk_event(i, delta))
 
     async def get_last(self, handle: Any, n: int) -> int:
         from google.adk.sessions.base_session_service import GetSessionConfig
@@ -223,11 +327,7 @@ def agents_redis(url: str, scratch: str) -> Peer:
 
 PEERS: list[PeerSpec] = [
     PeerSpec("sessionstreams sync", NativePeer.build),
-    # Async persistence (streams + workers): same driver with enable_async_persist=True and
-    # a worker process; enable it here once the worker side ships.
-    PeerSpec("sessionstreams async",
-             lambda url, scratch: NativePeer.build(url, scratch, enable_async_persist=True),
-             pending="async persistence mode: not measured yet"),
+    PeerSpec("sessionstreams async", AsyncNativePeer.build_async),
     PeerSpec("sessionstreams ADK adapter", adk_adapter, ("google.adk",)),
     PeerSpec("ADK InMemory", adk_in_memory, ("google.adk",)),
     PeerSpec("ADK Database (sqlite)", adk_database, ("google.adk", "sqlalchemy", "aiosqlite")),

@@ -69,6 +69,18 @@ def markdown(result: dict[str, Any]) -> str:
     if notes:
         lines.append(f"† partial, the {result['budget_s']:.0f} s budget per operation ran out: "
                      + "; ".join(notes) + " (its reads ran on the size reached).")
+    for peer in result["peers"]:
+        phases = [(op, row["workers"]) for op, row in peer.get("rows", {}).items()
+                  if row and "workers" in row]
+        if phases:
+            counts = sorted({w["workers"] for _, w in phases})
+            parts = [f"{w['backlog']:,} entries after \"{labels(result['sizes'])[op]}\", "
+                     f"drained in {w['drain_ms']:,.0f} ms" for op, w in phases]
+            lines.append(
+                f"{peer['name']}: appends timed as the producer sees them (the stream write), "
+                f"with {'/'.join(map(str, counts))} worker processes running and applying "
+                "on the same machine; backlog the workers had left when the appends ended: "
+                + "; ".join(parts) + " (drained before the reads).")
     lines.append("n/a: the store has no such call (the Agents SDK session has no listing).")
     return "\n".join(lines) + "\n"
 

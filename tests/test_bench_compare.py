@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_bench_compare_smoke(tmp_path: Path) -> None:
-    """The smoke run finishes, writes the table and the PNG, and measures every peer."""
+    """The smoke run finishes, writes the table and the PNG, and measures every peer (the
+    async-mode row with its worker processes, whose state is reported with the appends)."""
     proc = subprocess.run(
         [sys.executable, "-m", "common.cli", "bench", "compare", "--smoke", "--budget-s", "8",
          "--out-dir", str(tmp_path)],
@@ -25,9 +26,13 @@ def test_bench_compare_smoke(tmp_path: Path) -> None:
     png = (tmp_path / "bench_compare.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     assert "not installed" not in table
-    for name in ("sessionstreams sync", "sessionstreams ADK adapter", "ADK InMemory",
+    for name in ("sessionstreams sync", "sessionstreams async", "sessionstreams ADK adapter",
+                 "ADK InMemory",
                  "ADK Database (sqlite)", "ADK Redis", "sessionstreams Agents adapter",
                  "Agents RedisSession"):
         assert f"| {name} |" in table
     for label in ("append, first 60", "get last 20, 200 events", "list 1 user of 50 sessions"):
         assert label in table
+    assert "—" not in table  # no peer skipped
+    assert "sessionstreams async: appends timed as the producer sees them" in table
+    assert "with 2 worker processes running" in table
