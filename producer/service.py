@@ -190,7 +190,8 @@ class SessionService:
         if self._streams is None or not self._streams.pending_for(key):
             return
         try:
-            await self._streams.wait_session(key, self.settings.read_your_writes_wait_s)
+            async with self._errors:
+                await self._streams.wait_session(key, self.settings.read_your_writes_wait_s)
         except PersistTimeoutError:
             if not self.settings.read_your_writes_stale_ok:
                 raise

@@ -51,6 +51,7 @@ class Write:
     event_id: str
     started: float  # time.monotonic() when the (first attempt of the) call started
     acked: float  # time.monotonic() when the successful call returned
+    receipt: Any = None  # what append_event returned (a Receipt for SessionService)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +345,7 @@ class WriteLoad:
                 state_delta={"seq": str(seq).encode()},
             )  # fmt: skip
             try:
-                await self.service.append_event(stream.session, event)
+                receipt = await self.service.append_event(stream.session, event)
             except SessionStoreError as exc:
                 self.failures.append(Failure(time.monotonic(), "write", repr(exc)))
                 if self._stopping.is_set():
@@ -354,7 +355,7 @@ class WriteLoad:
             break
         stream.session.events.clear()  # the in-memory mirror would grow without bound
         stream.next_seq = seq + 1
-        self.acks.append(Write(key, seq, event_id, started, time.monotonic()))
+        self.acks.append(Write(key, seq, event_id, started, time.monotonic(), receipt))
         self._acked_event.set()
 
     async def _read_loop(self) -> None:
