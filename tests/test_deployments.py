@@ -1,14 +1,16 @@
-"""Checks every deployment makes at start: a producer refuses a server whose
+"""Checks every deployment makes at start: a producer and a worker refuse a server whose
 ``maxmemory-policy`` may evict keys, on every primary of a Cluster and on the Sentinel
 primary (DESIGN §6)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 
 import pytest
 import redis
+from workers_harness import wait_until
 
 from common.errors import ConfigError
 from redis_harness import RunningRedis
@@ -43,3 +45,28 @@ async def test_start_refuses_an_evicting_policy_on_any_primary(
             assert str(victim.port) in str(info.value)
     with maxmemory_policy(victim, "volatile-lru"):
         await (await make_service()).start()
+
+
+async def test_worker_refuses_an_evicting_policy_on_any_primary(
+    redis_target, pipeline_settings, start_worker
+) -> None:
+    """A worker process exits with status 1 and a message naming the policy (and, on a
+    Cluster, the node) when one primary may evict keys; with a volatile-* policy it runs."""
+    victim = redis_target.primaries()[-1]
+    settings = pipeline_settings()
+    with maxmemory_policy(victim, "allkeys-lru"):
+        refused = start_worker(settings, name="refused")
+        code = await asyncio.to_thread(refused.proc.wait, 30)
+    assert code == 1, refused.log()
+    text = refused.log()
+    assert "sessionstreams: redis maxmemory-policy is 'allkeys-lru'" in text, text
+    assert "use noeviction or a volatile-* policy" in text
+    if redis_target.is_cluster:
+        assert str(victim.port) in text
+    with maxmemory_policy(victim, "volatile-lru"):
+        running = start_worker(settings, name="running")
+        await asyncio.to_thread(
+            wait_until, lambda: "worker started" in running.log(), 30, "the worker to start"
+        )
+    assert running.terminate() == 0
+

@@ -80,6 +80,7 @@ class Worker:
             loop.add_signal_handler(sig, self.stopping.set)
         sampler = asyncio.create_task(
             self.obs.sample_shards(self.client, self.shard_keys, self.stopping))
+        started = False
         try:
             # Sentinel: follow +switch-master from the start, also on the stream client,
             # whose first command may come much later (an idle worker).
@@ -90,8 +91,11 @@ class Worker:
                              len(self.shard_keys))
             self.log.info("worker started", shards=len(self.shard_keys),
                           url=redact_url(self.settings.url))
+            started = True
             await self._coordinate()
         except ConfigError as exc:
+            if not started:  # refused at start (evicting maxmemory-policy, shard count)
+                raise
             self.log.error("stopping: configuration changed", error=str(exc))
             self.exit_code = 3
         finally:
