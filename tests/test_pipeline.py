@@ -4,6 +4,10 @@ Order is observable: events carry a ``seq`` in their state delta and track event
 interleaved; the final state, the stored events and the track sequence must follow the
 append order, equal timestamps included. Exactly-once: every acknowledged write reaches one
 outcome, and no event is stored twice.
+
+A representative subset (order over several workers, SIGKILL mid-batch, dead letters,
+SIGTERM) also runs on Redis Cluster and Sentinel (``ON_EVERY_TOPOLOGY``); the whole module
+runs there with ``SESSIONSTREAMS_TEST_TOPOLOGY=cluster`` (or ``sentinel``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from common.shards import ENTRY_FORMAT, ShardKeys, shard_of
 from producer import SessionService
 
 pytestmark = pytest.mark.slow
+ON_EVERY_TOPOLOGY = pytest.mark.topologies("cluster", "sentinel")
 
 
 def seq_event(i: int, ts: GoTime | None = None) -> Event:
@@ -74,6 +79,7 @@ async def write_session(
     return tracks
 
 
+@ON_EVERY_TOPOLOGY
 async def test_order_with_three_workers_and_200_sessions(
     make_service, pipeline_settings, start_worker
 ) -> None:
@@ -123,6 +129,7 @@ async def test_receipt_waited_in_another_process(
         await writer.close()
 
 
+@ON_EVERY_TOPOLOGY
 async def test_sigkill_mid_batch_under_load(
     make_service, redis_client, pipeline_settings, start_worker
 ) -> None:
@@ -294,6 +301,7 @@ async def test_backpressure(pipeline_settings, start_worker) -> None:
         await svc.close()
 
 
+@ON_EVERY_TOPOLOGY
 async def test_poison_entry_dead_lettered_replayed(
     make_service, redis_client, pipeline_settings, start_worker
 ) -> None:
@@ -341,6 +349,7 @@ async def test_poison_entry_dead_lettered_replayed(
         await svc.close()
 
 
+@ON_EVERY_TOPOLOGY
 async def test_sigterm_drains_and_releases(
     make_service, redis_client, pipeline_settings, start_worker
 ) -> None:
