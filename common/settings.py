@@ -139,6 +139,11 @@ class Settings:
                 f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be below "
                 f"lease_ttl_s ({self.lease_ttl_s})"
             )
+        if self.durable_min_replicas and self.durable_wait_timeout_s >= self.socket_timeout_s:
+            raise ConfigError(  # the WAIT reply would come after the socket gave up
+                f"durable_wait_timeout_s ({self.durable_wait_timeout_s}) must be below "
+                f"socket_timeout_s ({self.socket_timeout_s})"
+            )
 
     def __repr__(self) -> str:
         shown: list[str] = []

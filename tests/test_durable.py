@@ -17,7 +17,7 @@ import redis
 from topologies import RunningCluster
 from workers_harness import eventually
 
-from common.errors import PersistTimeoutError, PersistUncertainError
+from common.errors import ConfigError, PersistTimeoutError, PersistUncertainError
 from common.models import Event, Key
 from common.settings import Settings
 from common.shards import ShardKeys, shard_of
@@ -134,6 +134,15 @@ async def check_uncertain(svc: SessionService, key: Key, replica: RunningRedis) 
     replica.kill()
     with pytest.raises(PersistUncertainError, match="0 of 1 replicas"):
         await svc.append_event(session, Event.message("user", "no replica"))
+
+
+def test_wait_timeout_below_the_socket_timeout() -> None:
+    """A WAIT longer than the socket timeout is refused when the settings are built."""
+    with pytest.raises(ConfigError, match="durable_wait_timeout_s"):
+        Settings(url="redis://h", durable_min_replicas=1, durable_wait_timeout_s=5.0)
+    Settings(url="redis://h", durable_min_replicas=0, durable_wait_timeout_s=5.0)
+    Settings(url="redis://h", durable_min_replicas=1, durable_wait_timeout_s=5.0,
+             socket_timeout_s=6.0)
 
 
 async def test_cluster_wait_on_the_shard_node(make_cluster, key_prefix) -> None:
