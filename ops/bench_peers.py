@@ -9,6 +9,7 @@ package is missing is reported as not installed.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import signal
@@ -165,7 +166,10 @@ class AsyncNativePeer(NativePeer):
 
     @classmethod
     def build_async(cls, url: str, scratch: str) -> AsyncNativePeer:
-        settings = _settings(url, enable_async_persist=True, read_your_writes_wait_s=120.0)
+        # Short leases (as in ops/bench_async.py) so that the workers share the shards
+        # within seconds; they do not change the latency of an append.
+        settings = _settings(url, enable_async_persist=True, read_your_writes_wait_s=120.0,
+                             lease_ttl_s=3.0, heartbeat_interval_s=0.5)
         peer = cls(svc=SessionService(settings), settings=settings)
         peer.procs = start_workers(settings, ASYNC_WORKERS)
         peer.closers.append(lambda: stop_workers(peer.procs))  # after the service's flush
@@ -173,9 +177,24 @@ class AsyncNativePeer(NativePeer):
         return peer
 
     async def start(self) -> None:
+        """Wait until the workers apply and share the shards evenly (no rebalancing
+        hand-over during the workload)."""
         warm = await self.svc.create_session(Key(APP, "warm", "s"))
         await self.svc.append_event(warm, Event.message("user", "warm"))
-        await self.svc.flush(60)  # the workers hold their shards and apply
+        await self.svc.flush(60)
+        assert self.settings is not None
+        n = self.settings.async_persister_num
+        leases = [ShardKeys(self.settings.key_prefix, i, n).lease for i in range(n)]
+        deadline = time.monotonic() + 60
+        steady = 0
+        while steady < 3 and time.monotonic() < deadline:
+            owners = [_text(o).split(":", 1)[0] if o else "" for o in
+                      await self.svc.client.mget(leases)]
+            shares = [owners.count(w) for w in set(owners)]
+            balanced = ("" not in owners and len(shares) == len(self.procs)
+                        and max(shares) - min(shares) <= 1)
+            steady = steady + 1 if balanced else 0
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
 
     async def settle(self) -> dict[str, Any] | None:
         assert self.settings is not None
