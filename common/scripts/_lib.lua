@@ -13,6 +13,8 @@ local function ss_recorded(akey, rid)
   return nil
 end
 
+local ss_last_seq = nil
+
 local function ss_record(akey, rid, code)
   local top = redis.call('ZREVRANGE', akey, 0, 0, 'WITHSCORES')
   local seq = 0
@@ -20,9 +22,15 @@ local function ss_record(akey, rid, code)
     seq = math.floor(tonumber(top[2]) / 8) + 1
   end
   redis.call('ZADD', akey, seq * 8 + code, rid)
+  ss_last_seq = seq
 end
 
+-- Keeps the newest SS_RECORD_CAP rids; trimmed every 16th record (a record may briefly hold
+-- a few more), which spares most writes a command.
 local function ss_record_cap(akey)
+  if ss_last_seq ~= nil and ss_last_seq % 16 ~= 0 then
+    return
+  end
   redis.call('ZREMRANGEBYRANK', akey, 0, -(SS_RECORD_CAP + 1))
 end
 

@@ -43,8 +43,13 @@ end
 
 -- The user-state key is only checked when an entry writes it: a broken user state must
 -- not block appends that do not touch it.
-local spec = {meta_key, 'string', data_key, 'hash', idx_key, 'zset', applied_key, 'zset',
-  info_key, 'hash'}
+-- The meta's type is checked by the GET below; our info hash is written only when storage is
+-- bounded (it holds the trim hint).
+local spec = {data_key, 'hash', idx_key, 'zset', applied_key, 'zset'}
+if limit > 0 then
+  spec[#spec + 1] = info_key
+  spec[#spec + 1] = 'hash'
+end
 for _, e in ipairs(entries) do
   if #e.pairs > 0 then
     spec[#spec + 1] = ustate_key
@@ -72,7 +77,10 @@ local function drop_all(code)
   return out
 end
 
-local raw = redis.call('GET', meta_key)
+local raw = redis.pcall('GET', meta_key)
+if type(raw) == 'table' and raw['err'] then
+  return all('invalid:wrong Redis type at ' .. meta_key)
+end
 if not raw then
   return drop_all('session_gone')
 end
@@ -97,17 +105,16 @@ local dirty, stored = false, false
 for i, e in ipairs(entries) do
   if ss_recorded(applied_key, e.rid) then
     out[i] = 'duplicate'
-  elseif e.json ~= '' and redis.call('HEXISTS', data_key, e.id) == 1 then
+  elseif e.json ~= '' and redis.call('HSETNX', data_key, e.id, e.json) == 0 then
     -- The first write of an event id wins; a later one is a no-op, not an overwrite.
     ss_record(applied_key, e.rid, SS_CODE.applied)
     out[i] = 'duplicate'
   else
     if e.json ~= '' then
       local score = ss_free_score(idx_key, tonumber(e.ts))
-      redis.call('HSET', data_key, e.id, e.json)
       redis.call('ZADD', idx_key, ss_fmt_score(score), e.id)
       stored = true
-      if string.find(e.flags, 'u', 1, true) then
+      if limit > 0 and string.find(e.flags, 'u', 1, true) then
         redis.call('HSET', info_key, 'user_evt', e.id)
       end
     end
