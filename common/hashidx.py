@@ -100,6 +100,7 @@ class HashIdxEngine:
         # On one node a script may read a key of another slot: the app state then comes
         # back with the session read, saving a pipelined command.
         self.single_node = not isinstance(client, RedisCluster)
+        self._append_keys: dict[Key, list[str]] = {}
 
     # -- create / delete ----------------------------------------------------------------
     async def create(
@@ -259,16 +260,20 @@ class HashIdxEngine:
         ]
         for entry in entries:
             args.extend(entry.argv())
-        keys = [
-            k.meta(key),
-            k.event_data(key),
-            k.event_index(key),
-            k.applied(key),
-            k.info(key),
-            k.user_state(key),
-            k.summary(key),  # the summary TTL follows the session's (DESIGN §4, difference 4)
-            k.summary_runs(key),
-        ]
+        keys = self._append_keys.get(key)
+        if keys is None:
+            if len(self._append_keys) > 4096:  # a small cache of hot sessions' key names
+                self._append_keys.clear()
+            keys = self._append_keys[key] = [
+                k.meta(key),
+                k.event_data(key),
+                k.event_index(key),
+                k.applied(key),
+                k.info(key),
+                k.user_state(key),
+                k.summary(key),  # the summary TTL follows the session's (DESIGN §4, diff. 4)
+                k.summary_runs(key),
+            ]
         return ("script", "hashidx_append", keys, args)
 
     async def prepare_append(
