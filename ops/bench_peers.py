@@ -197,13 +197,18 @@ class AsyncNativePeer(NativePeer):
             await asyncio.sleep(self.settings.heartbeat_interval_s)
 
     async def settle(self) -> dict[str, Any] | None:
+        """The backlog when the appends ended and the time the workers took to apply it;
+        then this producer's receipts are confirmed (flush), untimed."""
         assert self.settings is not None
-        backlog = await backlog_of(self.svc.client, self.settings)
+        backlog = left = await backlog_of(self.svc.client, self.settings)
         started = time.perf_counter()
+        while left:
+            await asyncio.sleep(0.005)
+            left = await backlog_of(self.svc.client, self.settings)
+        drained = time.perf_counter() - started
         await self.svc.flush(600)
         alive = sum(p.poll() is None for p in self.procs)
-        return {"workers": alive, "backlog": backlog,
-                "drain_ms": round((time.perf_counter() - started) * 1000, 1)}
+        return {"workers": alive, "backlog": backlog, "drain_ms": round(drained * 1000, 1)}
 
 
 async def backlog_of(client: Any, settings: Settings) -> int:
