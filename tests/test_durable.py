@@ -86,7 +86,7 @@ async def close_unflushed(*services: SessionService) -> None:
 def durable_settings(url: str, prefix: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "url": url, "key_prefix": prefix, "enable_async_persist": True,
-        "async_persister_num": SHARDS, "durable_min_replicas": 1, "durable_wait_timeout_s": 10.0,
+        "async_persister_num": SHARDS, "durable_min_replicas": 1, "durable_wait_timeout_s": 4.0,
     }
     values.update(overrides)
     return Settings(**values)
