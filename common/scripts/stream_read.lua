@@ -18,7 +18,12 @@ if type(res) == 'table' and res['err'] then
   if not string.find(res['err'], 'NOGROUP', 1, true) then
     return redis.error_reply(res['err'])
   end
-  redis.call('XGROUP', 'CREATE', KEYS[2], 'persist', '0', 'MKSTREAM')
+  -- A missing stream is not re-created here (a resize deletes drained streams; producers
+  -- create them): wait for one instead.
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    return {'idle', '0-0'}
+  end
+  redis.call('XGROUP', 'CREATE', KEYS[2], 'persist', '0')
   res = read()
 end
 local entries = {}
