@@ -24,7 +24,7 @@ from common.logs import session_fields
 from common.models import Key
 from common.scripts import Scripts
 from common.settings import Settings
-from common.shards import ShardKeys
+from common.shards import PERSIST_GROUP, ShardKeys
 from workers.apply import Applier, Item, LeaseLostError, State
 from workers.faults import Faults
 from workers.leases import Lease
@@ -107,7 +107,8 @@ class ShardConsumer:
         start = cursor if cursor is not None else ">"
         reply = await self.scripts.call(
             self.client, "stream_read", [self.sk.lease, self.sk.stream],
-            [self.lease.token, self.consumer, self.settings.worker_batch_size, start],
+            [self.lease.token, self.consumer, self.settings.worker_batch_size, start,
+             PERSIST_GROUP],
         )
         status = _text(reply[0])
         if status == "lost":

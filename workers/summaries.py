@@ -2,7 +2,7 @@
 
 Each persist shard has a summary stream in the same hash tag. While a worker holds a shard's
 lease it runs a :class:`SummaryConsumer` beside the shard's persist consumer (same lease,
-same stop event): read jobs through the lease-checked ``summary_read`` script (the pending
+same stop event): read jobs through the lease-checked ``stream_read`` script (group ``summary``) (the pending
 list first, after taking the shard and after an error), coalesce the jobs of one session and
 filter key, run them (:mod:`workers.summary_jobs`), acknowledge them when a run handled their
 cut. A job in hand when the lease is lost or the worker stops stays pending for the next
@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common.entries import CUT_FIELD, FIELD, decode_job
 from common.errors import ConnectionFailedError, DecodeError, StoreTimeoutError
-from common.shards import ShardKeys
+from common.shards import SUMMARY_GROUP, ShardKeys
 from workers.leases import Lease
 from workers.persist import ShardConsumer
 from workers.summary_jobs import JobGroup, SummaryJobs
@@ -102,9 +102,9 @@ class SummaryConsumer:
                                return_when=asyncio.FIRST_COMPLETED)
             return cursor
         reply = await self.jobs.scripts.call(
-            self.jobs.client, "summary_read", [self.sk.lease, self.sk.summary],
+            self.jobs.client, "stream_read", [self.sk.lease, self.sk.summary],
             [self.lease.token, self.consumer, self.jobs.settings.worker_batch_size,
-             cursor if cursor is not None else ">"],
+             cursor if cursor is not None else ">", SUMMARY_GROUP],
         )
         status = _text(reply[0])
         if status == "lost":

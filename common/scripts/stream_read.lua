@@ -1,7 +1,9 @@
--- stream_read: read a batch of a shard for its lease holder (the only way into the PEL).
--- KEYS[1] shard lease  KEYS[2] shard stream
+-- stream_read: read a batch of a shard stream (persist entries or summary jobs) for the
+-- shard's lease holder: the only way into the group's pending list.
+-- KEYS[1] shard lease  KEYS[2] shard stream (persist or summary)
 -- ARGV[1] lease token  ARGV[2] consumer name  ARGV[3] count
 -- ARGV[4] '>' for new entries, or an id to page through this consumer's pending list
+-- ARGV[5] consumer group ('persist' or 'summary')
 -- Returns {'lost'} when the token does not hold the lease; {'idle', newest id} when no new
 -- entry is waiting (wait with XREAD BLOCK from that id, outside any script);
 -- {'ok', {{id, {field, value...}}...}} otherwise. BLOCK is never used here.
@@ -10,7 +12,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {'lost'}
 end
 local function read()
-  return redis.pcall('XREADGROUP', 'GROUP', 'persist', ARGV[2], 'COUNT', ARGV[3],
+  return redis.pcall('XREADGROUP', 'GROUP', ARGV[5], ARGV[2], 'COUNT', ARGV[3],
     'STREAMS', KEYS[2], ARGV[4])
 end
 local res = read()
@@ -23,7 +25,7 @@ if type(res) == 'table' and res['err'] then
   if redis.call('EXISTS', KEYS[2]) == 0 then
     return {'idle', '0-0'}
   end
-  redis.call('XGROUP', 'CREATE', KEYS[2], 'persist', '0')
+  redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[5], '0')
   res = read()
 end
 local entries = {}
