@@ -1,12 +1,12 @@
 """Summary workers: the summary stream of every held shard, consumed next to its persist stream.
 
 Each persist shard has a summary stream in the same hash tag. While a worker holds a shard's
-lease it runs a :class:`SummaryConsumer` beside the shard's persist consumer (same lease,
-same stop event): read jobs through the lease-checked ``stream_read`` script (group ``summary``) (the pending
-list first, after taking the shard and after an error), coalesce the jobs of one session and
-filter key, run them (:mod:`workers.summary_jobs`), acknowledge them when a run handled their
-cut. A job in hand when the lease is lost or the worker stops stays pending for the next
-owner; the summarizer may then run again, but at most one summary is stored per cut.
+lease it runs a :class:`SummaryConsumer` beside the shard's persist consumer (same lease, same
+stop event): read jobs through the lease-checked ``stream_read`` script, group ``summary`` (the
+pending list first, after taking the shard and after an error), coalesce the jobs of one
+session and filter key, run them (:mod:`workers.summary_jobs`), acknowledge them when a run
+handled their cut. A job in hand when the lease is lost or the worker stops stays pending for
+the next owner; the summarizer may then run again, but at most one summary is stored per cut.
 """
 
 from __future__ import annotations
