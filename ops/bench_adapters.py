@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import redis.asyncio as aioredis
-from bench_async import backlog_left, wait_drained
-from bench_peers import APP, adk_event, start_workers, stop_workers
+from bench_peers import APP, adk_event, backlog_of, start_workers, stop_workers
 from bench_sync import local_redis, pct
 
 from common.models import Event, Key
@@ -118,8 +117,12 @@ async def measure(url: str, mode: str, samples: int, workers: int) -> dict[str, 
                 "ratio": round(pct(ours, 0.5) / pct(base, 0.5), 2),
             }
             if mode == "async":
-                row["backlog_at_end"] = await backlog_left(bare, settings)
-                row["drain_ms"] = round(await wait_drained(bare, settings) * 1000, 1)
+                row["backlog_at_end"] = left = await backlog_of(bare, settings)
+                started = time.perf_counter()
+                while left:
+                    await asyncio.sleep(0.005)
+                    left = await backlog_of(bare, settings)
+                row["drain_ms"] = round((time.perf_counter() - started) * 1000, 1)
                 await svc.flush(120)
             out[name] = row
     finally:
