@@ -265,6 +265,9 @@ def _client_options(
         # A dead sentinel must cost one refused connect, not seconds of retries (notes §6).
         "retry": Retry(NoBackoff(), 0),
         "ssl": parsed.tls,
+        # Every new connection to the primary asks the sentinels: as many lookups may run at
+        # once as there are commands in flight (redis-py's default cap of 100 fails them).
+        "max_connections": MAX_CONNECTIONS,
     }
     sentinel_kwargs.update(sentinel_extra)
     return ClientOptions(
