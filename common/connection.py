@@ -368,6 +368,17 @@ def translate(exc: BaseException, url: str | None = None) -> SessionStoreError:
     return SessionStoreError(f"redis error{where}: {text}")
 
 
+def _raised_in_redis_connection(tb: TracebackType | None) -> bool:
+    """True when the innermost frame of ``tb`` is redis-py's connection code."""
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    if last is None:
+        return False
+    path = last.tb_frame.f_code.co_filename.replace("\\", "/")
+    return "/redis/asyncio/" in path or "/redis/connection" in path
+
+
 class translate_errors:  # lower-case on purpose: used like a function
     """Context manager (sync or async) that re-raises redis-py errors as ours.
 
@@ -391,6 +402,12 @@ class translate_errors:  # lower-case on purpose: used like a function
     ) -> None:
         if isinstance(exc, rx.RedisError):
             raise translate(exc, self._url) from exc
+        if isinstance(exc, AttributeError) and _raised_in_redis_connection(tb):
+            # redis-py 8.1 races when a cluster client drops its connections (failover,
+            # MOVED storms): a command may find its connection's writer already gone.
+            raise ConnectionFailedError(
+                f"redis connection dropped mid-command ({redact_url(self._url or '')}): {exc}"
+            ) from exc
 
     async def __aenter__(self) -> translate_errors:
         return self

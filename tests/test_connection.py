@@ -571,3 +571,19 @@ async def test_cluster_url_reaches_a_cluster(
         assert await stream.xread({f"{{{key_prefix}}}:s": "$"}, block=s.block_ms) == []
     finally:
         node.stop()
+
+
+async def test_dropped_connection_writer_is_a_connection_error() -> None:
+    """redis-py's 'writer is None' race (a connection dropped under a command) is translated."""
+    from redis.asyncio.connection import Connection
+
+    from common.connection import translate_errors
+    from common.errors import ConnectionFailedError
+
+    conn = Connection()
+    with pytest.raises(ConnectionFailedError, match="dropped mid-command"):
+        async with translate_errors("redis://:secret@127.0.0.1:1/0"):
+            await conn._send_packed_command([b"PING"])
+    with pytest.raises(AttributeError):  # our own AttributeErrors are not hidden
+        async with translate_errors():
+            None.missing  # type: ignore[attr-defined]  # noqa: B018
