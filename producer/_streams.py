@@ -227,19 +227,25 @@ class StreamWriter:
         pending (workers acknowledge only after the outcome is recorded); it is reported
         ``applied``, the outcome of every write but a dropped or dead-lettered one.
         """
-        full: list[Receipt] = []
+        keys = list({r.key: None for r in receipts})
         calls: list[tuple[Any, ...]] = []
-        for r in receipts:
-            calls.append(("cmd", "ZCARD", self.keys.applied(r.key)))
-            calls.append(("cmd", "ZCARD", self.keys.legacy_applied(r.key)))
+        for key in keys:
+            calls.append(("cmd", "ZCARD", self.keys.applied(key)))
+            calls.append(("cmd", "ZCARD", self.keys.legacy_applied(key)))
         cards = await self.scripts.run_pipeline(self.client, calls)
-        for i, receipt in enumerate(receipts):
-            if max(int(cards[2 * i]), int(cards[2 * i + 1])) >= RECORD_CAP:
-                full.append(receipt)
+        full_keys = {
+            key for i, key in enumerate(keys)
+            if max(int(cards[2 * i]), int(cards[2 * i + 1])) >= RECORD_CAP
+        }
         out: dict[str, str] = {}
-        for receipt in full:
-            stream = self._shard_keys[receipt.shard].stream
-            if await _through(self.client, stream, receipt.entry_id):
+        horizons: dict[int, tuple[tuple[int, int], tuple[int, int] | None]] = {}
+        for receipt in (r for r in receipts if r.key in full_keys):
+            if receipt.shard not in horizons:
+                horizons[receipt.shard] = await _horizon(
+                    self.client, self._shard_keys[receipt.shard].stream)
+            delivered, oldest_pending = horizons[receipt.shard]
+            entry = _id(receipt.entry_id)
+            if entry <= delivered and (oldest_pending is None or entry < oldest_pending):
                 out[receipt.rid] = "applied"
         return out
 
@@ -259,16 +265,20 @@ def _with_traceparent(entries: Sequence[StreamEntry]) -> Sequence[StreamEntry]:
     return [msgspec.structs.replace(e, traceparent=traceparent) for e in entries]
 
 
-async def _through(client: Any, stream: str, entry_id: str) -> bool:
-    """True when a stream entry was delivered to the persist group and acknowledged."""
-    pending = await client.xpending_range(stream, PERSIST_GROUP, min=entry_id, max=entry_id,
-                                          count=1)
-    if pending:
-        return False
+async def _horizon(
+    client: Any, stream: str
+) -> tuple[tuple[int, int], tuple[int, int] | None]:
+    """The persist group's last-delivered id and its oldest pending id (None: none pending).
+
+    An entry at or before the first and before the second was delivered and acknowledged.
+    """
+    delivered = (0, 0)
     for g in await client.xinfo_groups(stream):
         if _text(g.get("name", b"")) == PERSIST_GROUP:
-            return _id(_text(g.get("last-delivered-id", b"0-0"))) >= _id(entry_id)
-    return False
+            delivered = _id(_text(g.get("last-delivered-id", b"0-0")))
+    summary = await client.xpending(stream, PERSIST_GROUP)
+    low = summary.get("min") if summary.get("pending") else None
+    return delivered, (_id(_text(low)) if low else None)
 
 
 def _id(entry_id: str) -> tuple[int, int]:
