@@ -206,6 +206,10 @@ class KeySpace:
     def _ours(self, kind: str, key: Key) -> str:
         return f"{self._p}ss:{kind}:{key.app_name}:{{{key.user_id}}}:{key.session_id}"
 
+    def record(self, key: Key, route: str) -> str:
+        """The request record of a session on ``route`` (``hashidx`` or ``zset``)."""
+        return self.applied(key) if route == "hashidx" else self.legacy_applied(key)
+
     def applied(self, key: Key) -> str:
         """Our request record for a HashIdx session (ZSET)."""
         return self._ours("applied", key)

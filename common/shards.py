@@ -108,3 +108,9 @@ async def check_conf(client: Any, scripts: Scripts, prefix: str, shards: int) ->
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_id(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as (ms, seq) integers: ids compare as numbers, never as strings."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

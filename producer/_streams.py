@@ -29,7 +29,14 @@ from common.models import Key, UserKey
 from common.receipt import Receipt
 from common.scripts import Scripts
 from common.settings import Settings
-from common.shards import ENTRY_FORMAT, PERSIST_GROUP, ShardKeys, check_conf, shard_of
+from common.shards import (
+    ENTRY_FORMAT,
+    PERSIST_GROUP,
+    ShardKeys,
+    check_conf,
+    shard_of,
+    stream_id,
+)
 from common.tracing import current_traceparent
 
 #: Size of a session's request record (SS_RECORD_CAP in common/scripts/_lib.lua).
@@ -244,7 +251,7 @@ class StreamWriter:
                 horizons[receipt.shard] = await _horizon(
                     self.client, self._shard_keys[receipt.shard].stream)
             delivered, oldest_pending = horizons[receipt.shard]
-            entry = _id(receipt.entry_id)
+            entry = stream_id(receipt.entry_id)
             if entry <= delivered and (oldest_pending is None or entry < oldest_pending):
                 out[receipt.rid] = "applied"
         return out
@@ -275,15 +282,10 @@ async def _horizon(
     delivered = (0, 0)
     for g in await client.xinfo_groups(stream):
         if _text(g.get("name", b"")) == PERSIST_GROUP:
-            delivered = _id(_text(g.get("last-delivered-id", b"0-0")))
+            delivered = stream_id(_text(g.get("last-delivered-id", b"0-0")))
     summary = await client.xpending(stream, PERSIST_GROUP)
     low = summary.get("min") if summary.get("pending") else None
-    return delivered, (_id(_text(low)) if low else None)
-
-
-def _id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+    return delivered, (stream_id(_text(low)) if low else None)
 
 
 def _text(value: Any) -> str:

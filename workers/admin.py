@@ -20,6 +20,7 @@ from common.shards import (
     SUMMARY_GROUP,
     ShardKeys,
     conf_key,
+    stream_id,
     workers_key,
 )
 
@@ -94,13 +95,8 @@ async def undelivered_or_pending(client: Any, stream: str, group: str = PERSIST_
     last = await client.xrevrange(stream, count=1)
     delivered = _text(info.get("last-delivered-id", b"0-0"))
     newest = _text(last[0][0]) if last else "0-0"
-    behind = _id_tuple(newest) > _id_tuple(delivered)
+    behind = stream_id(newest) > stream_id(delivered)
     return pending + (1 if behind else 0)
-
-
-def _id_tuple(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def shard_status(client: Any, sk: ShardKeys, settings: Settings) -> ShardStatus:
@@ -198,7 +194,7 @@ async def dlq_replay(client: Any, settings: Settings, ids: list[str] | None = No
             e = decode_entry(letter.raw)
         except DecodeError:
             continue  # undecodable: nothing to replay; drop it instead
-        record = keys.applied(e.key) if e.route == "hashidx" else keys.legacy_applied(e.key)
+        record = keys.record(e.key, e.route)
         score = await client.zscore(record, e.rid)
         if score is not None and int(score) % 8 == DEAD_LETTERED:
             await client.zrem(record, e.rid)

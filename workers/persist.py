@@ -202,10 +202,7 @@ class ShardConsumer:
         )
         e = item.entry
         if e is not None:
-            record = (
-                self.keys.applied(e.key) if e.route == "hashidx"
-                else self.keys.legacy_applied(e.key)
-            )
+            record = self.keys.record(e.key, e.route)
             await self.scripts.call(self.client, "record_outcome", [record],
                                     [e.rid, DEAD_LETTERED, e.ttl_ms or GONE_RECORD_TTL_MS])
         item.state = State.DONE  # through, as far as its session is concerned
