@@ -1,13 +1,15 @@
 """Lua scripts: loaded from ``common/scripts/*.lua``, run by SHA with a NOSCRIPT fallback.
 
-Each ``.lua`` file opens with its KEYS/ARGV contract. ``_lib.lua`` holds shared helpers and
-is prepended to every script, so a script is self-contained once loaded. No value is ever
-formatted into script text: everything arrives through KEYS and ARGV.
+Each ``.lua`` file opens with its KEYS/ARGV contract. ``_lib.lua`` holds shared helpers; the
+ones a script uses (and the ones those use) are prepended to it, so a script is self-contained
+once loaded and pays only for the helpers it needs (defining them runs on every call). No value
+is ever formatted into script text: everything arrives through KEYS and ARGV.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
@@ -20,12 +22,48 @@ Arg = str | bytes | int | float
 _LIB = "_lib"
 
 
+#: A helper's name: every top-level definition of ``_lib.lua`` is ``ss_*`` or ``SS_*``.
+_HELPER = re.compile(rb"\b(?:ss|SS)_\w+")
+#: A top-level definition: ``local function NAME`` or ``local NAME``.
+_DEFINITION = re.compile(rb"^local\s+(?:function\s+)?((?:ss|SS)_\w+)")
+
+
+@cache
+def _helpers() -> tuple[tuple[bytes, bytes], ...]:
+    """``_lib.lua`` as (name, text) definitions in file order, each with its leading comment."""
+    text = (resources.files("common") / "scripts" / f"{_LIB}.lua").read_bytes()
+    chunks: list[tuple[bytes, bytes]] = []
+    comment: list[bytes] = []
+    for line in text.splitlines(keepends=True):
+        match = _DEFINITION.match(line)
+        if match:
+            chunks.append((match.group(1), b"".join(comment) + line))
+            comment = []
+        elif line.startswith(b"--") or not line.strip():
+            comment = [] if not line.strip() else [*comment, line]
+        elif chunks:
+            name, body = chunks[-1]
+            chunks[-1] = (name, body + b"".join(comment) + line)
+            comment = []
+        else:
+            raise ValueError(f"{_LIB}.lua: code before the first definition: {line!r}")
+    return tuple(chunks)
+
+
+def _needed(body: bytes) -> list[bytes]:
+    """The helper definitions ``body`` uses, directly or through other helpers, in file order."""
+    chunks = _helpers()
+    wanted = set(_HELPER.findall(body))
+    for name, text in reversed(chunks):  # a helper only uses helpers defined before it
+        if name in wanted:
+            wanted.update(_HELPER.findall(text))
+    return [text for name, text in chunks if name in wanted]
+
+
 @cache
 def _source(name: str) -> bytes:
-    folder = resources.files("common") / "scripts"
-    lib = (folder / f"{_LIB}.lua").read_bytes()
-    body = (folder / f"{name}.lua").read_bytes()
-    return lib + b"\n" + body
+    body = (resources.files("common") / "scripts" / f"{name}.lua").read_bytes()
+    return b"".join(_needed(body)) + b"\n" + body
 
 
 class Script:

@@ -12,7 +12,7 @@ here. Reported:
 4. recovery after a worker SIGKILL: time until writes on its shards are applied again,
    against the lease TTL.
 
-Usage: ``python ops/bench_async.py [--samples 2000] [--backlog 100000] [--json]``
+Usage: ``python ops/bench_async.py [--samples 2000] [--backlog 100000] [--only PART]...``
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ from common.shards import ShardKeys
 from producer import SessionService
 from workers.admin import undelivered_or_pending
 
-PAYLOAD = b"x" * 600  # about the size of an encoded append entry
+PAYLOAD = b"x" * 600
+#: The parts of the benchmark, in the order they run.
+PARTS = ("latency", "burst", "drain", "recovery")  # about the size of an encoded append entry
 
 
 def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
@@ -248,17 +250,24 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
                         session_event_storage_limit=0, **kw)
 
     out: dict[str, Any] = {"samples": args.samples, "backlog": args.backlog}
-    out["latency_workers_running"] = await interleaved(url, settings("lat"), args.samples, 2)
-    out["latency_workers_idle"] = await interleaved(url, settings("lat0"), args.samples, 0)
-    out["burst_200_workers_running"] = await burst(url, settings("burst"), args.burst_rounds, 2)
-    out["burst_200_workers_idle"] = await burst(url, settings("burst0"), args.burst_rounds, 0)
-    rate = await sync_rate(settings("rate"), min(args.backlog, 40_000))
-    one = await drain(url, settings("d1"), args.backlog, 1)
-    two = await drain(url, settings("d2"), args.backlog, 2)
-    out["drain"] = {"sync_append_rate_200way_per_s": round(rate), "one_worker_per_s": round(one),
-                    "two_workers_per_s": round(two), "one_worker_ratio": round(one / rate, 2),
-                    "two_workers_ratio": round(two / rate, 2)}
-    out["recovery"] = await recovery(url, settings("rec"))
+    parts = set(args.only or PARTS)
+    if "latency" in parts:
+        out["latency_workers_running"] = await interleaved(url, settings("lat"), args.samples, 2)
+        out["latency_workers_idle"] = await interleaved(url, settings("lat0"), args.samples, 0)
+    if "burst" in parts:
+        out["burst_200_workers_running"] = await burst(url, settings("burst"), args.burst_rounds,
+                                                       2)
+        out["burst_200_workers_idle"] = await burst(url, settings("burst0"), args.burst_rounds, 0)
+    if "drain" in parts:
+        rate = await sync_rate(settings("rate"), min(args.backlog, 40_000))
+        one = await drain(url, settings("d1"), args.backlog, 1)
+        two = await drain(url, settings("d2"), args.backlog, 2)
+        out["drain"] = {"sync_append_rate_200way_per_s": round(rate),
+                        "one_worker_per_s": round(one), "two_workers_per_s": round(two),
+                        "one_worker_ratio": round(one / rate, 2),
+                        "two_workers_ratio": round(two / rate, 2)}
+    if "recovery" in parts:
+        out["recovery"] = await recovery(url, settings("rec"))
     return out
 
 
@@ -269,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst-rounds", type=int, default=20)
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", action="append", choices=PARTS,
+                        help="run only this part (repeatable); default: all")
     args = parser.parse_args(argv)
     if args.url:
         out = asyncio.run(run(args.url, args))

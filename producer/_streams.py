@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+from redis.exceptions import NoScriptError
 
 from common.durable import call_and_wait
 from common.entries import StreamEntry, encode_entry
@@ -27,7 +28,7 @@ from common.errors import (
 from common.keys import KeySpace
 from common.models import Key, UserKey
 from common.receipt import Receipt
-from common.scripts import Scripts
+from common.scripts import Arg, Scripts
 from common.settings import Settings
 from common.shards import (
     ENTRY_FORMAT,
@@ -72,6 +73,14 @@ class StreamWriter:
         ]
         self._pending: dict[Key, dict[str, Receipt]] = {}
         self._conf_checked = False
+        # The fixed part of each shard's stream_add call, for the plain (no WAIT) path.
+        script = scripts.get("stream_add")
+        self._heads = [
+            ("EVALSHA", script.sha, 2, sk.stream, sk.conf, self.shards, ENTRY_FORMAT,
+             settings.stream_backlog_max)
+            for sk in self._shard_keys
+        ]
+        self._plain = settings.durable_min_replicas <= 0 and not scripts.disable_cache
 
     async def check_conf(self) -> None:
         """Refuse a shard count or entry format other than the one in force (once)."""
@@ -88,26 +97,37 @@ class StreamWriter:
             ConfigError: the shard runs with another shard count or entry format.
             PersistUncertainError: fewer than ``durable_min_replicas`` replicas confirmed.
         """
-        await self.check_conf()
+        if not self._conf_checked:
+            await self.check_conf()
         if self.settings.enable_tracing:
             entries = _with_traceparent(entries)
         shard = shard_of(key, self.shards)
         sk = self._shard_keys[shard]
-        args: list[Any] = [self.shards, ENTRY_FORMAT, self.settings.stream_backlog_max]
-        args.extend(encode_entry(e) for e in entries)
-        reply = await self._add_with_backpressure(sk, args)
-        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in reply[1:]]
-        receipts = [Receipt(key, shard, eid, e.rid) for eid, e in zip(ids, entries, strict=True)]
+        encoded = list(map(encode_entry, entries))
+        if self._plain:
+            try:
+                reply = await self.client.execute_command(*self._heads[shard], *encoded)
+            except NoScriptError:
+                reply = await self._add(sk, encoded)
+        else:
+            reply = await self._add(sk, encoded)
+        if reply[0] != b"ok":
+            reply = await self._add_with_backpressure(sk, encoded, reply)
         pending = self._pending.setdefault(key, {})
-        for r in receipts:
+        receipts = []
+        for eid, e in zip(reply[1:], entries, strict=True):
+            r = Receipt(key, shard, eid.decode() if isinstance(eid, bytes) else str(eid), e.rid)
             pending[r.rid] = r
+            receipts.append(r)
         return receipts
 
-    async def _add_with_backpressure(self, sk: ShardKeys, args: list[Any]) -> list[Any]:
+    async def _add_with_backpressure(
+        self, sk: ShardKeys, encoded: list[bytes], reply: list[Any]
+    ) -> list[Any]:
+        """Retry an add refused for a pause or the backlog cap until ``backpressure_wait_s``."""
         deadline = time.monotonic() + self.settings.backpressure_wait_s
         delay = 0.005
         while True:
-            reply = await self._add(sk, args)
             status = _text(reply[0])
             if status == "ok":
                 return list(reply)
@@ -125,8 +145,11 @@ class StreamWriter:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
+            reply = await self._add(sk, encoded)
 
-    async def _add(self, sk: ShardKeys, args: list[Any]) -> list[Any]:
+    async def _add(self, sk: ShardKeys, encoded: list[bytes]) -> list[Any]:
+        """One stream_add call (loading the script when missing), with WAIT when durable."""
+        args: list[Arg] = [self.shards, ENTRY_FORMAT, self.settings.stream_backlog_max, *encoded]
         n = self.settings.durable_min_replicas
         if n <= 0:
             reply: list[Any] = await self.scripts.call(

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from common.compat import Engines
+from common.compat import Engines, tag_route
 from common.connection import (
     check_server,
     create_client,
@@ -42,7 +42,7 @@ from common.models import (
     TrackEvents,
     UserKey,
 )
-from common.readpath import INCARNATION
+from common.readpath import INCARNATION, STORAGE_TYPE
 from common.receipt import Receipt
 from common.scripts import Scripts
 from common.settings import Settings
@@ -120,6 +120,10 @@ class SessionService:
         self._closed = False
         self._errors = translate_errors(settings.url or None)
         self._instruments = instruments_for(settings)
+        # The limits every stream entry carries (settings are frozen): session TTL, storage
+        # limit, user and app state TTLs, in ms.
+        self._entry_limits = (settings.session_ttl_ms, settings.storage_limit,
+                              settings.user_state_ttl_s * 1000, settings.app_state_ttl_s * 1000)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -169,7 +173,7 @@ class SessionService:
         self, session: Session, kind: Kind, route: str, producer_ts: str = "", **payload: Any
     ) -> StreamEntry:
         """A stream entry for ``session`` carrying its route, incarnation and limits."""
-        s = self.settings
+        ttl_ms, storage_limit, user_ttl_ms, app_ttl_ms = self._entry_limits
         return StreamEntry(
             kind=kind,
             app=session.app_name,
@@ -178,10 +182,10 @@ class SessionService:
             route=route,
             incarnation=session.service_meta.get(INCARNATION, ""),
             producer_ts=producer_ts or GoTime.now().to_text(),
-            ttl_ms=self._ttl_ms,
-            storage_limit=s.storage_limit,
-            user_state_ttl_ms=s.user_state_ttl_s * 1000,
-            app_state_ttl_ms=s.app_state_ttl_s * 1000,
+            ttl_ms=ttl_ms,
+            storage_limit=storage_limit,
+            user_state_ttl_ms=user_ttl_ms,
+            app_state_ttl_ms=app_ttl_ms,
             **payload,
         )
 
@@ -347,10 +351,10 @@ class SessionService:
             raise InvalidArgumentError("event is nil")
         key = session.key
         validate_key(key)
-        ctx = AppendEventContext(session=session, event=event, key=key)
         hooks = self.settings.append_event_hooks
         if not hooks:
-            return await self._append_final(ctx)
+            return (await self._append_many(session, [event], key))[0]
+        ctx = AppendEventContext(session=session, event=event, key=key)
         receipt: Receipt = await run_chain(hooks, ctx, self._append_final)
         return receipt
 
@@ -373,17 +377,22 @@ class SessionService:
     async def _append_many(self, session: Session, events: list[Event], key: Key) -> list[Receipt]:
         built: list[tuple[AppendEntry, list[tuple[str, bytes]]]] = []
         now = GoTime.now()
+        producer_ts = now.to_text()
         for event in events:
             if not event.id:
                 event.id = str(uuid.uuid4())
-            _update_in_memory(session, event, now)
-            if not event.is_partial:
-                built.append(_entry_for(event, now))
+            if event.is_partial:  # a streaming chunk changes nothing, in memory or in storage
+                continue
+            storable = event.is_storable()
+            _update_in_memory(session, event, now, storable)
+            built.append(_entry_for(event, producer_ts, storable))
         if not built:
             return [Receipt(key, -1, "", _rid()) for _ in events]
         if self._streams is not None:
             async with self._errors:
-                route = await self._write_route(session)
+                tag = session.service_meta.get(STORAGE_TYPE)
+                route = (tag_route(self.settings.compat_mode, tag)
+                         or await self._write_route(session))
                 streamed = [
                     self._stream_entry(session, "event", route, entry.producer_ts, event=entry,
                                        app_pairs=tuple(app))
@@ -653,39 +662,45 @@ def _state_field(key: str, prefix: str) -> str:
     return field
 
 
-def _update_in_memory(session: Session, event: Event, now: GoTime) -> None:
-    """What the running agent sees at once: the event and its whole delta (temp: included).
-
-    A partial (streaming) event changes nothing, in memory or in storage.
-    """
-    if event.is_partial:
-        return
-    if event.is_storable():
+def _update_in_memory(session: Session, event: Event, now: GoTime, storable: bool) -> None:
+    """What the running agent sees at once: the event and its whole delta (temp: included)."""
+    if storable:
         session.events.append(event)
     session.updated_at = now
     if event.state_delta:
         session.state.update(event.state_delta)
 
 
-def _entry_for(event: Event, now: GoTime) -> tuple[AppendEntry, list[tuple[str, bytes]]]:
+def _entry_for(
+    event: Event, producer_ts: str, storable: bool
+) -> tuple[AppendEntry, list[tuple[str, bytes]]]:
     """The apply-script entry of one event, and its app-state pairs (written first)."""
-    delta = event.state_delta or {}
-    scoped = split_scopes(delta)
+    delta = event.state_delta
+    session_delta = b""
+    user_pairs: tuple[tuple[str, bytes], ...] = ()
+    app: list[tuple[str, bytes]] = []
     stored = event
-    if any(k.startswith(TEMP_PREFIX) for k in delta):
-        kept = {k: v for k, v in delta.items() if not k.startswith(TEMP_PREFIX)}
-        stored = msgspec.structs.replace(event, state_delta=kept or None)
+    if delta:
+        scoped = split_scopes(delta)
+        if scoped.session:
+            session_delta = b64_patch(scoped.session)
+        user_pairs = tuple(scoped.user)
+        app = scoped.app
+        if len(scoped.session) + len(scoped.app) + len(scoped.user) < len(delta):
+            # temp: keys are never stored (split_scopes dropped them from the delta)
+            kept = {k: v for k, v in delta.items() if not k.startswith(TEMP_PREFIX)}
+            stored = msgspec.structs.replace(event, state_delta=kept or None)
     entry = AppendEntry(
         rid=_rid(),
         event_id=event.id,
-        event_json=stored.to_json() if event.is_storable() else b"",
+        event_json=stored.to_json() if storable else b"",
         ts_ns=event.timestamp.unix_ns,
         is_user=event.is_user_message(),
-        producer_ts=now.to_text(),
-        session_delta=b64_patch(scoped.session) if scoped.session else b"",
-        user_pairs=tuple(scoped.user),
+        producer_ts=producer_ts,
+        session_delta=session_delta,
+        user_pairs=user_pairs,
     )
-    return entry, scoped.app
+    return entry, app
 
 
 def _add_track_in_memory(session: Session, track_event: TrackEvent) -> None:
