@@ -114,8 +114,9 @@ class Settings:
     durable_wait_timeout_s: float = 1.0
     worker_batch_size: int = 200
     block_ms: int = 1000
-    #: After a worker wakes on new entries it waits this long before reading, so a burst is
-    #: applied in few batches (less worker CPU per entry) at the cost of that much latency.
+    #: When a worker has caught up (it woke on new entries, or its last read returned less
+    #: than a full batch) it waits this long before reading, so entries arriving one by one
+    #: are applied in few batches (less worker CPU per entry) at the cost of that much latency.
     worker_linger_ms: int = 2
     socket_timeout_s: float = 5.0
     socket_connect_timeout_s: float = 5.0

@@ -123,7 +123,13 @@ class ShardConsumer:
         if cursor is not None:
             self.hooks.redelivered(len(items))
         await self._process(items)
-        return items[-1].entry_id if cursor is not None and items else None
+        if cursor is not None:
+            return items[-1].entry_id
+        if len(items) < self.settings.worker_batch_size and self.settings.worker_linger_ms:
+            # Caught up: let the next entries gather instead of applying them one by one as
+            # they trickle in (a round per entry costs the most worker CPU per entry).
+            await asyncio.sleep(self.settings.worker_linger_ms / 1000)
+        return None
 
     async def _wait_for_data(self, last_id: str) -> None:
         timeout_s = 0.05 if self.held else self.settings.block_ms / 1000
