@@ -6,7 +6,6 @@ without the prefix), ``temp:`` are never persisted, everything else is session s
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,10 +80,17 @@ def strip_prefix(state: Mapping[str, Any] | None, prefix: str) -> list[tuple[str
 
 
 def b64_patch(state: Mapping[str, bytes | None]) -> bytes:
-    """JSON object of base64 values (null for nil): the form state takes inside documents."""
-    return msgspec.json.encode(
-        {k: None if v is None else base64.b64encode(v).decode() for k, v in state.items()}
-    )
+    """JSON object of base64 values (null for nil): the form state takes inside documents.
+
+    Values must be bytes or None (see :func:`copy_state`); msgspec writes bytes as padded
+    standard base64, as Go writes ``[]byte``.
+    """
+    return msgspec.json.encode(state)
+
+
+def is_normalised(state: Mapping[str, Any]) -> bool:
+    """True when ``state`` has str keys and bytes-or-None values (nothing for copy_state to do)."""
+    return all(type(k) is str and (v is None or type(v) is bytes) for k, v in state.items())
 
 
 def merge_scopes(

@@ -53,6 +53,7 @@ from common.state import (
     b64_patch,
     copy_state,
     decode_hash,
+    is_normalised,
     split_scopes,
     strip_prefix,
 )
@@ -383,6 +384,8 @@ class SessionService:
                 event.id = str(uuid.uuid4())
             if event.is_partial:  # a streaming chunk changes nothing, in memory or in storage
                 continue
+            if event.state_delta and not is_normalised(event.state_delta):
+                event.state_delta = copy_state(event.state_delta)  # str → UTF-8, else refused
             storable = event.is_storable()
             _update_in_memory(session, event, now, storable)
             built.append(_entry_for(event, producer_ts, storable))

@@ -233,6 +233,23 @@ async def test_nil_delta_value_stored_as_null(make_service) -> None:
     assert got.state["k"] is None
 
 
+async def test_delta_values_are_normalised_or_refused(make_service) -> None:
+    """A str delta value is stored as its UTF-8 bytes (as create_session does); a value of
+    another type is refused with InvalidArgumentError before anything is written."""
+    svc = await make_service()
+    s = await _session(svc)
+    ev = msg("user", "x", 1, state_delta={"k": "héllo", "n": None})
+    await svc.append_event(s, ev)
+    assert ev.state_delta == {"k": "héllo".encode(), "n": None}
+    got = await svc.get_session(s.key)
+    assert got.state["k"] == "héllo".encode()
+    assert got.events[0].state_delta == {"k": "héllo".encode(), "n": None}
+    with pytest.raises(InvalidArgumentError, match="must be bytes, str or None"):
+        await svc.append_event(s, msg("user", "y", 2, state_delta={"k": 3}))
+    got = await svc.get_session(s.key)
+    assert len(got.events) == 1
+
+
 async def test_concurrent_deltas_all_land(make_service) -> None:
     """Ten concurrent appends, each with its own delta key: all ten keys are present."""
     svc = await make_service()
