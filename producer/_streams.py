@@ -102,24 +102,38 @@ class StreamWriter:
         if self.settings.enable_tracing:
             entries = _with_traceparent(entries)
         shard = shard_of(key, self.shards)
-        sk = self._shard_keys[shard]
-        encoded = list(map(encode_entry, entries))
-        if self._plain:
-            try:
-                reply = await self.client.execute_command(*self._heads[shard], *encoded)
-            except NoScriptError:
-                reply = await self._add(sk, encoded)
-        else:
-            reply = await self._add(sk, encoded)
-        if reply[0] != b"ok":
-            reply = await self._add_with_backpressure(sk, encoded, reply)
+        reply = await self._send(shard, list(map(encode_entry, entries)))
         pending = self._pending.setdefault(key, {})
         receipts = []
         for eid, e in zip(reply[1:], entries, strict=True):
-            r = Receipt(key, shard, eid.decode() if isinstance(eid, bytes) else str(eid), e.rid)
+            r = Receipt(key, shard, _text(eid), e.rid)
             pending[r.rid] = r
             receipts.append(r)
         return receipts
+
+    async def submit_one(self, key: Key, entry: StreamEntry) -> Receipt:
+        """:meth:`submit` of a single entry (the hot path of ``append_event``)."""
+        if self.settings.enable_tracing or not self._conf_checked:
+            (receipt,) = await self.submit(key, [entry])
+            return receipt
+        shard = shard_of(key, self.shards)
+        reply = await self._send(shard, [encode_entry(entry)])
+        receipt = Receipt(key, shard, _text(reply[1]), entry.rid)
+        self._pending.setdefault(key, {})[receipt.rid] = receipt
+        return receipt
+
+    async def _send(self, shard: int, encoded: list[bytes]) -> list[Any]:
+        """One stream_add of ``encoded`` on ``shard``; a refusal for backpressure is retried."""
+        if self._plain:
+            try:
+                reply: list[Any] = await self.client.execute_command(*self._heads[shard], *encoded)
+            except NoScriptError:
+                reply = await self._add(self._shard_keys[shard], encoded)
+        else:
+            reply = await self._add(self._shard_keys[shard], encoded)
+        if reply[0] != b"ok":
+            reply = await self._add_with_backpressure(self._shard_keys[shard], encoded, reply)
+        return reply
 
     async def _add_with_backpressure(
         self, sk: ShardKeys, encoded: list[bytes], reply: list[Any]

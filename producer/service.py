@@ -354,6 +354,8 @@ class SessionService:
         validate_key(key)
         hooks = self.settings.append_event_hooks
         if not hooks:
+            if self._streams is not None:
+                return await self._append_streamed(self._streams, session, event, key)
             return (await self._append_many(session, [event], key))[0]
         ctx = AppendEventContext(session=session, event=event, key=key)
         receipt: Receipt = await run_chain(hooks, ctx, self._append_final)
@@ -374,6 +376,27 @@ class SessionService:
         key = session.key
         validate_key(key)
         return await self._append_many(session, list(events), key)
+
+    async def _append_streamed(
+        self, streams: StreamWriter, session: Session, event: Event, key: Key
+    ) -> Receipt:
+        """:meth:`_append_many` of one event in async mode, in the fewest steps (the hot path)."""
+        if not event.id:
+            event.id = str(uuid.uuid4())
+        if event.is_partial:  # a streaming chunk changes nothing, in memory or in storage
+            return Receipt(key, -1, "", _rid())
+        if event.state_delta and not is_normalised(event.state_delta):
+            event.state_delta = copy_state(event.state_delta)
+        now = GoTime.now()
+        storable = event.is_storable()
+        _update_in_memory(session, event, now, storable)
+        entry, app = _entry_for(event, now.to_text(), storable)
+        async with self._errors:
+            route = (tag_route(self.settings.compat_mode, session.service_meta.get(STORAGE_TYPE))
+                     or await self._write_route(session))
+            streamed = self._stream_entry(session, "event", route, entry.producer_ts,
+                                          event=entry, app_pairs=tuple(app))
+            return await streams.submit_one(key, streamed)
 
     async def _append_many(self, session: Session, events: list[Event], key: Key) -> list[Receipt]:
         built: list[tuple[AppendEntry, list[tuple[str, bytes]]]] = []
