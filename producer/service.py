@@ -79,6 +79,9 @@ def _as_gotime(value: Timestamp) -> GoTime | None:
     raise InvalidArgumentError(f"expected a datetime or GoTime, not {type(value).__name__}")
 
 
+#: Delta keys that do not belong to the session's own state.
+_SCOPE_PREFIXES = (APP_PREFIX, USER_PREFIX, TEMP_PREFIX)
+
 _RID_PREFIX = uuid.uuid4().hex[:16]
 _rid_counter = itertools.count()
 
@@ -171,7 +174,16 @@ class SessionService:
             await self.client.aclose()
 
     def _stream_entry(
-        self, session: Session, kind: Kind, route: str, producer_ts: str = "", **payload: Any
+        self,
+        session: Session,
+        kind: Kind,
+        route: str,
+        producer_ts: str = "",
+        *,
+        event: AppendEntry | None = None,
+        app_pairs: tuple[tuple[str, bytes], ...] = (),
+        track: TrackPayload | None = None,
+        state: StatePayload | None = None,
     ) -> StreamEntry:
         """A stream entry for ``session`` carrying its route, incarnation and limits."""
         ttl_ms, storage_limit, user_ttl_ms, app_ttl_ms = self._entry_limits
@@ -187,7 +199,10 @@ class SessionService:
             storage_limit=storage_limit,
             user_state_ttl_ms=user_ttl_ms,
             app_state_ttl_ms=app_ttl_ms,
-            **payload,
+            event=event,
+            app_pairs=app_pairs,
+            track=track,
+            state=state,
         )
 
     async def _read_your_writes(self, key: Key) -> None:
@@ -706,7 +721,9 @@ def _entry_for(
     user_pairs: tuple[tuple[str, bytes], ...] = ()
     app: list[tuple[str, bytes]] = []
     stored = event
-    if delta:
+    if delta and not any(k.startswith(_SCOPE_PREFIXES) for k in delta):
+        session_delta = b64_patch(delta)  # session keys only: nothing to split
+    elif delta:
         scoped = split_scopes(delta)
         if scoped.session:
             session_delta = b64_patch(scoped.session)
