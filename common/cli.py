@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_compat(sub, _settings)
 
     bench = sub.add_parser("bench", help="run a benchmark script from ops/")
-    bench.add_argument("kind", choices=["sync", "list", "compare"])
+    bench.add_argument("kind", choices=["sync", "async", "list", "compare", "adapters"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_cmd_bench)
     return parser
