@@ -7,6 +7,8 @@
   one with the highest config epoch. redis-py trusts the first sentinel that answers, and after
   a failover a sentinel that has not heard of it yet (they learn within seconds) still names
   the old primary, which stays writable until it is demoted: new connections would go there.
+- :func:`quick_writes`: swaps a client's connection class for one that skips redis-py's
+  per-command write-timeout task when the write cannot block.
 - :class:`SentinelPrimaryRedis`: the ``master_for`` client. It runs a :class:`FailoverWatch`
   that subscribes to ``+switch-master`` on every sentinel and recycles the client's pooled
   connections when the primary changes (a pooled connection otherwise keeps writing to the
@@ -33,6 +35,67 @@ SWITCH_CHANNEL = "+switch-master"
 WATCH_POLL_S = 1.0
 WATCH_RETRY_MIN_S = 0.2
 WATCH_RETRY_MAX_S = 5.0
+
+
+#: Commands up to this size are written without a timeout task: into an empty transport
+#: buffer they stay far below asyncio's pause threshold (64 KiB), so the write cannot wait.
+QUICK_WRITE_MAX_BYTES = 16 * 1024
+
+
+class QuickWriteMixin:
+    """Connection mixin: a small command written into an empty transport buffer skips the
+    ``asyncio.wait_for`` task redis-py wraps every write in when ``socket_timeout`` is set.
+
+    Such a write never waits (the transport takes it whole, below its pause threshold), so the
+    timeout could not fire; the task only costs CPU on every command. Larger writes, a busy
+    buffer or a disconnected connection take redis-py's path with its timeout, and reads keep
+    theirs. The health-check PING runs first, under the normal timeouts.
+    """
+
+    socket_timeout: float | None
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        timeout = self.socket_timeout
+        parent: Any = super()
+        me: Any = self
+        if not timeout or _size(command) > QUICK_WRITE_MAX_BYTES:
+            await parent.send_packed_command(command, check_health)
+            return
+        if check_health:
+            await me.check_health()
+        writer = getattr(self, "_writer", None)
+        transport = getattr(writer, "transport", None)
+        if transport is None or not me.is_connected or transport.get_write_buffer_size():
+            await parent.send_packed_command(command, False)
+            return
+        self.socket_timeout = None  # redis-py then writes inline; nothing awaits in between
+        try:
+            await parent.send_packed_command(command, False)
+        finally:
+            self.socket_timeout = timeout
+
+
+def _size(command: Any) -> int:
+    if isinstance(command, bytes | str):
+        return len(command)
+    return sum(len(part) for part in command)
+
+
+_QUICK_CLASSES: dict[type, type] = {}
+
+
+def quick_writes(client: Any) -> Any:
+    """Give ``client``'s pool (standalone, unix, TLS or Sentinel) the :class:`QuickWriteMixin`
+    variant of its connection class; other clients are returned unchanged."""
+    pool = getattr(client, "connection_pool", None)
+    base = getattr(pool, "connection_class", None)
+    if pool is None or not isinstance(base, type) or issubclass(base, QuickWriteMixin):
+        return client
+    quick = _QUICK_CLASSES.get(base)
+    if quick is None:
+        quick = _QUICK_CLASSES[base] = type(f"Quick{base.__name__}", (QuickWriteMixin, base), {})
+    pool.connection_class = quick
+    return client
 
 
 class ClusterClient(RedisCluster):

@@ -33,7 +33,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
-from common._clients import ClusterClient, EpochSentinel
+from common._clients import ClusterClient, EpochSentinel, quick_writes
 from common._clients import SentinelPrimaryRedis as SentinelPrimaryRedis  # re-exported
 from common._urls import ParsedURL as ParsedURL  # re-exported
 from common._urls import check_client_options
@@ -202,17 +202,17 @@ def default_client_factory(parsed: ParsedURL, options: ClientOptions) -> Any:
             min_other_sentinels=options.min_other_sentinels,
             sentinel_kwargs=dict(options.sentinel_kwargs),
         )
-        return sentinel.master_for(
+        return quick_writes(sentinel.master_for(
             parsed.service_name,
             redis_class=SentinelPrimaryRedis,
             db=parsed.db,
             ssl=parsed.tls,
             **kwargs,
-        )
+        ))
     if parsed.kind == "unix":
-        return Redis(unix_socket_path=parsed.path, db=parsed.db, **kwargs)
+        return quick_writes(Redis(unix_socket_path=parsed.path, db=parsed.db, **kwargs))
     host, port = parsed.hosts[0]
-    return Redis(host=host, port=port, db=parsed.db, ssl=parsed.tls, **kwargs)
+    return quick_writes(Redis(host=host, port=port, db=parsed.db, ssl=parsed.tls, **kwargs))
 
 
 def start_failover_watch(client: Any) -> None:

@@ -27,13 +27,15 @@ def test_bench_async_smoke() -> None:
     for part in ("latency_workers_running", "latency_workers_idle"):
         row = out[part]
         base, ours = row["bare_xadd"]["p50_us"], row["async_append"]["p50_us"]
-        assert base > 0 and ours > 0
+        assert base > 0
+        assert ours > 0
         assert row["p50_ratio"] == pytest.approx(ours / base, abs=0.02)
     for part in ("burst_200_workers_running", "burst_200_workers_idle"):
         assert set(out[part]) == {"bare_xadd", "async_append", "sync_append"}
         assert out[part]["bare_xadd"]["p99_ratio_to_bare"] == 1.0
     drain = out["drain"]
-    assert drain["one_worker_per_s"] > 0 and drain["two_workers_per_s"] > 0
+    assert drain["one_worker_per_s"] > 0
+    assert drain["two_workers_per_s"] > 0
     assert drain["one_worker_ratio"] == pytest.approx(
         drain["one_worker_per_s"] / drain["sync_append_rate_200way_per_s"], rel=0.01)
     recovery = out["recovery"]

@@ -505,6 +505,63 @@ async def test_socket_timeout_becomes_store_timeout(
     assert isinstance(info.value.__cause__, rx.TimeoutError)
 
 
+async def test_small_writes_skip_the_write_timeout_task(
+    redis_server: RunningRedis, key_prefix: str, closing: Callable[[Any], Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small command goes out without asyncio.wait_for (it cannot wait); a large one keeps
+    redis-py's timed write; both round trip and the connection keeps its socket timeout."""
+    s = Settings(url=redis_server.url, socket_timeout_s=2.0)
+    client = closing(create_client(s))
+    assert client.connection_pool.connection_class.__name__ == "QuickConnection"
+    await client.ping()  # connect first: the handshake is not counted
+    timed: list[object] = []
+    real_wait_for = asyncio.wait_for
+
+    async def counting(fut: Any, timeout: float | None) -> Any:
+        timed.append(timeout)
+        return await real_wait_for(fut, timeout)
+
+    monkeypatch.setattr(asyncio, "wait_for", counting)
+    await client.set(f"{key_prefix}:small", b"v" * 100)
+    assert timed == []
+    big = b"b" * (64 * 1024)
+    await client.set(f"{key_prefix}:big", big)
+    assert timed == [2.0]
+    assert await client.get(f"{key_prefix}:small") == b"v" * 100
+    assert await client.get(f"{key_prefix}:big") == big
+    conn = await client.connection_pool.get_connection()
+    try:
+        assert conn.socket_timeout == 2.0
+    finally:
+        await client.connection_pool.release(conn)
+
+
+async def test_a_server_that_never_answers_times_out(closing: Callable[[Any], Any]) -> None:
+    """Small quick writes still end in the read timeout: a silent server gives
+    StoreTimeoutError after about socket_timeout_s, not a hang."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        s = Settings(url=f"redis://127.0.0.1:{port}/0", socket_timeout_s=0.3,
+                     socket_connect_timeout_s=0.3, client_retries=0)
+        client = closing(create_client(s))
+        start = asyncio.get_running_loop().time()
+        with pytest.raises(StoreTimeoutError), translate_errors(s.url):
+            await asyncio.wait_for(client.set("k", b"v"), 10)
+        assert asyncio.get_running_loop().time() - start < 5
+    finally:
+        for w in accepted:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+
 def test_our_errors_and_foreign_errors_pass_through() -> None:
     """SessionStoreError subclasses and non-redis exceptions are not rewritten."""
     original = SessionNotFoundError("gone")
