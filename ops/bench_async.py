@@ -12,7 +12,7 @@ here. Reported:
 4. recovery after a worker SIGKILL: time until writes on its shards are applied again,
    against the lease TTL.
 
-Usage: ``python ops/bench_async.py [--samples 2000] [--backlog 100000] [--only PART]...``
+Usage: ``python ops/bench_async.py [--samples 5000] [--backlog 100000] [--only PART]...``
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="")
-    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--samples", type=int, default=5000)
     parser.add_argument("--burst-rounds", type=int, default=20)
     parser.add_argument("--backlog", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
