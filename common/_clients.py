@@ -43,28 +43,33 @@ QUICK_WRITE_MAX_BYTES = 16 * 1024
 
 
 class QuickWriteMixin:
-    """Connection mixin: a small command written into an empty transport buffer skips the
+    """Connection mixin: the pool's only command in flight, if small, is written without the
     ``asyncio.wait_for`` task redis-py wraps every write in when ``socket_timeout`` is set.
 
     Such a write never waits (the transport takes it whole, below its pause threshold), so the
-    timeout could not fire; the task only costs CPU on every command. Larger writes, a busy
-    buffer or a disconnected connection take redis-py's path with its timeout, and reads keep
-    theirs. The health-check PING runs first, under the normal timeouts.
+    timeout could not fire; the task only adds latency. With other commands in flight the task
+    is kept: it defers the write, so a burst's writes go out together and their replies are
+    read together, which is faster than interleaving writes with replies. Larger writes, a busy
+    buffer or a disconnected connection take redis-py's path with its timeout; reads keep
+    theirs; the health-check PING runs first, under the normal timeouts.
     """
 
     socket_timeout: float | None
+    #: The pool whose connections are of this class (set by :func:`quick_writes`).
+    quick_pool: Any = None
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         timeout = self.socket_timeout
         parent: Any = super()
         me: Any = self
-        if not timeout or _size(command) > QUICK_WRITE_MAX_BYTES:
+        in_use = getattr(self.quick_pool, "_in_use_connections", None)
+        if (not timeout or in_use is None or len(in_use) > 1
+                or _size(command) > QUICK_WRITE_MAX_BYTES):
             await parent.send_packed_command(command, check_health)
             return
         if check_health:
             await me.check_health()
-        writer = getattr(self, "_writer", None)
-        transport = getattr(writer, "transport", None)
+        transport = getattr(getattr(self, "_writer", None), "transport", None)
         if transport is None or not me.is_connected or transport.get_write_buffer_size():
             await parent.send_packed_command(command, False)
             return
@@ -81,20 +86,16 @@ def _size(command: Any) -> int:
     return sum(len(part) for part in command)
 
 
-_QUICK_CLASSES: dict[type, type] = {}
-
-
 def quick_writes(client: Any) -> Any:
-    """Give ``client``'s pool (standalone, unix, TLS or Sentinel) the :class:`QuickWriteMixin`
+    """Give ``client``'s pool (standalone, unix, TLS or Sentinel) a :class:`QuickWriteMixin`
     variant of its connection class; other clients are returned unchanged."""
     pool = getattr(client, "connection_pool", None)
     base = getattr(pool, "connection_class", None)
     if pool is None or not isinstance(base, type) or issubclass(base, QuickWriteMixin):
         return client
-    quick = _QUICK_CLASSES.get(base)
-    if quick is None:
-        quick = _QUICK_CLASSES[base] = type(f"Quick{base.__name__}", (QuickWriteMixin, base), {})
-    pool.connection_class = quick
+    pool.connection_class = type(
+        f"Quick{base.__name__}", (QuickWriteMixin, base), {"quick_pool": pool}
+    )
     return client
 
 

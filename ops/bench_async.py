@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -145,22 +146,26 @@ async def burst(url: str, settings: Settings, rounds: int, workers: int) -> dict
         sync_sessions = await sessions_for(sync, 200, "sburst")
         out: dict[str, list[float]] = {"bare_xadd": [], "async_append": [], "sync_append": []}
 
-        def bare_add() -> Any:
+        def bare_add(_: int) -> Any:
             return bare.xadd("bench:burst", {"e": PAYLOAD}, maxlen=10_000)
 
+        kinds: list[tuple[str, Any]] = [
+            ("bare_xadd", lambda r: [bare_add(r) for _ in range(200)]),
+            ("async_append", lambda r: [svc.append_event(s, message(r)) for s in sessions]),
+            ("sync_append", lambda r: [sync.append_event(s, message(r)) for s in sync_sessions]),
+        ]
+        # Long-lived objects out of the collector's way, so that a full collection does not
+        # land in one burst and not another; the order of the three bursts rotates per round.
+        gc.collect()
+        gc.freeze()
         for r in range(rounds + 1):  # round 0 warms up: every pool opens its 200 connections
-            results = {
-                "bare_xadd": await asyncio.gather(*(timed(bare_add()) for _ in range(200))),
-                "async_append": await asyncio.gather(
-                    *(timed(svc.append_event(s, message(r))) for s in sessions)),
-                "sync_append": await asyncio.gather(
-                    *(timed(sync.append_event(s, message(r))) for s in sync_sessions)),
-            }
+            for name, calls in kinds[r % 3:] + kinds[:r % 3]:
+                values = await asyncio.gather(*(timed(c) for c in calls(r)))
+                if r:
+                    out[name] += values
             for s in sessions + sync_sessions:
                 s.events.clear()
-            if r:
-                for name, values in results.items():
-                    out[name] += values
+        gc.unfreeze()
         if not workers:
             procs = [start_worker(settings)]
         await svc.flush(120)

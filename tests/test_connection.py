@@ -509,8 +509,9 @@ async def test_small_writes_skip_the_write_timeout_task(
     redis_server: RunningRedis, key_prefix: str, closing: Callable[[Any], Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A small command goes out without asyncio.wait_for (it cannot wait); a large one keeps
-    redis-py's timed write; both round trip and the connection keeps its socket timeout."""
+    """The pool's only small command in flight goes out without asyncio.wait_for (it cannot
+    wait); a large one, or one among others in flight, keeps redis-py's timed write; all round
+    trip and the connection keeps its socket timeout."""
     s = Settings(url=redis_server.url, socket_timeout_s=2.0)
     client = closing(create_client(s))
     assert client.connection_pool.connection_class.__name__ == "QuickConnection"
@@ -528,6 +529,11 @@ async def test_small_writes_skip_the_write_timeout_task(
     big = b"b" * (64 * 1024)
     await client.set(f"{key_prefix}:big", big)
     assert timed == [2.0]
+    # With other commands in flight, writes keep redis-py's deferred (timed) path.
+    await asyncio.gather(*(client.ping() for _ in range(5)))  # five pooled connections
+    timed.clear()
+    await asyncio.gather(*(client.set(f"{key_prefix}:c{i}", b"x") for i in range(5)))
+    assert timed == [2.0] * 4  # the first one out was alone
     assert await client.get(f"{key_prefix}:small") == b"v" * 100
     assert await client.get(f"{key_prefix}:big") == big
     conn = await client.connection_pool.get_connection()
