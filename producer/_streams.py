@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from redis.exceptions import NoScriptError
@@ -46,6 +46,17 @@ RECORD_CAP = 1024
 OUTCOMES = {1: "applied", 2: "session_gone", 3: "superseded", 4: "invalid", 5: "dead_lettered"}
 
 
+#: Most entries one grouped stream_add carries (a larger queue leaves in several calls).
+GROUP_MAX = 256
+
+
+class _Queued(NamedTuple):
+    """Entries waiting for their shard's call in flight, and their writer's future."""
+
+    encoded: list[bytes]
+    waiter: asyncio.Future[list[Any]]
+
+
 def outcome_error(receipt: Receipt, outcome: str) -> Exception | None:
     """The exception a waiter raises for a final outcome, or None when it succeeded."""
     if outcome == "applied":
@@ -73,6 +84,7 @@ class StreamWriter:
         ]
         self._pending: dict[Key, dict[str, Receipt]] = {}
         self._conf_checked = False
+        self._conf_lock = asyncio.Lock()
         # The fixed part of each shard's stream_add call, for the plain (no WAIT) path.
         script = scripts.get("stream_add")
         self._heads = [
@@ -81,12 +93,25 @@ class StreamWriter:
             for sk in self._shard_keys
         ]
         self._plain = settings.durable_min_replicas <= 0 and not scripts.disable_cache
+        # Group sends: while a shard has a stream_add in flight, later entries for the shard
+        # queue here and go out together in the next call (see _send).
+        self._in_flight = [False] * self.shards
+        self._queued: list[list[_Queued]] = [[] for _ in range(self.shards)]
+        self._senders: set[asyncio.Task[None]] = set()  # strong references while they run
 
     async def check_conf(self) -> None:
-        """Refuse a shard count or entry format other than the one in force (once)."""
-        if not self._conf_checked:
-            await check_conf(self.client, self.scripts, self.settings.key_prefix, self.shards)
-            self._conf_checked = True
+        """Refuse a shard count or entry format other than the one in force (once).
+
+        Concurrent first writers wait for one check and then go on in the order they came
+        (the lock is fair), so their entries reach the streams in the order of their calls.
+        """
+        if self._conf_checked:
+            return
+        async with self._conf_lock:
+            if not self._conf_checked:
+                await check_conf(self.client, self.scripts, self.settings.key_prefix,
+                                 self.shards)
+                self._conf_checked = True
 
     # -- writing ------------------------------------------------------------------------
     async def submit(self, key: Key, entries: Sequence[StreamEntry]) -> list[Receipt]:
@@ -123,6 +148,64 @@ class StreamWriter:
         return receipt
 
     async def _send(self, shard: int, encoded: list[bytes]) -> list[Any]:
+        """Add ``encoded`` (in order) to ``shard``'s stream; returns ``[b"ok", id...]``.
+
+        With no call in flight on the shard the entries go out at once. Otherwise they wait
+        for it and leave with everything queued meanwhile, in one call: concurrent writers
+        share round trips and script calls instead of each paying for its own. Entries keep
+        the order of the calls, so a session's writes reach the stream in the order they were
+        made; each caller returns once its own entries are in the stream.
+        """
+        if self._in_flight[shard]:
+            waiter: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            self._queued[shard].append(_Queued(encoded, waiter))
+            return await waiter
+        self._in_flight[shard] = True
+        try:
+            return await self._send_now(shard, encoded)
+        finally:
+            if self._queued[shard]:
+                task = asyncio.get_running_loop().create_task(self._send_queued(shard))
+                self._senders.add(task)
+                task.add_done_callback(self._senders.discard)
+            else:
+                self._in_flight[shard] = False
+
+    async def _send_queued(self, shard: int) -> None:
+        """Send what queued behind a call, in calls of at most ``GROUP_MAX`` entries."""
+        queue = self._queued[shard]
+        try:
+            while queue:
+                group: list[_Queued] = []
+                size = 0
+                while queue and (not group or size + len(queue[0].encoded) <= GROUP_MAX):
+                    item = queue.pop(0)
+                    group.append(item)
+                    size += len(item.encoded)
+                try:
+                    reply = await self._send_now(
+                        shard, [e for item in group for e in item.encoded])
+                except BaseException as exc:  # every writer of the group gets the failure
+                    for item in group:
+                        if not item.waiter.done():
+                            item.waiter.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                start = 1
+                for item in group:
+                    end = start + len(item.encoded)
+                    if not item.waiter.done():
+                        item.waiter.set_result([reply[0], *reply[start:end]])
+                    start = end
+        finally:
+            for item in queue:  # only left when this task was cancelled (loop shutdown)
+                if not item.waiter.done():
+                    item.waiter.cancel()
+            queue.clear()
+            self._in_flight[shard] = False
+
+    async def _send_now(self, shard: int, encoded: list[bytes]) -> list[Any]:
         """One stream_add of ``encoded`` on ``shard``; a refusal for backpressure is retried."""
         if self._plain:
             try:
