@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -96,7 +97,7 @@ class StreamWriter:
         # Group sends: while a shard has a stream_add in flight, later entries for the shard
         # queue here and go out together in the next call (see _send).
         self._in_flight = [False] * self.shards
-        self._queued: list[list[_Queued]] = [[] for _ in range(self.shards)]
+        self._queued: list[deque[_Queued]] = [deque() for _ in range(self.shards)]
         self._senders: set[asyncio.Task[None]] = set()  # strong references while they run
 
     async def check_conf(self) -> None:
@@ -179,7 +180,7 @@ class StreamWriter:
                 group: list[_Queued] = []
                 size = 0
                 while queue and (not group or size + len(queue[0].encoded) <= GROUP_MAX):
-                    item = queue.pop(0)
+                    item = queue.popleft()
                     group.append(item)
                     size += len(item.encoded)
                 try:
