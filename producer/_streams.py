@@ -186,13 +186,15 @@ class StreamWriter:
                 try:
                     reply = await self._send_now(
                         shard, [e for item in group for e in item.encoded])
-                except BaseException as exc:  # every writer of the group gets the failure
+                except Exception as exc:  # every writer of the group gets the failure
                     for item in group:
                         if not item.waiter.done():
                             item.waiter.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
                     continue
+                except BaseException:  # cancelled (loop shutdown): so are the writers
+                    for item in group:
+                        item.waiter.cancel()
+                    raise
                 start = 1
                 for item in group:
                     end = start + len(item.encoded)
