@@ -140,6 +140,12 @@ async def test_primary_sigkill_under_write_load(
         victim.kill()
         await asyncio.to_thread(cluster.wait_for_failover, victim)
         await load.wait_for_acks(300, started_after=killed_at, timeout_s=30)
+        # The other users' writers reach 300 acks on their own; wait for a write to the
+        # failed-over slots too (their writers may still be backing off).
+        deadline = time.monotonic() + 30
+        while load.first_ack_started_after(killed_at, users=doomed) is None:
+            assert time.monotonic() < deadline, "no write to the failed-over slots succeeded"
+            await asyncio.sleep(0.05)
     first = load.first_ack_started_after(killed_at, users=doomed)
     assert first is not None
     report = await load.verify(since=first)
