@@ -136,6 +136,7 @@ async def test_primary_sigkill_under_write_load(
     load = WriteLoad(svc, users=doomed + others, writers=6, readers=1)
     async with load:
         await load.wait_for_acks(300)
+        await asyncio.to_thread(cluster.wait_replicated, victim)
         killed_at = time.monotonic()
         victim.kill()
         await asyncio.to_thread(cluster.wait_for_failover, victim)
@@ -144,7 +145,9 @@ async def test_primary_sigkill_under_write_load(
         # failed-over slots too (their writers may still be backing off).
         deadline = time.monotonic() + 30
         while load.first_ack_started_after(killed_at, users=doomed) is None:
-            assert time.monotonic() < deadline, "no write to the failed-over slots succeeded"
+            assert time.monotonic() < deadline, (
+                f"no write to the failed-over slots succeeded; last failures: "
+                f"{[f.error for f in load.failures[-3:]]}")
             await asyncio.sleep(0.05)
     first = load.first_ack_started_after(killed_at, users=doomed)
     assert first is not None

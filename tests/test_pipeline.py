@@ -166,7 +166,7 @@ async def test_stale_owner_neither_loses_nor_duplicates(
 ) -> None:
     """An owner stalled past its lease (between lease check and read, or apply and ack)."""
     settings = pipeline_settings(lease_ttl_s=1.0, heartbeat_interval_s=0.2)
-    stale = start_worker(settings, faults=f"{point}:sleep=3@8:once", name="stale")
+    stale = start_worker(settings, faults=f"{point}:sleep=3@3:once", name="stale")
     healthy = start_worker(settings, name="healthy")
     svc = SessionService(settings)
     reader = await make_service()

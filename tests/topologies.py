@@ -152,6 +152,17 @@ class RunningCluster:
         """Poll until :meth:`is_consistent` (after a create or a reshard)."""
         wait_until(self.is_consistent, timeout_s, "a consistent cluster")
 
+    def wait_replicated(self, primary: RunningRedis, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Poll until a replica of ``primary`` has acknowledged every write made so far
+        (``WAIT 1``): a freshly created cluster's replicas may still be in their first sync,
+        and a primary killed then takes its data with it."""
+
+        def synced() -> bool:
+            with _sync_client(primary) as client:
+                return int(client.execute_command("WAIT", 1, 1000)) >= 1
+
+        wait_until(synced, timeout_s, f"a replica of :{primary.port} in sync")
+
     def wait_for_failover(self, dead: RunningRedis, timeout_s: float = READY_TIMEOUT_S) -> None:
         """After ``dead`` (a primary) was killed: poll until its replica owns its slots and
         the live nodes agree (a blocking call: use ``asyncio.to_thread`` under a load)."""
