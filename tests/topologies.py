@@ -153,13 +153,22 @@ class RunningCluster:
         wait_until(self.is_consistent, timeout_s, "a consistent cluster")
 
     def wait_replicated(self, primary: RunningRedis, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Poll until a replica of ``primary`` has acknowledged every write made so far
-        (``WAIT 1``): a freshly created cluster's replicas may still be in their first sync,
-        and a primary killed then takes its data with it."""
+        """Poll until a replica of ``primary`` is online and has every write made so far (its
+        acknowledged offset reaches the primary's offset of now): a freshly created cluster's
+        replicas may still be in their first sync, and a primary killed then takes its data
+        with it. (``WAIT`` would not do: it only waits for the calling connection's writes.)"""
+
+        def info() -> dict[str, Any]:
+            with _sync_client(primary) as client:
+                return dict(client.info("replication"))
+
+        target = int(info()["master_repl_offset"])
 
         def synced() -> bool:
-            with _sync_client(primary) as client:
-                return int(client.execute_command("WAIT", 1, 1000)) >= 1
+            replicas = [v for k, v in info().items()
+                        if k.startswith("slave") and isinstance(v, dict)]
+            return any(r.get("state") == "online" and int(r.get("offset", 0)) >= target
+                       for r in replicas)
 
         wait_until(synced, timeout_s, f"a replica of :{primary.port} in sync")
 
