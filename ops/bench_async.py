@@ -21,10 +21,8 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -36,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "ops"))
 
 import redis.asyncio as aioredis
+from bench_peers import start_workers, stop_workers
 from bench_sync import local_redis, pct
 
 from common.models import Event, Key, Session
@@ -47,27 +46,6 @@ from workers.admin import undelivered_or_pending
 PAYLOAD = b"x" * 600
 #: The parts of the benchmark, in the order they run.
 PARTS = ("latency", "burst", "drain", "recovery")  # about the size of an encoded append entry
-
-
-def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONSTREAMS_")}
-    for name in ("url", "key_prefix", "async_persister_num", "lease_ttl_s",
-                 "heartbeat_interval_s", "block_ms", "worker_batch_size", "worker_linger_ms"):
-        env[f"SESSIONSTREAMS_{name.upper()}"] = str(getattr(settings, name))
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.Popen([sys.executable, "-m", "workers"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def message(i: int) -> Event:
@@ -109,7 +87,7 @@ async def sessions_for(svc: SessionService, count: int, tag: str) -> list[Sessio
 
 async def interleaved(url: str, settings: Settings, samples: int, workers: int) -> dict[str, Any]:
     bare = aioredis.Redis.from_url(url, protocol=2)
-    procs = [start_worker(settings) for _ in range(workers)]
+    procs = start_workers(settings, workers)
     svc = SessionService(settings)
     try:
         (s,) = await sessions_for(svc, 1, "lat")
@@ -123,13 +101,13 @@ async def interleaved(url: str, settings: Settings, samples: int, workers: int) 
                 times["bare_xadd"].append(t_bare)
                 times["async_append"].append(t_app)
         if not workers:
-            procs = [start_worker(settings)]  # drain what was queued
+            procs = start_workers(settings, 1)  # drain what was queued
         await svc.flush(120)
     finally:
         await svc.close()
         await bare.delete("bench:bare")
         await bare.aclose()
-        stop(procs)
+        stop_workers(procs)
     base, ours = times["bare_xadd"], times["async_append"]
     return {"bare_xadd": row(base), "async_append": row(ours),
             "p50_ratio": round(statistics.median(ours) / statistics.median(base), 2),
@@ -138,7 +116,7 @@ async def interleaved(url: str, settings: Settings, samples: int, workers: int) 
 
 async def burst(url: str, settings: Settings, rounds: int, workers: int) -> dict[str, Any]:
     bare = aioredis.Redis.from_url(url, protocol=2, max_connections=1000)
-    procs = [start_worker(settings) for _ in range(workers)]
+    procs = start_workers(settings, workers)
     svc = SessionService(settings)
     sync = SessionService(settings.replace(enable_async_persist=False))
     try:
@@ -167,14 +145,14 @@ async def burst(url: str, settings: Settings, rounds: int, workers: int) -> dict
                 s.events.clear()
         gc.unfreeze()
         if not workers:
-            procs = [start_worker(settings)]
+            procs = start_workers(settings, 1)
         await svc.flush(120)
     finally:
         await svc.close()
         await sync.close()
         await bare.delete("bench:burst")
         await bare.aclose()
-        stop(procs)
+        stop_workers(procs)
     base = pct(out["bare_xadd"], 0.99)
     return {name: {**row(v), "p99_ratio_to_bare": round(pct(v, 0.99) / base, 2)}
             for name, v in out.items()}
@@ -209,11 +187,11 @@ async def drain(url: str, settings: Settings, backlog: int, workers: int) -> flo
                 s.events.clear()
 
         await asyncio.gather(*(fill(s, backlog // 200) for s in sessions))
-        procs = [start_worker(settings) for _ in range(workers)]
+        procs = start_workers(settings, workers)
         try:
             took = await wait_drained(client, settings)
         finally:
-            stop(procs)
+            stop_workers(procs)
         await svc.flush(60)
         return backlog / took
     finally:
@@ -223,7 +201,7 @@ async def drain(url: str, settings: Settings, backlog: int, workers: int) -> flo
 
 async def recovery(url: str, settings: Settings) -> dict[str, float]:
     client = aioredis.Redis.from_url(url, protocol=2)
-    victim, other = start_worker(settings), start_worker(settings)
+    victim, other = start_workers(settings, 2)
     svc = SessionService(settings)
     try:
         sessions = await sessions_for(svc, 40, "rec")
@@ -243,7 +221,7 @@ async def recovery(url: str, settings: Settings) -> dict[str, float]:
     finally:
         await svc.close()
         await client.aclose()
-        stop([victim, other])
+        stop_workers([victim, other])
 
 
 async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -94,7 +94,7 @@ def start_workers(settings: Settings, count: int) -> list[subprocess.Popen[bytes
     """``count`` worker processes (``python -m workers``) with these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONSTREAMS_")}
     for name in ("url", "key_prefix", "async_persister_num", "lease_ttl_s",
-                 "heartbeat_interval_s", "block_ms", "worker_batch_size"):
+                 "heartbeat_interval_s", "block_ms", "worker_batch_size", "worker_linger_ms"):
         env[f"SESSIONSTREAMS_{name.upper()}"] = str(getattr(settings, name))
     env["SESSIONSTREAMS_COMPAT_MODE"] = settings.compat_mode.name.lower()
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")

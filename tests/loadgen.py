@@ -242,6 +242,21 @@ class WriteLoad:
             return len(self.acks)
         return sum(1 for w in self.acks if w.started > started_after)
 
+    async def kill_primary(
+        self, group: Any, *, before: int = 200, after: int = 300
+    ) -> tuple[float, Any, Any]:
+        """Once ``before`` writes are acknowledged, SIGKILL the Sentinel ``group``'s primary,
+        wait for the sentinels to promote a replica and for ``after`` acknowledged writes
+        started after the kill. Returns the moment of the kill (``time.monotonic()``), the
+        killed primary and the promoted one."""
+        await self.wait_for_acks(before)
+        old = group.primary()
+        killed_at = time.monotonic()
+        old.kill()
+        new = await group.wait_for_new_primary(old, timeout_s=30)
+        await self.wait_for_acks(after, started_after=killed_at, timeout_s=30)
+        return killed_at, old, new
+
     def first_ack_started_after(
         self, moment: float, users: Sequence[str] | None = None
     ) -> float | None:

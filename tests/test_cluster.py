@@ -11,23 +11,11 @@ from collections import Counter
 import pytest
 from loadgen import WriteLoad
 from redis.crc import key_slot
-from topologies import CLI_TIMEOUT_S, RunningCluster
+from topologies import CLI_TIMEOUT_S, RunningCluster, users_in_slots
 
 from common.models import Key
 
 pytestmark = pytest.mark.slow
-
-
-def users_in_slots(slots: set[int], count: int, stem: str = "user") -> list[str]:
-    """``count`` user ids whose hash tag ``{user}`` falls into ``slots``."""
-    found: list[str] = []
-    i = 0
-    while len(found) < count:
-        name = f"{stem}-{i}"
-        if key_slot(name.encode()) in slots:
-            found.append(name)
-        i += 1
-    return found
 
 
 async def test_users_spread_over_every_primary(

@@ -105,12 +105,7 @@ async def test_sigkill_primary_under_write_load(
     await svc.start()
     load = WriteLoad(svc, users=USERS, writers=4)
     async with load:
-        await load.wait_for_acks(200)
-        old = group.primary()
-        killed_at = time.monotonic()
-        old.kill()
-        new = await group.wait_for_new_primary(old, timeout_s=30)
-        await load.wait_for_acks(300, started_after=killed_at, timeout_s=30)
+        killed_at, old, new = await load.kill_primary(group)
     first_success = load.first_ack_started_after(killed_at)
     assert first_success is not None
     report = await load.verify(since=first_success)

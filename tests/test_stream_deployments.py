@@ -26,7 +26,7 @@ import pytest
 import redis
 from loadgen import LoadReport, Write, WriteLoad
 from redis.crc import key_slot
-from topologies import CLI_TIMEOUT_S, RunningCluster
+from topologies import CLI_TIMEOUT_S, RunningCluster, users_in_slots
 from workers_harness import WorkerProcess, eventually
 
 from common.errors import PersistTimeoutError
@@ -40,18 +40,6 @@ from workers.runner import Worker
 pytestmark = pytest.mark.slow
 
 USERS = [f"user-{i}" for i in range(6)]
-
-
-def users_in_slots(slots: set[int], count: int, stem: str = "user") -> list[str]:
-    """``count`` user ids whose hash tag ``{user}`` falls into ``slots``."""
-    found: list[str] = []
-    i = 0
-    while len(found) < count:
-        name = f"{stem}-{i}"
-        if key_slot(name.encode()) in slots:
-            found.append(name)
-        i += 1
-    return found
 
 
 async def all_applied(svc: SessionService, writes: list[Write], timeout: float) -> Counter[str]:
@@ -290,12 +278,7 @@ async def test_sentinel_primary_sigkill_with_workers(
     await shards_held(reader.client, settings, workers)
     try:
         async with WriteLoad(svc, users=USERS, writers=4, readers=1) as load:
-            await load.wait_for_acks(200)
-            old = group.primary()
-            killed_at = time.monotonic()
-            old.kill()
-            new = await group.wait_for_new_primary(old, timeout_s=30)
-            await load.wait_for_acks(300, started_after=killed_at, timeout_s=30)
+            killed_at, _old, new = await load.kill_primary(group)
         first = load.first_ack_started_after(killed_at)
         assert first is not None
         settle_began = time.monotonic()

@@ -27,6 +27,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.sentinel import Sentinel
+from redis.crc import key_slot
 
 from redis_harness import RunningRedis, free_port, start_redis_server
 
@@ -90,6 +91,18 @@ def _stop_all(nodes: Sequence[RunningRedis]) -> None:
 
 
 # -- Cluster ---------------------------------------------------------------------------------
+
+
+def users_in_slots(slots: set[int], count: int, stem: str = "user") -> list[str]:
+    """``count`` user ids whose hash tag ``{user}`` falls into ``slots``."""
+    found: list[str] = []
+    i = 0
+    while len(found) < count:
+        name = f"{stem}-{i}"
+        if key_slot(name.encode()) in slots:
+            found.append(name)
+        i += 1
+    return found
 
 
 @dataclass
