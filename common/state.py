@@ -53,8 +53,14 @@ class ScopedState(msgspec.Struct):
     user: list[tuple[str, bytes]]
 
 
+#: Prefixes of the keys that are not the session's own state.
+_SCOPED = (APP_PREFIX, USER_PREFIX, TEMP_PREFIX)
+
+
 def split_scopes(state: Mapping[str, bytes | None]) -> ScopedState:
     """Split a state map: app/user pairs (prefix stripped, nil as b""), temp dropped."""
+    if not any(k.startswith(_SCOPED) for k in state):  # the common case: session keys only
+        return ScopedState(dict(state), [], [])
     session: StateMap = {}
     app: list[tuple[str, bytes]] = []
     user: list[tuple[str, bytes]] = []

@@ -39,7 +39,8 @@ _CREATE_LOCK_MS = 5000
 
 
 async def write_route(svc: SessionService, session_or_key: Session | Key) -> str:
-    """The route of a write: the session's tag when usable, else where the session lives.
+    """The route of a write to an existing session (reference §5 matrix): the session's tag
+    when usable, else where the session lives; ``svc._engines[route]`` is its engine.
 
     Without a usable tag, LEGACY and TRANSITION modes look for the legacy copy (one HEXISTS);
     a session found nowhere is routed to HashIdx, whose script answers ``session_gone``.

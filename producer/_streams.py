@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import msgspec
-from redis.exceptions import NoScriptError
 
 from common.durable import call_and_wait
 from common.entries import StreamEntry, encode_entry
@@ -86,14 +85,6 @@ class StreamWriter:
         self._pending: dict[Key, dict[str, Receipt]] = {}
         self._conf_checked = False
         self._conf_lock = asyncio.Lock()
-        # The fixed part of each shard's stream_add call, for the plain (no WAIT) path.
-        script = scripts.get("stream_add")
-        self._heads = [
-            ("EVALSHA", script.sha, 2, sk.stream, sk.conf, self.shards, ENTRY_FORMAT,
-             settings.stream_backlog_max)
-            for sk in self._shard_keys
-        ]
-        self._plain = settings.durable_min_replicas <= 0 and not scripts.disable_cache
         # Group sends: while a shard has a stream_add in flight, later entries for the shard
         # queue here and go out together in the next call (see _send).
         self._in_flight = [False] * self.shards
@@ -123,7 +114,7 @@ class StreamWriter:
             ConfigError: the shard runs with another shard count or entry format.
             PersistUncertainError: fewer than ``durable_min_replicas`` replicas confirmed.
         """
-        if not self._conf_checked:
+        if not self._conf_checked:  # checked once per process
             await self.check_conf()
         if self.settings.enable_tracing:
             entries = _with_traceparent(entries)
@@ -136,17 +127,6 @@ class StreamWriter:
             pending[r.rid] = r
             receipts.append(r)
         return receipts
-
-    async def submit_one(self, key: Key, entry: StreamEntry) -> Receipt:
-        """:meth:`submit` of a single entry (the hot path of ``append_event``)."""
-        if self.settings.enable_tracing or not self._conf_checked:
-            (receipt,) = await self.submit(key, [entry])
-            return receipt
-        shard = shard_of(key, self.shards)
-        reply = await self._send(shard, [encode_entry(entry)])
-        receipt = Receipt(key, shard, _text(reply[1]), entry.rid)
-        self._pending.setdefault(key, {})[receipt.rid] = receipt
-        return receipt
 
     async def _send(self, shard: int, encoded: list[bytes]) -> list[Any]:
         """Add ``encoded`` (in order) to ``shard``'s stream; returns ``[b"ok", id...]``.
@@ -210,15 +190,10 @@ class StreamWriter:
 
     async def _send_now(self, shard: int, encoded: list[bytes]) -> list[Any]:
         """One stream_add of ``encoded`` on ``shard``; a refusal for backpressure is retried."""
-        if self._plain:
-            try:
-                reply: list[Any] = await self.client.execute_command(*self._heads[shard], *encoded)
-            except NoScriptError:
-                reply = await self._add(self._shard_keys[shard], encoded)
-        else:
-            reply = await self._add(self._shard_keys[shard], encoded)
+        sk = self._shard_keys[shard]
+        reply = await self._add(sk, encoded)
         if reply[0] != b"ok":
-            reply = await self._add_with_backpressure(self._shard_keys[shard], encoded, reply)
+            reply = await self._add_with_backpressure(sk, encoded, reply)
         return reply
 
     async def _add_with_backpressure(

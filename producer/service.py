@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from common.compat import Engines, tag_route
+from common.compat import Engines
 from common.connection import (
     check_server,
     create_client,
@@ -42,7 +42,7 @@ from common.models import (
     TrackEvents,
     UserKey,
 )
-from common.readpath import INCARNATION, STORAGE_TYPE
+from common.readpath import INCARNATION
 from common.receipt import Receipt
 from common.scripts import Scripts
 from common.settings import Settings
@@ -78,9 +78,6 @@ def _as_gotime(value: Timestamp) -> GoTime | None:
         return GoTime.from_datetime(value)
     raise InvalidArgumentError(f"expected a datetime or GoTime, not {type(value).__name__}")
 
-
-#: Delta keys that do not belong to the session's own state.
-_SCOPE_PREFIXES = (APP_PREFIX, USER_PREFIX, TEMP_PREFIX)
 
 _RID_PREFIX = uuid.uuid4().hex[:16]
 _rid_counter = itertools.count()
@@ -124,10 +121,6 @@ class SessionService:
         self._closed = False
         self._errors = translate_errors(settings.url or None)
         self._instruments = instruments_for(settings)
-        # The limits every stream entry carries (settings are frozen): session TTL, storage
-        # limit, user and app state TTLs, in ms.
-        self._entry_limits = (settings.session_ttl_ms, settings.storage_limit,
-                              settings.user_state_ttl_s * 1000, settings.app_state_ttl_s * 1000)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -186,7 +179,7 @@ class SessionService:
         state: StatePayload | None = None,
     ) -> StreamEntry:
         """A stream entry for ``session`` carrying its route, incarnation and limits."""
-        ttl_ms, storage_limit, user_ttl_ms, app_ttl_ms = self._entry_limits
+        s = self.settings
         return StreamEntry(
             kind=kind,
             app=session.app_name,
@@ -195,10 +188,10 @@ class SessionService:
             route=route,
             incarnation=session.service_meta.get(INCARNATION, ""),
             producer_ts=producer_ts or GoTime.now().to_text(),
-            ttl_ms=ttl_ms,
-            storage_limit=storage_limit,
-            user_state_ttl_ms=user_ttl_ms,
-            app_state_ttl_ms=app_ttl_ms,
+            ttl_ms=self._ttl_ms,
+            storage_limit=s.storage_limit,
+            user_state_ttl_ms=s.user_state_ttl_s * 1000,
+            app_state_ttl_ms=s.app_state_ttl_s * 1000,
             event=event,
             app_pairs=app_pairs,
             track=track,
@@ -369,8 +362,6 @@ class SessionService:
         validate_key(key)
         hooks = self.settings.append_event_hooks
         if not hooks:
-            if self._streams is not None:
-                return await self._append_streamed(self._streams, session, event, key)
             return (await self._append_many(session, [event], key))[0]
         ctx = AppendEventContext(session=session, event=event, key=key)
         receipt: Receipt = await run_chain(hooks, ctx, self._append_final)
@@ -392,48 +383,15 @@ class SessionService:
         validate_key(key)
         return await self._append_many(session, list(events), key)
 
-    async def _append_streamed(
-        self, streams: StreamWriter, session: Session, event: Event, key: Key
-    ) -> Receipt:
-        """:meth:`_append_many` of one event in async mode, in the fewest steps (the hot path)."""
-        if not event.id:
-            event.id = str(uuid.uuid4())
-        if event.is_partial:  # a streaming chunk changes nothing, in memory or in storage
-            return Receipt(key, -1, "", _rid())
-        if event.state_delta and not is_normalised(event.state_delta):
-            event.state_delta = copy_state(event.state_delta)
-        now = GoTime.now()
-        storable = event.is_storable()
-        _update_in_memory(session, event, now, storable)
-        entry, app = _entry_for(event, now.to_text(), storable)
-        async with self._errors:
-            route = (tag_route(self.settings.compat_mode, session.service_meta.get(STORAGE_TYPE))
-                     or await self._write_route(session))
-            streamed = self._stream_entry(session, "event", route, entry.producer_ts,
-                                          event=entry, app_pairs=tuple(app))
-            return await streams.submit_one(key, streamed)
-
     async def _append_many(self, session: Session, events: list[Event], key: Key) -> list[Receipt]:
-        built: list[tuple[AppendEntry, list[tuple[str, bytes]]]] = []
         now = GoTime.now()
         producer_ts = now.to_text()
-        for event in events:
-            if not event.id:
-                event.id = str(uuid.uuid4())
-            if event.is_partial:  # a streaming chunk changes nothing, in memory or in storage
-                continue
-            if event.state_delta and not is_normalised(event.state_delta):
-                event.state_delta = copy_state(event.state_delta)  # str → UTF-8, else refused
-            storable = event.is_storable()
-            _update_in_memory(session, event, now, storable)
-            built.append(_entry_for(event, producer_ts, storable))
+        built = [b for e in events if (b := _prepare_event(session, e, now, producer_ts))]
         if not built:
             return [Receipt(key, -1, "", _rid()) for _ in events]
         if self._streams is not None:
             async with self._errors:
-                tag = session.service_meta.get(STORAGE_TYPE)
-                route = (tag_route(self.settings.compat_mode, tag)
-                         or await self._write_route(session))
+                route = await _routing.write_route(self, session)
                 streamed = [
                     self._stream_entry(session, "event", route, entry.producer_ts, event=entry,
                                        app_pairs=tuple(app))
@@ -445,7 +403,7 @@ class SessionService:
         receipts = [Receipt(key, -1, "", e.rid) for e in entries]
         async with self._errors:
             await self._write_scopes(key, app_pairs, [])
-            route = await self._write_route(session)
+            route = await _routing.write_route(self, session)
             statuses = await self._engines[route].append(
                 key, entries, ttl_ms=self._ttl_ms, storage_limit=self.settings.storage_limit,
                 user_state_ttl_ms=self.settings.user_state_ttl_s * 1000,
@@ -477,13 +435,13 @@ class SessionService:
                 persist=s.track_ttl_explicit_none,
             )
             async with self._errors:
-                route = await self._write_route(session)
+                route = await _routing.write_route(self, session)
                 (receipt,) = await self._streams.submit(
                     key, [self._stream_entry(session, "track", route, track=payload)]
                 )
             return receipt
         async with self._errors:
-            route = await self._write_route(session)
+            route = await _routing.write_route(self, session)
             status = await self._engines[route].append_track(
                 key, rid=rid, track=track_event.track, track_json=track_event.to_json(),
                 ts_ns=track_event.timestamp.unix_ns, track_ttl_s=s.track_ttl_s,
@@ -541,13 +499,13 @@ class SessionService:
             async with self._errors:
                 entry = self._stream_entry(
                     Session(id=key.session_id, app_name=key.app_name, user_id=key.user_id),
-                    "state", await self._write_route(key),
+                    "state", await _routing.write_route(self, key),
                     state=StatePayload(rid=rid, patch_json=b64_patch(patch)),
                 )
                 (receipt,) = await self._streams.submit(key, [entry])
             return receipt
         async with self._errors:
-            route = await self._write_route(key)
+            route = await _routing.write_route(self, key)
             status = await self._engines[route].update_state(
                 key, rid=rid, patch_json=b64_patch(patch), producer_ts=GoTime.now().to_text(),
                 ttl_ms=self._ttl_ms,
@@ -620,14 +578,6 @@ class SessionService:
             )
         if user:
             await _routing.write_user_state(self, key, user)
-
-    async def _write_route(self, session_or_key: Session | Key) -> str:
-        """The engine route of a write to an existing session (reference §5 matrix).
-
-        The session's ``storage_type`` tag when usable, else where the session lives;
-        ``self._engines[route]`` is the engine (see :mod:`common.compat`).
-        """
-        return await _routing.write_route(self, session_or_key)
 
     # -- summaries (reference §7; producer/_summaries.py) ---------------------------------
     @operation("create_session_summary", span=True)
@@ -703,6 +653,27 @@ def _state_field(key: str, prefix: str) -> str:
     return field
 
 
+def _prepare_event(
+    session: Session, event: Event, now: GoTime, producer_ts: str
+) -> tuple[AppendEntry, list[tuple[str, bytes]]] | None:
+    """Give ``event`` an id and a normalised delta, show it on ``session``, and build its
+    apply-script entry and app-state pairs; None for a partial (streaming) event, which
+    changes nothing, in memory or in storage.
+
+    Raises:
+        InvalidArgumentError: a delta value is neither bytes, str nor None.
+    """
+    if not event.id:
+        event.id = str(uuid.uuid4())
+    if event.is_partial:
+        return None
+    if event.state_delta and not is_normalised(event.state_delta):
+        event.state_delta = copy_state(event.state_delta)  # str → UTF-8, else refused
+    storable = event.is_storable()
+    _update_in_memory(session, event, now, storable)
+    return _entry_for(event, producer_ts, storable)
+
+
 def _update_in_memory(session: Session, event: Event, now: GoTime, storable: bool) -> None:
     """What the running agent sees at once: the event and its whole delta (temp: included)."""
     if storable:
@@ -716,23 +687,12 @@ def _entry_for(
     event: Event, producer_ts: str, storable: bool
 ) -> tuple[AppendEntry, list[tuple[str, bytes]]]:
     """The apply-script entry of one event, and its app-state pairs (written first)."""
-    delta = event.state_delta
-    session_delta = b""
-    user_pairs: tuple[tuple[str, bytes], ...] = ()
-    app: list[tuple[str, bytes]] = []
+    delta = event.state_delta or {}
+    scoped = split_scopes(delta)
     stored = event
-    if delta and not any(k.startswith(_SCOPE_PREFIXES) for k in delta):
-        session_delta = b64_patch(delta)  # session keys only: nothing to split
-    elif delta:
-        scoped = split_scopes(delta)
-        if scoped.session:
-            session_delta = b64_patch(scoped.session)
-        user_pairs = tuple(scoped.user)
-        app = scoped.app
-        if len(scoped.session) + len(scoped.app) + len(scoped.user) < len(delta):
-            # temp: keys are never stored (split_scopes dropped them from the delta)
-            kept = {k: v for k, v in delta.items() if not k.startswith(TEMP_PREFIX)}
-            stored = msgspec.structs.replace(event, state_delta=kept or None)
+    if any(k.startswith(TEMP_PREFIX) for k in delta):
+        kept = {k: v for k, v in delta.items() if not k.startswith(TEMP_PREFIX)}
+        stored = msgspec.structs.replace(event, state_delta=kept or None)
     entry = AppendEntry(
         rid=_rid(),
         event_id=event.id,
@@ -740,10 +700,10 @@ def _entry_for(
         ts_ns=event.timestamp.unix_ns,
         is_user=event.is_user_message(),
         producer_ts=producer_ts,
-        session_delta=session_delta,
-        user_pairs=user_pairs,
+        session_delta=b64_patch(scoped.session) if scoped.session else b"",
+        user_pairs=tuple(scoped.user),
     )
-    return entry, app
+    return entry, scoped.app
 
 
 def _add_track_in_memory(session: Session, track_event: TrackEvent) -> None:
