@@ -208,7 +208,7 @@ class FailoverWatch:
                 log.debug("sentinel_watch_reconnect", error=str(exc), retry_in_s=delay)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             await asyncio.sleep(delay)
             delay = min(delay * 2, WATCH_RETRY_MAX_S)
 

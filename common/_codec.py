@@ -1,4 +1,4 @@
-"""Encoders and decoders behind :mod:`common.models` (private).
+"""Encoders and decoders behind :mod:`sessionstreams.common.models` (private).
 
 Encoding: the models are msgspec Structs laid out in Go field order; non-``omitempty`` fields
 use a custom default factory so msgspec always writes them. Events are copied into a flat wire
@@ -28,11 +28,11 @@ from typing import Any, Final
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from common import gojson
-from common.errors import DecodeError
-from common.gojson import Num, Obj
-from common.gotime import GoTime
-from common.models import (
+from sessionstreams.common import gojson
+from sessionstreams.common.errors import DecodeError
+from sessionstreams.common.gojson import Num, Obj
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import (
     Choice,
     Event,
     EventActions,

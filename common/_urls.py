@@ -1,7 +1,7 @@
 """Redis URL parsing, redaction and client-option checks (private helpers of
-:mod:`common.connection`).
+:mod:`sessionstreams.common.connection`).
 
-Accepted forms (anything else is a :class:`~common.errors.ConfigError`):
+Accepted forms (anything else is a :class:`~sessionstreams.common.errors.ConfigError`):
 
 - ``redis://[user:pass@]host[:port][/db][?opt=value...]`` and ``rediss://`` (TLS);
 - ``unix://[user:pass@]/path/to/redis.sock[?db=N]`` (the db must be a query option: a ``/N``
@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote
 
 from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
 
-from common.errors import ConfigError
+from sessionstreams.common.errors import ConfigError
 
 Kind = Literal["standalone", "unix", "sentinel", "cluster"]
 

@@ -3,13 +3,13 @@
 A *route* names the engine a session lives in; it is also the ``storage_type`` tag of
 returned sessions and the route carried by stream entries:
 
-- :data:`HASHIDX`: the HashIdx layout (:class:`~common.hashidx.HashIdxEngine`);
-- :data:`ZSET`: the legacy ZSet layout (:class:`~common.legacy.LegacyEngine`).
+- :data:`HASHIDX`: the HashIdx layout (:class:`~sessionstreams.common.hashidx.HashIdxEngine`);
+- :data:`ZSET`: the legacy ZSet layout (:class:`~sessionstreams.common.legacy.LegacyEngine`).
 
 Both engines take the same write arguments and return the same statuses
 (:class:`Engine`), so ``Engines.engine_for(route).append(...)`` works for either.
 
-The rules of the matrix, per :class:`~common.settings.CompatMode`:
+The rules of the matrix, per :class:`~sessionstreams.common.settings.CompatMode`:
 
 =====================  ==================  ===================================================
 rule                   NONE                LEGACY / TRANSITION
@@ -30,13 +30,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from common.errors import ConfigError
-from common.hashidx import AppendEntry, HashIdxEngine, LoadResult
-from common.keys import KeySpace
-from common.legacy import LegacyEngine
-from common.models import Key, UserKey
-from common.scripts import Scripts
-from common.settings import CompatMode, Settings
+from sessionstreams.common.errors import ConfigError
+from sessionstreams.common.hashidx import AppendEntry, HashIdxEngine, LoadResult
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.legacy import LegacyEngine
+from sessionstreams.common.models import Key, UserKey
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import CompatMode, Settings
 
 HASHIDX = "hashidx"
 ZSET = "zset"

@@ -12,10 +12,11 @@ notes/redis-py-facts.md §0, §3):
   the client) and a socket timeout above the BLOCK time, so a blocking read never trips it;
 - Cluster: slot map read before the first command, MOVED patches the map in place
   (``reinitialize_steps=0`` unless given); Sentinel: the primary is the one named with the
-  highest config epoch, and a ``+switch-master`` watch recycles the pool (``common._clients``).
+  highest config epoch, and a ``+switch-master`` watch recycles the pool
+  (``sessionstreams.common._clients``).
 
 ``extra_options`` (and URL query options) are passed to the client constructor; one that
-would override a pinned value is a :class:`~common.errors.ConfigError`.
+would override a pinned value is a :class:`~sessionstreams.common.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
-from common._clients import ClusterClient, EpochSentinel, quick_writes
-from common._clients import SentinelPrimaryRedis as SentinelPrimaryRedis  # re-exported
-from common._urls import ParsedURL as ParsedURL  # re-exported
-from common._urls import check_client_options
-from common._urls import parse_url as parse_url  # re-exported
-from common._urls import redact_url as redact_url  # re-exported
-from common.errors import (
+from sessionstreams.common._clients import ClusterClient, EpochSentinel, quick_writes
+from sessionstreams.common._clients import (
+    SentinelPrimaryRedis as SentinelPrimaryRedis,  # re-exported
+)
+from sessionstreams.common._urls import ParsedURL as ParsedURL  # re-exported
+from sessionstreams.common._urls import check_client_options
+from sessionstreams.common._urls import parse_url as parse_url  # re-exported
+from sessionstreams.common._urls import redact_url as redact_url  # re-exported
+from sessionstreams.common.errors import (
     ConfigError,
     ConnectionFailedError,
     CorruptDataError,
@@ -47,7 +50,7 @@ from common.errors import (
     SessionStoreError,
     StoreTimeoutError,
 )
-from common.settings import Settings
+from sessionstreams.common.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -197,7 +200,7 @@ def default_client_factory(parsed: ParsedURL, options: ClientOptions) -> Any:
         return ClusterClient(startup_nodes=nodes, ssl=parsed.tls, **kwargs)
     if parsed.kind == "sentinel":
         assert parsed.service_name is not None  # parse_url guarantees it
-        sentinel = EpochSentinel(  # type: ignore[no-untyped-call]
+        sentinel = EpochSentinel(  # type: ignore[no-untyped-call, unused-ignore]
             list(parsed.hosts),
             min_other_sentinels=options.min_other_sentinels,
             sentinel_kwargs=dict(options.sentinel_kwargs),

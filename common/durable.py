@@ -29,7 +29,7 @@ from redis import exceptions as rx
 from redis.asyncio import RedisCluster
 from redis.asyncio.cluster import ClusterNode, PipelineCommand
 
-from common.scripts import Arg, Scripts
+from sessionstreams.common.scripts import Arg, Scripts
 
 #: Redirections (MOVED / ASK / TRYAGAIN) and NOSCRIPT reloads followed before giving up.
 MAX_REDIRECTS = 16

@@ -10,9 +10,9 @@ from typing import Literal
 
 import msgspec
 
-from common.errors import DecodeError
-from common.hashidx import AppendEntry
-from common.models import Key
+from sessionstreams.common.errors import DecodeError
+from sessionstreams.common.hashidx import AppendEntry
+from sessionstreams.common.models import Key
 
 Kind = Literal["event", "track", "state"]
 

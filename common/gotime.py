@@ -15,7 +15,7 @@ import time as _time
 from functools import lru_cache
 from typing import Any, ClassVar, Final
 
-from common.errors import DecodeError
+from sessionstreams.common.errors import DecodeError
 
 __all__ = ["GoTime"]
 

@@ -1,7 +1,8 @@
 """The HashIdx storage engine: one typed wrapper per Lua script, plus the few plain reads.
 
 Every multi-key write is one script whose keys share the ``{user}`` hash tag. The engine
-speaks in raw stored documents (bytes); decoding and filtering live in :mod:`common.readpath`.
+speaks in raw stored documents (bytes); decoding and filtering live in
+:mod:`sessionstreams.common.readpath`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ from typing import Any
 import msgspec
 from redis.asyncio import RedisCluster
 
-from common.errors import CorruptDataError
-from common.keys import KeySpace
-from common.models import Key, Summary, UserKey, decode_summary_map, encode_summary_map
-from common.scripts import Arg, Scripts
+from sessionstreams.common.errors import CorruptDataError
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.models import (
+    Key,
+    Summary,
+    UserKey,
+    decode_summary_map,
+    encode_summary_map,
+)
+from sessionstreams.common.scripts import Arg, Scripts
 
 #: TTL of an outcome recorded for a session that does not exist (and has no TTL of its own).
 GONE_RECORD_TTL_MS = 86_400_000
@@ -397,7 +404,8 @@ class HashIdxEngine:
     ) -> str:
         """Store ``summary`` under ``filter_key`` unless the stored one is newer.
 
-        As :meth:`common.legacy.LegacyEngine.set_summary`; the summary key takes the meta's
+        As :meth:`sessionstreams.common.legacy.LegacyEngine.set_summary`; the summary key takes the
+        meta's
         remaining TTL (``ttl_ms`` is not needed: the meta carries the session TTL).
         """
         sum_key = self.keys.summary(key)

@@ -54,8 +54,8 @@ never as a field of a Go hash, never inside a Go JSON document.
 
 from __future__ import annotations
 
-from common.errors import InvalidKeyError
-from common.models import Key, UserKey
+from sessionstreams.common.errors import InvalidKeyError
+from sessionstreams.common.models import Key, UserKey
 
 _GLOB_SPECIALS = frozenset("*?[]\\")
 

@@ -3,8 +3,10 @@
 Every key of a legacy session shares the ``{app}`` hash tag (``sess:{app}:<user>`` holds all
 of a user's sessions), so each write is one script on one slot; the app state shares that
 slot too. The write methods take exactly the arguments of
-:class:`~common.hashidx.HashIdxEngine`'s and return the same statuses, so a caller picks an
-engine by route (:func:`common.compat.Engines.engine_for`) and calls either the same way.
+:class:`~sessionstreams.common.hashidx.HashIdxEngine`'s and return the same statuses, so a caller
+picks an
+engine by route (:func:`sessionstreams.common.compat.Engines.engine_for`) and calls either the same
+way.
 
 Two cases reach the HashIdx engine from here:
 
@@ -20,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from common.errors import CorruptDataError
-from common.hashidx import (
+from sessionstreams.common.errors import CorruptDataError
+from sessionstreams.common.hashidx import (
     GONE_RECORD_TTL_MS,
     SUMMARY_CAS_ATTEMPTS,
     AppendEntry,
@@ -29,9 +31,9 @@ from common.hashidx import (
     LoadResult,
     merge_summary,
 )
-from common.keys import KeySpace
-from common.models import Key, Summary, UserKey
-from common.scripts import Arg, Scripts
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.models import Key, Summary, UserKey
+from sessionstreams.common.scripts import Arg, Scripts
 
 MIGRATED = "migrated"
 

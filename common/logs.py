@@ -4,13 +4,14 @@
 terminal, console output when it is. Every line carries what is bound where it was logged:
 
 - ``app``, ``user``, ``session``: the session of the :class:`~producer.SessionService` call in
-  progress (:func:`bind_call`, set by the method decorators of :mod:`common.tracing`), or of
+  progress (:func:`bind_call`, set by the method decorators of
+  :mod:`sessionstreams.common.tracing`), or of
   the entry a worker logs about (:func:`session_fields`);
 - ``shard``, ``worker``: bound by the worker around its apply step (structlog contextvars);
 - ``trace_id``, ``span_id``: the current OpenTelemetry span, when one is recording.
 
 Redis URLs are never logged with their password: every string value that looks like a URL
-with credentials goes through :func:`~common.connection.redact_url`.
+with credentials goes through :func:`~sessionstreams.common.connection.redact_url`.
 
 Applications with their own structlog configuration can add :func:`add_call_context` and
 :func:`redact_secrets` to their processors to get the same fields.
@@ -27,7 +28,7 @@ from typing import Any, TextIO
 import structlog
 from opentelemetry import trace
 
-from common._urls import redact_url
+from sessionstreams.common._urls import redact_url
 
 _root_handler: logging.Handler | None = None
 

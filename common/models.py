@@ -9,12 +9,13 @@ Type conventions:
 * ``bytes`` is a Go ``[]byte`` (base64 on the wire) and ``None`` is a nil slice;
 * ``list[...] | None`` and ``dict[...] | None`` distinguish nil (``None``) from empty;
 * raw JSON (``extensions`` values, track ``payload``) is ``bytes`` holding compact JSON text;
-* ``X | None`` is a Go pointer; times are :class:`~common.gotime.GoTime`.
+* ``X | None`` is a Go pointer; times are :class:`~sessionstreams.common.gotime.GoTime`.
 
 ``to_json`` produces exactly the bytes Go's ``json.Marshal`` produces; ``from_json`` accepts
 exactly what Go's ``json.Unmarshal`` accepts (case-insensitive keys, ``null`` leaves zero values,
-strict base64, the two-pass event decode) and raises :class:`~common.errors.DecodeError`
-otherwise. The encoders and decoders live in :mod:`common._codec`.
+strict base64, the two-pass event decode) and raises
+:class:`~sessionstreams.common.errors.DecodeError`
+otherwise. The encoders and decoders live in :mod:`sessionstreams.common._codec`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from common.gotime import GoTime
+from sessionstreams.common.gotime import GoTime
 
 __all__ = [
     "AudioData",
@@ -590,4 +591,4 @@ class Session(msgspec.Struct, kw_only=True):
         return _codec.decode_session(data)
 
 
-from common import _codec  # noqa: E402 - _codec needs the classes above
+from sessionstreams.common import _codec  # noqa: E402 - _codec needs the classes above

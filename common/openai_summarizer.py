@@ -4,7 +4,8 @@ Works with OpenAI, Azure OpenAI's compatible route, vLLM, Ollama, llama.cpp serv
 anything that answers ``POST {base_url}/chat/completions``. It needs the optional extra
 ``pip install 'sessionstreams[openai-summarizer]'`` (httpx).
 
-Workers load it with ``sessionstreams worker --summarizer common.openai_summarizer:from_env``,
+Workers load it with ``sessionstreams worker --summarizer
+sessionstreams.common.openai_summarizer:from_env``,
 which reads ``SESSIONSTREAMS_SUMMARY_BASE_URL`` (default ``OPENAI_BASE_URL`` or
 ``https://api.openai.com/v1``), ``SESSIONSTREAMS_SUMMARY_API_KEY`` (default
 ``OPENAI_API_KEY``), ``SESSIONSTREAMS_SUMMARY_MODEL`` (default ``gpt-4o-mini``) and
@@ -19,9 +20,9 @@ from typing import Any
 
 import msgspec
 
-from common.errors import ConfigError, SummarizeError
-from common.models import Session
-from common.summarizers import event_role, event_text
+from sessionstreams.common.errors import ConfigError, SummarizeError
+from sessionstreams.common.models import Session
+from sessionstreams.common.summarizers import event_role, event_text
 
 DEFAULT_PROMPT = (
     "You summarize a conversation between a user and an AI assistant so the assistant can "

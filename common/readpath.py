@@ -7,11 +7,11 @@ from collections.abc import Iterable, Mapping, Sequence
 import msgspec
 import structlog
 
-from common.errors import DecodeError
-from common.gotime import GoTime
-from common.hashidx import LoadResult
-from common.keys import session_hash
-from common.models import (
+from sessionstreams.common.errors import DecodeError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.hashidx import LoadResult
+from sessionstreams.common.keys import session_hash
+from sessionstreams.common.models import (
     Event,
     Key,
     Session,
@@ -21,7 +21,7 @@ from common.models import (
     TrackEvents,
     decode_summary_map,
 )
-from common.state import merge_scopes
+from sessionstreams.common.state import merge_scopes
 
 log = structlog.get_logger("sessionstreams.read")
 

@@ -6,8 +6,8 @@ import base64
 
 import msgspec
 
-from common.errors import InvalidArgumentError
-from common.models import Key
+from sessionstreams.common.errors import InvalidArgumentError
+from sessionstreams.common.models import Key
 
 _TAG = "ssr1."
 

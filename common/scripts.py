@@ -1,4 +1,4 @@
-"""Lua scripts: loaded from ``common/scripts/*.lua``, run by SHA with a NOSCRIPT fallback.
+"""Lua scripts: loaded from ``common/lua/*.lua``, run by SHA with a NOSCRIPT fallback.
 
 Each ``.lua`` file opens with its KEYS/ARGV contract. ``_lib.lua`` holds shared helpers; the
 ones a script uses (and the ones those use) are prepended to it, so a script is self-contained
@@ -31,7 +31,7 @@ _DEFINITION = re.compile(rb"^local\s+(?:function\s+)?((?:ss|SS)_\w+)")
 @cache
 def _helpers() -> tuple[tuple[bytes, bytes], ...]:
     """``_lib.lua`` as (name, text) definitions in file order, each with its leading comment."""
-    text = (resources.files("common") / "scripts" / f"{_LIB}.lua").read_bytes()
+    text = (resources.files("sessionstreams.common") / "lua" / f"{_LIB}.lua").read_bytes()
     chunks: list[tuple[bytes, bytes]] = []
     comment: list[bytes] = []
     for line in text.splitlines(keepends=True):
@@ -62,7 +62,7 @@ def _needed(body: bytes) -> list[bytes]:
 
 @cache
 def _source(name: str) -> bytes:
-    body = (resources.files("common") / "scripts" / f"{name}.lua").read_bytes()
+    body = (resources.files("sessionstreams.common") / "lua" / f"{name}.lua").read_bytes()
     return b"".join(_needed(body)) + b"\n" + body
 
 
@@ -89,7 +89,7 @@ class Scripts:
         self._scripts: dict[str, Script] = {}
 
     def get(self, name: str) -> Script:
-        """The script called ``name`` (a file ``common/scripts/<name>.lua``)."""
+        """The script called ``name`` (a file ``common/lua/<name>.lua``)."""
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = Script(name)

@@ -5,7 +5,7 @@ from environment variables (:meth:`Settings.from_env`, ``SESSIONSTREAMS_<FIELD>`
 validated and normalised once, at construction. Normalisation follows the Go service
 (reference §1.1): negative TTLs become 0, worker counts and queue sizes below 1 take their
 default, ``session_event_limit`` and ``track_event_ttl`` are kept as given. Everything that
-cannot be normalised raises :class:`~common.errors.ConfigError` naming the field.
+cannot be normalised raises :class:`~sessionstreams.common.errors.ConfigError` naming the field.
 
 Durations are float seconds; a :class:`datetime.timedelta` is accepted and converted. Our own
 fields carry their unit in their name (``lease_ttl_s``, ``block_ms``).
@@ -24,8 +24,8 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
-from common._urls import parse_url, redact_url
-from common.errors import ConfigError
+from sessionstreams.common._urls import parse_url, redact_url
+from sessionstreams.common.errors import ConfigError
 
 ENV_PREFIX = "SESSIONSTREAMS_"
 

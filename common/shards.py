@@ -31,10 +31,10 @@ from typing import Any
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from common.errors import ConfigError
-from common.keys import fnv1a32
-from common.models import Key
-from common.scripts import Scripts
+from sessionstreams.common.errors import ConfigError
+from sessionstreams.common.keys import fnv1a32
+from sessionstreams.common.models import Key
+from sessionstreams.common.scripts import Scripts
 
 #: The consumer group every persist stream carries.
 PERSIST_GROUP = "persist"

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from common.errors import InvalidArgumentError
+from sessionstreams.common.errors import InvalidArgumentError
 
 APP_PREFIX = "app:"
 USER_PREFIX = "user:"

@@ -4,8 +4,9 @@ No Redis here. This module decides which filter keys a request summarizes (allow
 cascade, §7.5), which events are new since the previous summary's boundary (the *delta*), what
 the summarizer is shown (a temporary session: the previous summary as a ``system`` event, then
 the delta), and the new boundary (§7.3). Storage is the engines' ``set_summary`` ("set if
-newer" on parsed times); the caller path is :mod:`producer._summaries`, the queued path
-:mod:`workers.summaries`.
+newer" on parsed times); the caller path is :mod:`sessionstreams.producer._summaries`, the queued
+path
+:mod:`sessionstreams.workers.summaries`.
 
 A summarizer is any object with two async methods (plain methods returning a value work too)::
 
@@ -28,9 +29,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from common.errors import ConfigError, DecodeError, SummarizeError
-from common.gotime import GoTime
-from common.models import Event, Session, Summary, SummaryBoundary
+from sessionstreams.common.errors import ConfigError, DecodeError, SummarizeError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import Event, Session, Summary, SummaryBoundary
 
 __all__ = [
     "LAST_INCLUDED_EVENT_ID",

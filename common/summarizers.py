@@ -3,8 +3,9 @@
 ``ExtractiveSummarizer`` keeps the previous summary, adds the first sentence of each new user
 turn and the last assistant answer, and cuts the result to ``max_chars`` (the oldest text goes
 first). Workers load it with ``sessionstreams worker --summarizer
-common.summarizers:ExtractiveSummarizer``. For a model behind an OpenAI-compatible endpoint see
-:mod:`common.openai_summarizer`.
+sessionstreams.common.summarizers:ExtractiveSummarizer``. For a model behind an OpenAI-compatible
+endpoint see
+:mod:`sessionstreams.common.openai_summarizer`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from common.models import Event, Session
+from sessionstreams.common.models import Event, Session
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s")
 

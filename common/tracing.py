@@ -4,7 +4,7 @@
 wraps every call:
 
 - log binding, always: the call's session (its first argument) is bound for log lines
-  (:func:`common.logs.bind_call`; one context-variable set);
+  (:func:`sessionstreams.common.logs.bind_call`; one context-variable set);
 - a span, with ``Settings.enable_tracing`` (reference §9.1): tracer ``trpc.agent.go``, the Go
   span name, ``app_name`` / ``user_id`` / ``session_id`` (even when empty) and ``storage``
   where Go sets it;
@@ -41,7 +41,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from common.logs import bind_call, unbind_call
+from sessionstreams.common.logs import bind_call, unbind_call
 
 TRACER_NAME = "trpc.agent.go"
 METER_NAME = "trpc_agent_go.session.redis"
@@ -51,7 +51,7 @@ GO_COUNTER_PREFIX = "trpc_agent_go.session.redis."
 DURATION_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                       2.5, 5.0, 10.0)
 HASHIDX = "hashidx"
-STORAGE_TYPE = "storage_type"  # Session.service_meta key (common.readpath)
+STORAGE_TYPE = "storage_type"  # Session.service_meta key (sessionstreams.common.readpath)
 
 P = ParamSpec("P")
 R = TypeVar("R")

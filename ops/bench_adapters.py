@@ -31,9 +31,9 @@ import redis.asyncio as aioredis
 from bench_peers import APP, adk_event, backlog_of, start_workers, stop_workers
 from bench_sync import local_redis, pct
 
-from common.models import Event, Key
-from common.settings import CompatMode, Settings
-from producer import SessionService
+from sessionstreams.common.models import Event, Key
+from sessionstreams.common.settings import CompatMode, Settings
+from sessionstreams.producer import SessionService
 
 
 def settings_for(url: str, mode: str) -> Settings:
@@ -57,7 +57,7 @@ async def native(svc: SessionService) -> Callable[[int], Awaitable[object]]:
 
 
 async def adk(svc: SessionService) -> Callable[[int], Awaitable[object]]:
-    from producer.adk import SessionStreamsSessionService
+    from sessionstreams.producer.adk import SessionStreamsSessionService
 
     adapter = SessionStreamsSessionService(svc)
     session = await adapter.create_session(app_name=APP, user_id="adk")
@@ -70,7 +70,7 @@ async def adk(svc: SessionService) -> Callable[[int], Awaitable[object]]:
 
 
 async def agents(svc: SessionService) -> Callable[[int], Awaitable[object]]:
-    from producer.openai_agents import SessionStreamsSession
+    from sessionstreams.producer.openai_agents import SessionStreamsSession
 
     conversation = SessionStreamsSession("s", svc, app_name=APP, user_id="agents")
 

@@ -37,11 +37,11 @@ import redis.asyncio as aioredis
 from bench_peers import start_workers, stop_workers
 from bench_sync import local_redis, pct
 
-from common.models import Event, Key, Session
-from common.settings import Settings
-from common.shards import ShardKeys
-from producer import SessionService
-from workers.admin import undelivered_or_pending
+from sessionstreams.common.models import Event, Key, Session
+from sessionstreams.common.settings import Settings
+from sessionstreams.common.shards import ShardKeys
+from sessionstreams.producer import SessionService
+from sessionstreams.workers.admin import undelivered_or_pending
 
 PAYLOAD = b"x" * 600
 #: The parts of the benchmark, in the order they run.

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.gotime import GoTime
-from common.models import (
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import (
     Choice,
     Event,
     Message,

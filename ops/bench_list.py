@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis.asyncio as aioredis
 from bench_sync import local_redis, pct
 
-from common.models import Event, Key, UserKey
-from common.settings import Settings
-from producer import SessionService
+from sessionstreams.common.models import Event, Key, UserKey
+from sessionstreams.common.settings import Settings
+from sessionstreams.producer import SessionService
 
 
 async def fill(svc: SessionService, users: int, per_user: int) -> None:

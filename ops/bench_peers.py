@@ -23,10 +23,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from common.models import Event, Key, UserKey
-from common.settings import CompatMode, Settings
-from common.shards import PERSIST_GROUP, ShardKeys
-from producer import SessionService
+from sessionstreams.common.models import Event, Key, UserKey
+from sessionstreams.common.settings import CompatMode, Settings
+from sessionstreams.common.shards import PERSIST_GROUP, ShardKeys
+from sessionstreams.producer import SessionService
 
 APP = "bench"
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,14 +91,14 @@ def role(i: int) -> str:
 
 
 def start_workers(settings: Settings, count: int) -> list[subprocess.Popen[bytes]]:
-    """``count`` worker processes (``python -m workers``) with these settings."""
+    """``count`` worker processes (``python -m sessionstreams.workers``) with these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONSTREAMS_")}
     for name in ("url", "key_prefix", "async_persister_num", "lease_ttl_s",
                  "heartbeat_interval_s", "block_ms", "worker_batch_size", "worker_linger_ms"):
         env[f"SESSIONSTREAMS_{name.upper()}"] = str(getattr(settings, name))
     env["SESSIONSTREAMS_COMPAT_MODE"] = settings.compat_mode.name.lower()
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return [subprocess.Popen([sys.executable, "-m", "workers"], env=env, cwd=ROOT,
+    return [subprocess.Popen([sys.executable, "-m", "sessionstreams.workers"], env=env, cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for _ in range(count)]
 
@@ -275,7 +275,7 @@ class AdkPeer(Peer):
 
 
 def adk_adapter(url: str, scratch: str) -> Peer:
-    from producer.adk import SessionStreamsSessionService
+    from sessionstreams.producer.adk import SessionStreamsSessionService
 
     svc = SessionService(_settings(url))
     peer = AdkPeer(service=SessionStreamsSessionService(svc))
@@ -330,7 +330,7 @@ class AgentsPeer(Peer):
 
 
 def agents_adapter(url: str, scratch: str) -> Peer:
-    from producer.openai_agents import SessionStreamsSession
+    from sessionstreams.producer.openai_agents import SessionStreamsSession
 
     svc = SessionService(_settings(url))
     peer = AgentsPeer(factory=lambda user, sid: SessionStreamsSession(

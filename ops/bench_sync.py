@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis.asyncio as aioredis
 
-from common.gotime import GoTime
-from common.models import Event, Key, Session
-from common.settings import Settings
-from producer import SessionService
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import Event, Key, Session
+from sessionstreams.common.settings import Settings
+from sessionstreams.producer import SessionService
 
 
 @contextmanager

@@ -30,12 +30,12 @@ sys.path.insert(0, str(ROOT / "ops"))
 
 from bench_sync import local_redis
 
-from common.errors import SessionStoreError
-from common.gotime import GoTime
-from common.models import Event, Key, TrackEvent
-from common.receipt import Receipt
-from common.settings import Settings
-from producer import SessionService
+from sessionstreams.common.errors import SessionStoreError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import Event, Key, TrackEvent
+from sessionstreams.common.receipt import Receipt
+from sessionstreams.common.settings import Settings
+from sessionstreams.producer import SessionService
 
 
 class Workers:
@@ -59,7 +59,8 @@ class Workers:
 
     def start(self) -> None:
         log = (self.log_dir / f"worker-{len(self.procs)}.log").open("wb")
-        self.procs.append(subprocess.Popen([sys.executable, "-m", "workers"], env=self.env(),
+        self.procs.append(subprocess.Popen(
+            [sys.executable, "-m", "sessionstreams.workers"], env=self.env(),
                                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
 
     def alive(self) -> list[subprocess.Popen[bytes]]:

@@ -36,7 +36,9 @@ if ! command -v redis-server >/dev/null 2>&1; then
     echo "redis-server is missing: sudo apt-get install -y redis-server" >&2; exit 1
   fi
 fi
-python3 -m pip install -q -e . >/dev/null
+source ops/_env.sh
+ensure_venv ""
+export PATH="$(dirname "$VENV_PY"):$PATH"
 
 # The system on one URL: two workers, the demo in synchronous and in async (streams) mode,
 # the pipeline status; then the workers are stopped with SIGTERM (they drain and exit 0).
@@ -45,7 +47,7 @@ run_system() {
   logs="$PWD/.run/workers"
   mkdir -p "$logs"
   for i in 1 2; do
-    SESSIONSTREAMS_URL="$url" python3 -m workers >"$logs/worker-$i.log" 2>&1 &
+    SESSIONSTREAMS_URL="$url" python -m sessionstreams.workers >"$logs/worker-$i.log" 2>&1 &
     pids+=($!)
   done
   echo "== demo, synchronous persistence"

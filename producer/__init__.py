@@ -1,7 +1,7 @@
 """The producer library: the session API for agent processes."""
 
-from common.receipt import Receipt
-from producer.hooks import AppendEventContext, GetSessionContext
-from producer.service import SessionService
+from sessionstreams.common.receipt import Receipt
+from sessionstreams.producer.hooks import AppendEventContext, GetSessionContext
+from sessionstreams.producer.service import SessionService
 
 __all__ = ["AppendEventContext", "GetSessionContext", "Receipt", "SessionService"]

@@ -22,8 +22,8 @@ from google.adk.events.event import Event as AdkEvent
 from google.adk.events.event_actions import EventActions as AdkActions
 from google.genai import types
 
-from common.gotime import GoTime
-from common.models import (
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import (
     Choice,
     Event,
     EventActions,
@@ -34,7 +34,7 @@ from common.models import (
     ToolCall,
     Usage,
 )
-from producer._interop import (
+from sessionstreams.producer._interop import (
     decode_json_state,
     gotime_from_seconds,
     placeholder_choice,

@@ -1,6 +1,7 @@
 """Helpers shared by the agent-framework adapters (ADK, OpenAI Agents).
 
-The adapters only call :class:`~producer.service.SessionService` methods, so they work the same
+The adapters only call :class:`~sessionstreams.producer.service.SessionService` methods, so they
+work the same
 in synchronous and asynchronous persistence modes; this module keeps what both need: the
 receipts of writes that may still be in flight, time conversions, JSON state values and the
 message a Go reader sees for a framework record without chat content.
@@ -13,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from common.gotime import GoTime
-from common.models import Choice, ContentPart, Key, Message
-from common.receipt import Receipt
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import Choice, ContentPart, Key, Message
+from sessionstreams.common.receipt import Receipt
 
 if TYPE_CHECKING:
-    from producer.service import SessionService
+    from sessionstreams.producer.service import SessionService
 
 #: ``num_events`` meaning "every stored event" for an exact-window read.
 ALL_EVENTS = (1 << 31) - 1

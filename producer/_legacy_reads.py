@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from common.compat import (
+from sessionstreams.common.compat import (
     HASHIDX,
     ZSET,
     load_both_call,
@@ -19,11 +19,18 @@ from common.compat import (
     presence_calls,
     user_state_read_keys,
 )
-from common.errors import DecodeError
-from common.gotime import GoTime
-from common.hashidx import LoadResult
-from common.models import Key, Session, SessionMeta, SessionStateDoc, TrackEvents, UserKey
-from common.readpath import (
+from sessionstreams.common.errors import DecodeError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.hashidx import LoadResult
+from sessionstreams.common.models import (
+    Key,
+    Session,
+    SessionMeta,
+    SessionStateDoc,
+    TrackEvents,
+    UserKey,
+)
+from sessionstreams.common.readpath import (
     attach_summaries,
     build_session,
     decode_events,
@@ -32,10 +39,10 @@ from common.readpath import (
     track_names,
     window_events,
 )
-from producer import _reads
+from sessionstreams.producer import _reads
 
 if TYPE_CHECKING:
-    from producer.service import SessionService
+    from sessionstreams.producer.service import SessionService
 
 
 def _ns(after: GoTime | None) -> int | None:

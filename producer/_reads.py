@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from common.compat import user_state_read_keys, uses_legacy
-from common.gotime import GoTime
-from common.hashidx import HashIdxEngine
-from common.models import Key, Session, SessionMeta, TrackEvents, UserKey
-from common.readpath import (
+from sessionstreams.common.compat import user_state_read_keys, uses_legacy
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.hashidx import HashIdxEngine
+from sessionstreams.common.models import Key, Session, SessionMeta, TrackEvents, UserKey
+from sessionstreams.common.readpath import (
     attach_summaries,
     build_session,
     decode_events,
@@ -17,11 +17,11 @@ from common.readpath import (
     track_names,
     window_events,
 )
-from common.state import decode_hash
-from producer import _legacy_reads
+from sessionstreams.common.state import decode_hash
+from sessionstreams.producer import _legacy_reads
 
 if TYPE_CHECKING:
-    from producer.service import SessionService
+    from sessionstreams.producer.service import SessionService
 
 __all__ = ["decode_events", "track_names"]
 
@@ -46,7 +46,8 @@ async def load_scopes(
 
 
 def scope_calls(svc: SessionService, key: Key, *, refresh: bool) -> list[tuple[Any, ...]]:
-    """Pipeline calls reading app state and the mode's user-state keys (common.compat)."""
+    """Pipeline calls reading app state and the mode's user-state keys
+    (sessionstreams.common.compat)."""
     app_key = svc.keys.app_state(key.app_name)
     user_keys = user_state_read_keys(svc.keys, svc.settings.compat_mode, key)
     calls: list[tuple[Any, ...]] = [("cmd", "HGETALL", app_key)]
@@ -85,7 +86,7 @@ async def get_session(
     """Load one HashIdx session: one pipeline, plus one call per extra need (tracks).
 
     ``exact`` returns the stored window as it is (no reference user-message filtering).
-    LEGACY and TRANSITION modes read both layouts (:mod:`producer._legacy_reads`).
+    LEGACY and TRANSITION modes read both layouts (:mod:`sessionstreams.producer._legacy_reads`).
     """
     if uses_legacy(svc.settings.compat_mode):
         return await _legacy_reads.get_session(svc, key, limit, after, exact=exact)

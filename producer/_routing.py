@@ -1,7 +1,8 @@
-"""Write routing of SessionService across the two layouts (reference §5, common.compat).
+"""Write routing of SessionService across the two layouts (reference §5,
+sessionstreams.common.compat).
 
 Creation, deletion, trimming and the user-state operations, per compat mode. The rules
-themselves (which engine, which keys) live in :mod:`common.compat`.
+themselves (which engine, which keys) live in :mod:`sessionstreams.common.compat`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from common.compat import (
+from sessionstreams.common.compat import (
     HASHIDX,
     ZSET,
     create_route,
@@ -23,16 +24,23 @@ from common.compat import (
     user_state_write_keys,
     uses_legacy,
 )
-from common.errors import SessionNotFoundError
-from common.gotime import GoTime
-from common.models import Key, Session, SessionIndexEntry, SessionMeta, SessionStateDoc, UserKey
-from common.readpath import STORAGE_TYPE, build_session, track_names
-from common.state import TEMP_PREFIX, StateMap, split_scopes
-from common.tracing import annotate
-from producer import _reads
+from sessionstreams.common.errors import SessionNotFoundError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import (
+    Key,
+    Session,
+    SessionIndexEntry,
+    SessionMeta,
+    SessionStateDoc,
+    UserKey,
+)
+from sessionstreams.common.readpath import STORAGE_TYPE, build_session, track_names
+from sessionstreams.common.state import TEMP_PREFIX, StateMap, split_scopes
+from sessionstreams.common.tracing import annotate
+from sessionstreams.producer import _reads
 
 if TYPE_CHECKING:
-    from producer.service import SessionService
+    from sessionstreams.producer.service import SessionService
 
 #: Lifetime of the create lock (a crashed holder delays other creators of the id this long).
 _CREATE_LOCK_MS = 5000

@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from common.durable import call_and_wait
-from common.entries import StreamEntry, encode_entry
-from common.errors import (
+from sessionstreams.common.durable import call_and_wait
+from sessionstreams.common.entries import StreamEntry, encode_entry
+from sessionstreams.common.errors import (
     BackpressureError,
     ConfigError,
     DeadLetteredError,
@@ -25,12 +25,12 @@ from common.errors import (
     PersistUncertainError,
     SessionNotFoundError,
 )
-from common.keys import KeySpace
-from common.models import Key, UserKey
-from common.receipt import Receipt
-from common.scripts import Arg, Scripts
-from common.settings import Settings
-from common.shards import (
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.models import Key, UserKey
+from sessionstreams.common.receipt import Receipt
+from sessionstreams.common.scripts import Arg, Scripts
+from sessionstreams.common.settings import Settings
+from sessionstreams.common.shards import (
     ENTRY_FORMAT,
     PERSIST_GROUP,
     ShardKeys,
@@ -38,11 +38,11 @@ from common.shards import (
     shard_of,
     stream_id,
 )
-from common.tracing import current_traceparent
+from sessionstreams.common.tracing import current_traceparent
 
-#: Size of a session's request record (SS_RECORD_CAP in common/scripts/_lib.lua).
+#: Size of a session's request record (SS_RECORD_CAP in common/lua/_lib.lua).
 RECORD_CAP = 1024
-#: Outcome codes of the request record (common/scripts/_lib.lua).
+#: Outcome codes of the request record (common/lua/_lib.lua).
 OUTCOMES = {1: "applied", 2: "session_gone", 3: "superseded", 4: "invalid", 5: "dead_lettered"}
 
 
@@ -232,7 +232,7 @@ class StreamWriter:
             )
             return reply
         # WAIT counts the writes of its own connection: it runs right after the script, on
-        # the same connection of the shard's node (common.durable).
+        # the same connection of the shard's node (sessionstreams.common.durable).
         reply, acked = await call_and_wait(
             self.client, self.scripts, "stream_add", [sk.stream, sk.conf], args,
             replicas=n, timeout_ms=int(self.settings.durable_wait_timeout_s * 1000),

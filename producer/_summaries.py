@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from redis.exceptions import RedisError
 
-from common.compat import ZSET
-from common.entries import SummaryJob, encode_job
-from common.errors import (
+from sessionstreams.common.compat import ZSET
+from sessionstreams.common.entries import SummaryJob, encode_job
+from sessionstreams.common.errors import (
     BackpressureError,
     ConfigError,
     CorruptDataError,
@@ -29,16 +29,16 @@ from common.errors import (
     SessionStoreError,
     SummaryTimeoutError,
 )
-from common.keys import validate_key
-from common.models import Session, Summary, decode_summary_map
-from common.readpath import INCARNATION, STORAGE_TYPE, pick_summary
-from common.shards import ENTRY_FORMAT, ShardKeys, shard_of
-from common.summaries import allowed, run_cascade, summarize_one, summary_targets
-from common.tracing import current_traceparent
-from producer import _routing
+from sessionstreams.common.keys import validate_key
+from sessionstreams.common.models import Session, Summary, decode_summary_map
+from sessionstreams.common.readpath import INCARNATION, STORAGE_TYPE, pick_summary
+from sessionstreams.common.shards import ENTRY_FORMAT, ShardKeys, shard_of
+from sessionstreams.common.summaries import allowed, run_cascade, summarize_one, summary_targets
+from sessionstreams.common.tracing import current_traceparent
+from sessionstreams.producer import _routing
 
 if TYPE_CHECKING:
-    from producer.service import SessionService
+    from sessionstreams.producer.service import SessionService
 
 log = structlog.get_logger("sessionstreams.summary")
 

@@ -2,12 +2,13 @@
 
 One line in an ADK app::
 
-    from producer.adk import SessionStreamsSessionService
+    from sessionstreams.producer.adk import SessionStreamsSessionService
     session_service = SessionStreamsSessionService.from_url("redis://localhost:6379/0")
     runner = Runner(app_name="app", agent=agent, session_service=session_service)
 
 Sessions, events and state go to the trpc-agent-go compatible layout, so a Go service reading
-the same Redis sees the conversation (see :mod:`producer._adk_events` for the mapping). ADK's
+the same Redis sees the conversation (see :mod:`sessionstreams.producer._adk_events` for the
+mapping). ADK's
 rules hold:
 
 * state values are JSON values, stored as their JSON bytes; ``app:``/``user:`` keys go to the
@@ -21,7 +22,7 @@ rules hold:
 * ``get_session`` honours ``GetSessionConfig`` exactly (``num_recent_events`` newest events,
   ``after_timestamp`` inclusive), without the Go reader's user-message filtering.
 
-Only :class:`~producer.service.SessionService` methods are called, so synchronous and
+Only :class:`~sessionstreams.producer.service.SessionService` methods are called, so synchronous and
 asynchronous persistence both work. In asynchronous mode ``get_session`` waits until this
 process's appends to the session are applied (read-your-writes), while ``append_event`` does
 not wait for the previous append: its stale check reads the stored session as it is and counts
@@ -49,18 +50,23 @@ from google.adk.sessions.base_session_service import (
 )
 from typing_extensions import override
 
-from common.errors import SessionNotFoundError
-from common.gotime import GoTime
-from common.models import Key, Session, UserKey
-from common.settings import Settings
-from producer._adk_events import (
+from sessionstreams.common.errors import SessionNotFoundError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import Key, Session, UserKey
+from sessionstreams.common.settings import Settings
+from sessionstreams.producer._adk_events import (
     encode_state,
     from_store_event,
     session_seconds,
     to_store_event,
 )
-from producer._interop import ALL_EVENTS, PendingWrites, decode_json_state, gotime_from_seconds
-from producer.service import SessionService
+from sessionstreams.producer._interop import (
+    ALL_EVENTS,
+    PendingWrites,
+    decode_json_state,
+    gotime_from_seconds,
+)
+from sessionstreams.producer.service import SessionService
 
 __all__ = ["SessionStreamsSessionService"]
 

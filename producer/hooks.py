@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from common.gotime import GoTime
-from common.models import Event, Key, Session
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import Event, Key, Session
 
 T = TypeVar("T")
 

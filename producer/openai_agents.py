@@ -2,7 +2,7 @@
 
 One line in an Agents SDK app::
 
-    from producer.openai_agents import SessionStreamsSession
+    from sessionstreams.producer.openai_agents import SessionStreamsSession
     session = SessionStreamsSession.from_url("conversation-1", "redis://localhost:6379/0")
     result = await Runner.run(agent, "Hello", session=session)
 
@@ -13,7 +13,8 @@ It implements the SDK's ``Session`` protocol (``get_items(limit)``, ``add_items`
 is what a Go reader understands: user/assistant/system text, ``function_call`` items as
 ``tool_calls``, ``function_call_output`` items as ``tool`` messages, reasoning summaries as
 reasoning content. Events stored by another writer (a Go service) are read back as items built
-from their message. Only :class:`~producer.service.SessionService` methods are called, so both
+from their message. Only :class:`~sessionstreams.producer.service.SessionService` methods are
+called, so both
 persistence modes work. In asynchronous mode reads wait for this session's writes, and
 ``add_items`` reads the stored session beside its stream write: items added after another
 process cleared the conversation start it again, as in synchronous mode (otherwise the workers
@@ -32,14 +33,23 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 from agents.memory.session_settings import SessionSettings, resolve_session_limit
 
-from common.errors import SessionNotFoundError
-from common.gotime import GoTime
-from common.models import Choice, Event, FunctionDef, Key, Message, Response, Session, ToolCall
-from common.readpath import INCARNATION
-from common.receipt import Receipt
-from common.settings import Settings
-from producer._interop import ALL_EVENTS, PendingWrites, placeholder_choice
-from producer.service import SessionService
+from sessionstreams.common.errors import SessionNotFoundError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import (
+    Choice,
+    Event,
+    FunctionDef,
+    Key,
+    Message,
+    Response,
+    Session,
+    ToolCall,
+)
+from sessionstreams.common.readpath import INCARNATION
+from sessionstreams.common.receipt import Receipt
+from sessionstreams.common.settings import Settings
+from sessionstreams.producer._interop import ALL_EVENTS, PendingWrites, placeholder_choice
+from sessionstreams.producer.service import SessionService
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -95,7 +105,7 @@ class SessionStreamsSession:
         """A session owning a :class:`SessionService` on ``url``.
 
         ``app_name``, ``user_id`` and ``session_settings`` go to the session; any other keyword
-        is a :class:`~common.settings.Settings` field.
+        is a :class:`~sessionstreams.common.settings.Settings` field.
         """
         own = {k: kwargs.pop(k) for k in ("app_name", "user_id", "session_settings")
                if k in kwargs}

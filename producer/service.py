@@ -15,15 +15,15 @@ from typing import Any
 
 import msgspec
 
-from common.compat import Engines
-from common.connection import (
+from sessionstreams.common.compat import Engines
+from sessionstreams.common.connection import (
     check_server,
     create_client,
     start_failover_watch,
     translate_errors,
 )
-from common.entries import Kind, StatePayload, StreamEntry, TrackPayload
-from common.errors import (
+from sessionstreams.common.entries import Kind, StatePayload, StreamEntry, TrackPayload
+from sessionstreams.common.errors import (
     ClosedError,
     CorruptDataError,
     InvalidArgumentError,
@@ -31,10 +31,10 @@ from common.errors import (
     PersistTimeoutError,
     SessionNotFoundError,
 )
-from common.gotime import GoTime
-from common.hashidx import AppendEntry
-from common.keys import KeySpace, validate_app, validate_key, validate_user_key
-from common.models import (
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.hashidx import AppendEntry
+from sessionstreams.common.keys import KeySpace, validate_app, validate_key, validate_user_key
+from sessionstreams.common.models import (
     Event,
     Key,
     Session,
@@ -42,11 +42,11 @@ from common.models import (
     TrackEvents,
     UserKey,
 )
-from common.readpath import INCARNATION
-from common.receipt import Receipt
-from common.scripts import Scripts
-from common.settings import Settings
-from common.state import (
+from sessionstreams.common.readpath import INCARNATION
+from sessionstreams.common.receipt import Receipt
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import Settings
+from sessionstreams.common.state import (
     APP_PREFIX,
     TEMP_PREFIX,
     USER_PREFIX,
@@ -57,15 +57,15 @@ from common.state import (
     split_scopes,
     strip_prefix,
 )
-from common.tracing import (
+from sessionstreams.common.tracing import (
     instruments_for,
     operation,
     storage_of_result,
     storage_of_subject,
 )
-from producer import _reads, _routing, _summaries
-from producer._streams import StreamWriter
-from producer.hooks import AppendEventContext, GetSessionContext, run_chain
+from sessionstreams.producer import _reads, _routing, _summaries
+from sessionstreams.producer._streams import StreamWriter
+from sessionstreams.producer.hooks import AppendEventContext, GetSessionContext, run_chain
 
 Timestamp = GoTime | datetime | None
 
@@ -101,7 +101,7 @@ class SessionService:
     """Sessions, events, state, tracks on Redis, data-compatible with trpc-agent-go.
 
     Args:
-        settings: the one settings object (see :class:`common.settings.Settings`).
+        settings: the one settings object (see :class:`sessionstreams.common.settings.Settings`).
 
     Use as ``async with SessionService(settings) as svc:``; :meth:`close` drains and closes.
     """

@@ -2,7 +2,7 @@
 
 The ``persist_mode`` fixture runs a test twice: ``[sync]`` with synchronous persistence and
 ``[async]`` with ``enable_async_persist=True`` and a real worker subprocess
-(``python -m workers``) applying the streamed writes. Import it into a test module::
+(``python -m sessionstreams.workers``) applying the streamed writes. Import it into a test module::
 
     from adapter_modes import PersistMode, persist_mode  # noqa: F401
 """
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from workers_harness import WorkerProcess
 
-from common.settings import Settings
-from producer import SessionService
+from sessionstreams.common.settings import Settings
+from sessionstreams.producer import SessionService
 
 
 @dataclass

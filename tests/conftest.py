@@ -39,10 +39,10 @@ from topologies import (
     start_sentinel_group,
 )
 
-from common import connection
-from common.logs import reset_logging
-from common.settings import Settings
 from redis_harness import RunningRedis, provide_redis_server
+from sessionstreams.common import connection
+from sessionstreams.common.logs import reset_logging
+from sessionstreams.common.settings import Settings
 
 pytest_plugins = ["workers_harness", "otel_harness", "adapter_modes"]
 
@@ -220,7 +220,7 @@ async def make_service(
     built: list[Any] = []
 
     async def build(**overrides: Any) -> Any:
-        from producer import SessionService  # lazy: the harness must work without it
+        from sessionstreams.producer import SessionService  # lazy: the harness must work without it
 
         service = SessionService(make_settings(**overrides))
         built.append(service)

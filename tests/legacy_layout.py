@@ -3,7 +3,7 @@
 Reference §3.2 (keys and types), §4.5.Z (create: HSET of the SessionState JSON, EXPIRE of the
 user's HASH), §4.8 (append: updatedAt = now, delta merged, ZADD of the full event JSON scored
 by its timestamp in ns), §4.11 (tracks), §7.3 (summary map in the per-user HASH). Documents
-are built with common.models, whose codecs produce Go's bytes.
+are built with sessionstreams.common.models, whose codecs produce Go's bytes.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import msgspec
 
-from common.gotime import GoTime
-from common.keys import KeySpace
-from common.models import (
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.models import (
     Event,
     Key,
     SessionStateDoc,

@@ -34,9 +34,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import SessionStoreError
-from common.gotime import GoTime
-from common.models import Event, Key, Session
+from sessionstreams.common.errors import SessionStoreError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import Event, Key, Session
 
 #: Pause after a failed append before it is retried (the same event again).
 RETRY_PAUSE_S = 0.02

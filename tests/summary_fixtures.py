@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from common.models import Session
-from common.summarizers import event_text
+from sessionstreams.common.models import Session
+from sessionstreams.common.summarizers import event_text
 
 
 def items_of(text: str) -> list[str]:

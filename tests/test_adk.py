@@ -1,4 +1,5 @@
-"""The Google ADK adapter (producer.adk) driven through ADK itself, on a real redis-server.
+"""The Google ADK adapter (sessionstreams.producer.adk) driven through ADK itself, on a real
+redis-server.
 
 An ADK ``Runner`` with an ``LlmAgent`` whose model is a deterministic fake (a tool call, then a
 text answer) writes the session; what ADK reads back must equal what it appended, state scopes
@@ -33,8 +34,8 @@ from google.adk.sessions.base_session_service import BaseSessionService, GetSess
 from google.adk.tools.tool_context import ToolContext
 from google.genai import types
 
-from common.models import Event, Key
-from producer.adk import SessionStreamsSessionService
+from sessionstreams.common.models import Event, Key
+from sessionstreams.producer.adk import SessionStreamsSessionService
 
 APP, USER = "weather", "u1"
 

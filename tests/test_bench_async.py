@@ -18,7 +18,7 @@ def test_bench_async_smoke() -> None:
     """Small sizes: the JSON report has every part, with positive figures and ratios that
     are the quotients of the figures reported beside them."""
     proc = subprocess.run(
-        [sys.executable, "-m", "common.cli", "bench", "async", "--samples", "60",
+        [sys.executable, "-m", "sessionstreams.workers.cli", "bench", "async", "--samples", "60",
          "--burst-rounds", "2", "--backlog", "2000"],
         cwd=ROOT, capture_output=True, text=True, timeout=290, check=False,
     )

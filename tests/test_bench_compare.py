@@ -17,7 +17,8 @@ def test_bench_compare_smoke(tmp_path: Path) -> None:
     """The smoke run finishes, writes the table and the PNG, and measures every peer (the
     async-mode row with its worker processes, whose state is reported with the appends)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "common.cli", "bench", "compare", "--smoke", "--budget-s", "8",
+        [sys.executable, "-m", "sessionstreams.workers.cli", "bench", "compare", "--smoke",
+         "--budget-s", "8",
          "--out-dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=170, check=False,
     )

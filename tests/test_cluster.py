@@ -13,7 +13,7 @@ from loadgen import WriteLoad
 from redis.crc import key_slot
 from topologies import CLI_TIMEOUT_S, RunningCluster, users_in_slots
 
-from common.models import Key
+from sessionstreams.common.models import Key
 
 pytestmark = pytest.mark.slow
 

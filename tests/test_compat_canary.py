@@ -12,10 +12,10 @@ import asyncio
 import pytest
 from legacy_layout import GoLegacyWriter
 
-from common.gotime import GoTime
-from common.keys import KeySpace
-from common.models import Event, Key, TrackEvent, UserKey
-from common.settings import CompatMode
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.models import Event, Key, TrackEvent, UserKey
+from sessionstreams.common.settings import CompatMode
 
 # Also on Cluster in every run: the legacy layout puts a whole app in one slot.
 pytestmark = pytest.mark.topologies("cluster")

@@ -14,11 +14,11 @@ import msgspec
 import pytest
 from legacy_layout import GoLegacyWriter
 
-from common.compat import Engines, check_presence
-from common.errors import SessionNotFoundError
-from common.gotime import GoTime
-from common.keys import KeySpace
-from common.models import (
+from sessionstreams.common.compat import Engines, check_presence
+from sessionstreams.common.errors import SessionNotFoundError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.models import (
     Event,
     Key,
     Session,
@@ -28,8 +28,8 @@ from common.models import (
     UserKey,
     encode_summary_map,
 )
-from common.scripts import Scripts
-from common.settings import CompatMode
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import CompatMode
 
 NONE, LEGACY, TRANSITION = CompatMode.NONE, CompatMode.LEGACY, CompatMode.TRANSITION
 MODES = pytest.mark.parametrize("mode", [NONE, LEGACY, TRANSITION], ids=lambda m: m.name)

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from common._urls import parse_url
-from common.cli import build_parser
-from common.settings import ENV_PREFIX, Settings
+from sessionstreams.common._urls import parse_url
+from sessionstreams.common.settings import ENV_PREFIX, Settings
+from sessionstreams.workers.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose"
@@ -221,7 +221,8 @@ def _run(*argv: str) -> str:
 
 
 def _demo(url: str) -> str:
-    return _run(sys.executable, "-m", "common.cli", "--url", url, "demo", "--sessions", "1")
+    return _run(sys.executable, "-m", "sessionstreams.workers.cli", "--url", url, "demo",
+                "--sessions", "1")
 
 
 @pytest.mark.slow

@@ -12,8 +12,8 @@ import pytest
 import redis
 from workers_harness import wait_until
 
-from common.errors import ConfigError
 from redis_harness import RunningRedis
+from sessionstreams.common.errors import ConfigError
 
 pytestmark = pytest.mark.topologies("cluster", "sentinel")
 

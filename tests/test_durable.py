@@ -17,12 +17,12 @@ import redis
 from topologies import RunningCluster
 from workers_harness import eventually
 
-from common.errors import ConfigError, PersistTimeoutError, PersistUncertainError
-from common.models import Event, Key
-from common.settings import Settings
-from common.shards import ShardKeys, shard_of
-from producer import SessionService
 from redis_harness import RunningRedis
+from sessionstreams.common.errors import ConfigError, PersistTimeoutError, PersistUncertainError
+from sessionstreams.common.models import Event, Key
+from sessionstreams.common.settings import Settings
+from sessionstreams.common.shards import ShardKeys, shard_of
+from sessionstreams.producer import SessionService
 
 pytestmark = pytest.mark.slow
 

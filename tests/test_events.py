@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common.errors import InvalidArgumentError, SessionNotFoundError
-from common.gotime import GoTime
-from common.models import Event, Key, Session, UserKey
+from sessionstreams.common.errors import InvalidArgumentError, SessionNotFoundError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import Event, Key, Session, UserKey
 
 T0 = 1_735_787_045_000_000_000  # 2025-01-02T03:04:05Z in ns
 
@@ -189,7 +189,7 @@ async def test_storage_limit_keeps_anchor_user_message(make_service, redis_clien
 
 async def test_read_window_matches_untrimmed_reference(make_service) -> None:
     """A trimmed session reads like the reference filtering over the full history."""
-    from common.readpath import apply_event_filtering
+    from sessionstreams.common.readpath import apply_event_filtering
 
     roles = ["user", "assistant", "tool", "assistant", "user", "assistant"] * 6 + ["assistant"] * 7
     events = [msg(r, "x", i) for i, r in enumerate(roles)]
@@ -313,7 +313,7 @@ async def test_reappended_event_id_is_a_no_op(make_service) -> None:
 
 async def test_retried_request_applies_once(make_service, redis_client) -> None:
     """Re-running the same apply entry (a client retry) is reported duplicate, applied once."""
-    from common.hashidx import AppendEntry
+    from sessionstreams.common.hashidx import AppendEntry
 
     svc = await make_service()
     s = await _session(svc)
@@ -485,7 +485,7 @@ async def test_trim_spans_batches(make_service) -> None:
 
 async def test_wrong_type_meta_reports_and_writes_nothing(make_service, redis_client) -> None:
     """A meta key of the wrong Redis type: CorruptDataError, and no event key is created."""
-    from common.errors import CorruptDataError
+    from sessionstreams.common.errors import CorruptDataError
 
     svc = await make_service()
     s = await _session(svc)
@@ -499,7 +499,7 @@ async def test_wrong_type_meta_reports_and_writes_nothing(make_service, redis_cl
 
 async def test_corrupt_meta_json_reports_and_writes_nothing(make_service, redis_client) -> None:
     """A meta that is not JSON fails the append as CorruptDataError; nothing is written."""
-    from common.errors import CorruptDataError
+    from sessionstreams.common.errors import CorruptDataError
 
     svc = await make_service()
     s = await _session(svc)

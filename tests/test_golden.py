@@ -11,10 +11,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from common._codec import decode_event
-from common.errors import DecodeError
-from common.gotime import GoTime
-from common.models import (
+from sessionstreams.common._codec import decode_event
+from sessionstreams.common.errors import DecodeError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import (
     Event,
     SessionIndexEntry,
     SessionMeta,
@@ -175,7 +175,7 @@ def test_reencode_is_byte_exact(case: dict[str, Any]) -> None:
 def test_event_slow_path_matches(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """The exact fallback decoder gives the same event as the fast path."""
     data, expected = _case_files(case)
-    import common._codec as codec
+    import sessionstreams.common._codec as codec
 
     def _fail(_data: Any) -> Any:
         raise ValueError("forced slow path")

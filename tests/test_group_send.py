@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from common.entries import decode_entry
-from common.errors import BackpressureError
-from common.models import Event, Key
-from common.shards import ShardKeys
-from producer import SessionService
-from producer._streams import GROUP_MAX, StreamWriter
+from sessionstreams.common.entries import decode_entry
+from sessionstreams.common.errors import BackpressureError
+from sessionstreams.common.models import Event, Key
+from sessionstreams.common.shards import ShardKeys
+from sessionstreams.producer import SessionService
+from sessionstreams.producer._streams import GROUP_MAX, StreamWriter
 
 pytestmark = pytest.mark.topologies("cluster", "sentinel")
 

@@ -1,4 +1,5 @@
-"""``sessionstreams index rebuild`` (common.index_tools) against a real redis-server.
+"""``sessionstreams index rebuild`` (sessionstreams.workers.index_tools) against a real
+redis-server.
 
 Sessions created without the user session index are invisible to index-based listing
 (reference §12.19); the rebuild back-fills the index, prunes stale entries, is idempotent,
@@ -13,12 +14,12 @@ import sys
 
 import pytest
 
-from common._admin import InjectedFault, stop_after
-from common.index_tools import rebuild_index
-from common.keys import KeySpace
-from common.models import Key, SessionIndexEntry, SessionMeta, UserKey
-from common.scripts import Scripts
-from common.settings import CompatMode
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.models import Key, SessionIndexEntry, SessionMeta, UserKey
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import CompatMode
+from sessionstreams.workers._tooling import InjectedFault, stop_after
+from sessionstreams.workers.index_tools import rebuild_index
 
 
 async def _sessions(svc, app: str, user: str, n: int, start: int = 0) -> list[Key]:
@@ -152,7 +153,7 @@ async def test_cli_index_rebuild(make_service, redis_client, key_prefix, redis_t
 
 async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "common.cli", *args, env=env,
+        sys.executable, "-m", "sessionstreams.workers.cli", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()

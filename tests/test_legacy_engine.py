@@ -1,4 +1,5 @@
-"""The legacy ZSet engine (common.legacy) on a real redis-server, data written as Go writes it.
+"""The legacy ZSet engine (sessionstreams.common.legacy) on a real redis-server, data written as Go
+writes it.
 
 Statuses and request records, incarnations, validation before the first write, and the
 deliberate differences that apply to the legacy layout: bounded storage with the anchoring
@@ -14,13 +15,13 @@ import msgspec
 import pytest
 from legacy_layout import GoLegacyWriter
 
-from common.compat import HASHIDX, ZSET, Engines
-from common.errors import ConfigError
-from common.gotime import GoTime
-from common.hashidx import AppendEntry, HashIdxEngine
-from common.keys import KeySpace
-from common.legacy import LegacyEngine
-from common.models import (
+from sessionstreams.common.compat import HASHIDX, ZSET, Engines
+from sessionstreams.common.errors import ConfigError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.hashidx import AppendEntry, HashIdxEngine
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.legacy import LegacyEngine
+from sessionstreams.common.models import (
     Event,
     Key,
     SessionMeta,
@@ -28,9 +29,9 @@ from common.models import (
     TrackEvent,
     decode_summary_map,
 )
-from common.scripts import Scripts
-from common.settings import CompatMode
-from common.state import b64_patch
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import CompatMode
+from sessionstreams.common.state import b64_patch
 
 T0 = 1_735_787_045_000_000_000  # 2025-01-02T03:04:05Z
 K = Key("app", "u", "s")

@@ -1,4 +1,4 @@
-"""``sessionstreams migrate`` (common.migrate) against a real redis-server.
+"""``sessionstreams migrate`` (sessionstreams.workers.migrate) against a real redis-server.
 
 Legacy sessions written in the Go layout are copied into HashIdx with their events, tracks,
 summaries, state, generation, request record and the user's old user state, verified, then
@@ -16,15 +16,15 @@ import sys
 import pytest
 from legacy_layout import GoLegacyWriter
 
-from common._admin import InjectedFault, stop_after
-from common.compat import Engines
-from common.gotime import GoTime
-from common.hashidx import AppendEntry
-from common.keys import KeySpace
-from common.migrate import Migrator
-from common.models import Event, Key, Summary, TrackEvent, UserKey
-from common.scripts import Scripts
-from common.settings import CompatMode
+from sessionstreams.common.compat import Engines
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.hashidx import AppendEntry
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.models import Event, Key, Summary, TrackEvent, UserKey
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import CompatMode
+from sessionstreams.workers._tooling import InjectedFault, stop_after
+from sessionstreams.workers.migrate import Migrator
 
 # Also on Cluster in every run: the legacy layout puts a whole app in one slot.
 pytestmark = pytest.mark.topologies("cluster")
@@ -334,7 +334,7 @@ async def test_cli_migrate_dry_run_fault_and_rerun(go, redis_client, key_prefix,
 
 async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "common.cli", *args, env=env,
+        sys.executable, "-m", "sessionstreams.workers.cli", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import common._codec as codec
-from common import gojson
-from common.errors import DecodeError
-from common.gotime import GoTime
-from common.models import (
+import sessionstreams.common._codec as codec
+from sessionstreams.common import gojson
+from sessionstreams.common.errors import DecodeError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import (
     Choice,
     ContentPart,
     ContentRef,

@@ -25,16 +25,16 @@ from otel_harness import points, read_span_lines, total
 from redis.exceptions import ResponseError
 from workers_harness import eventually
 
-from common.entries import decode_entry
-from common.errors import PersistTimeoutError, SessionStoreError
-from common.logs import configure_logging
-from common.models import Event, Key, TrackEvent, UserKey
-from common.settings import Settings
-from common.shards import ShardKeys, shard_of
-from common.tracing import GO_COUNTER_PREFIX, TRACER_NAME
-from producer import SessionService
-from workers import admin
-from workers.runner import Worker
+from sessionstreams.common.entries import decode_entry
+from sessionstreams.common.errors import PersistTimeoutError, SessionStoreError
+from sessionstreams.common.logs import configure_logging
+from sessionstreams.common.models import Event, Key, TrackEvent, UserKey
+from sessionstreams.common.settings import Settings
+from sessionstreams.common.shards import ShardKeys, shard_of
+from sessionstreams.common.tracing import GO_COUNTER_PREFIX, TRACER_NAME
+from sessionstreams.producer import SessionService
+from sessionstreams.workers import admin
+from sessionstreams.workers.runner import Worker
 
 pytestmark = pytest.mark.slow
 
@@ -181,7 +181,7 @@ async def test_summary_job_span_continues_the_callers_trace(
     span current when the job was queued (here the agent's own span)."""
     from opentelemetry import trace
 
-    from common.summarizers import ExtractiveSummarizer
+    from sessionstreams.common.summarizers import ExtractiveSummarizer
 
     settings = pipeline_settings(enable_tracing=True)
     svc = await make_service(enable_async_persist=True, enable_tracing=True,
@@ -497,7 +497,8 @@ def run_status(settings: Settings, *args: str, timeout: float = 30) -> str:
 
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "common.cli", "status", *args], env=worker_env(settings),
+            [sys.executable, "-m", "sessionstreams.workers.cli", "status", *args],
+            env=worker_env(settings),
             cwd=ROOT, capture_output=True, timeout=timeout, check=True,
         )
     except subprocess.TimeoutExpired as exc:  # --watch runs until stopped

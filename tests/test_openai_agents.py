@@ -1,4 +1,4 @@
-"""The OpenAI Agents SDK adapter (producer.openai_agents) on a real redis-server.
+"""The OpenAI Agents SDK adapter (sessionstreams.producer.openai_agents) on a real redis-server.
 
 The session is used directly through the SDK's ``Session`` protocol and by the SDK's
 ``Runner`` with a deterministic fake model (a tool call, then a text answer). Tests on the
@@ -28,8 +28,8 @@ from openai.types.responses import (
     ResponseOutputText,
 )
 
-from common.models import Event
-from producer.openai_agents import SessionStreamsSession
+from sessionstreams.common.models import Event
+from sessionstreams.producer.openai_agents import SessionStreamsSession
 
 
 class FakeModel(Model):

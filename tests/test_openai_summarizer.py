@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from common.errors import SummarizeError
-from common.models import Event, Key, Session
-from common.openai_summarizer import OpenAISummarizer, from_env
-from common.summaries import load_summarizer
+from sessionstreams.common.errors import SummarizeError
+from sessionstreams.common.models import Event, Key, Session
+from sessionstreams.common.openai_summarizer import OpenAISummarizer, from_env
+from sessionstreams.common.summaries import load_summarizer
 
 
 class FakeCompletions:
@@ -115,4 +115,5 @@ async def test_service_stores_the_model_summary(completions, make_service, redis
     await svc.create_session_summary(s)
     s.summaries = {}
     assert await svc.get_session_summary_text(s) == "The user booked a table for two."
-    assert isinstance(load_summarizer("common.openai_summarizer:from_env"), OpenAISummarizer)
+    made = load_summarizer("sessionstreams.common.openai_summarizer:from_env")
+    assert isinstance(made, OpenAISummarizer)

@@ -18,20 +18,20 @@ import signal
 import pytest
 from workers_harness import eventually
 
-from common.entries import StreamEntry, encode_entry
-from common.errors import (
+from sessionstreams.common.entries import StreamEntry, encode_entry
+from sessionstreams.common.errors import (
     BackpressureError,
     ConfigError,
     DeadLetteredError,
     PersistTimeoutError,
     SessionNotFoundError,
 )
-from common.gotime import GoTime
-from common.hashidx import AppendEntry
-from common.models import Event, Key, TrackEvent
-from common.scripts import Scripts
-from common.shards import ENTRY_FORMAT, ShardKeys, shard_of
-from producer import SessionService
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.hashidx import AppendEntry
+from sessionstreams.common.models import Event, Key, TrackEvent
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.shards import ENTRY_FORMAT, ShardKeys, shard_of
+from sessionstreams.producer import SessionService
 
 pytestmark = pytest.mark.slow
 ON_EVERY_TOPOLOGY = pytest.mark.topologies("cluster", "sentinel")
@@ -306,7 +306,7 @@ async def test_poison_entry_dead_lettered_replayed(
     make_service, redis_client, pipeline_settings, start_worker
 ) -> None:
     """A failing entry holds its session's later entries, goes to the DLQ, and replays."""
-    from workers import admin
+    from sessionstreams.workers import admin
 
     settings = pipeline_settings(dead_letter_after_failures=3)
     svc = SessionService(settings)
@@ -403,7 +403,7 @@ async def test_streamed_writes_to_a_legacy_session(
     make_service, redis_client, pipeline_settings, start_worker
 ) -> None:
     """A session in the legacy layout receives streamed writes there, in order."""
-    from common.settings import CompatMode
+    from sessionstreams.common.settings import CompatMode
 
     settings = pipeline_settings(compat_mode=CompatMode.TRANSITION)
     start_worker(settings)
@@ -450,7 +450,7 @@ async def test_flush_confirms_writes_older_than_the_request_record(
 
 async def test_shards_resize(make_service, redis_client, pipeline_settings, start_worker) -> None:
     """resize drains every shard, then only producers and workers with the new count run."""
-    from workers import admin
+    from sessionstreams.workers import admin
 
     old_settings = pipeline_settings(async_persister_num=3)
     old_worker = start_worker(old_settings)
@@ -501,7 +501,7 @@ def test_cli_status_and_dlq(pipeline_settings, capsys) -> None:
     """`sessionstreams status --json` and `dlq list` run against the pipeline's Redis."""
     import json
 
-    from common.cli import main
+    from sessionstreams.workers.cli import main
 
     settings = pipeline_settings()
     env_args = ["--url", settings.url]

@@ -8,10 +8,10 @@ from importlib import resources
 import pytest
 import redis
 
-from common import scripts
 from redis_harness import RunningRedis
+from sessionstreams.common import scripts
 
-_FOLDER = resources.files("common") / "scripts"
+_FOLDER = resources.files("sessionstreams.common") / "lua"
 _NAMES = sorted(p.name[:-4] for p in _FOLDER.iterdir()
                 if p.name.endswith(".lua") and p.name != "_lib.lua")
 _USE = re.compile(rb"\b(?:ss|SS)_\w+")

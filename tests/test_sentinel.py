@@ -14,9 +14,9 @@ import redis
 from loadgen import WriteLoad
 from topologies import RunningSentinelGroup, async_wait_until
 
-from common._clients import FailoverWatch
-from common.connection import create_client
-from common.settings import Settings
+from sessionstreams.common._clients import FailoverWatch
+from sessionstreams.common.connection import create_client
+from sessionstreams.common.settings import Settings
 
 USERS = [f"user-{i}" for i in range(6)]
 

@@ -18,9 +18,9 @@ import uuid
 
 import pytest
 
-from common.errors import ConnectionFailedError, DecodeError, InvalidKeyError
-from common.models import Event, Key, UserKey
-from producer import SessionService
+from sessionstreams.common.errors import ConnectionFailedError, DecodeError, InvalidKeyError
+from sessionstreams.common.models import Event, Key, UserKey
+from sessionstreams.producer import SessionService
 
 
 async def test_create_generates_uuid_when_id_empty(make_service) -> None:
@@ -135,7 +135,7 @@ async def test_get_corrupt_meta_raises_decode_error(make_service, redis_client) 
 
 async def test_get_wrong_type_index_is_an_error(make_service, redis_client) -> None:
     """An event index holding the wrong Redis type fails the read with our error."""
-    from common.errors import CorruptDataError
+    from sessionstreams.common.errors import CorruptDataError
 
     svc = await make_service()
     s = await svc.create_session(Key("app", "u", "wt"))
@@ -255,8 +255,8 @@ async def test_delete_missing_session_is_fine(make_service) -> None:
 
 async def test_delete_removes_every_key(make_service, redis_client, key_prefix) -> None:
     """Delete removes meta, events, index, summaries, tracks, names, our keys and index entry."""
-    from common.gotime import GoTime
-    from common.models import TrackEvent
+    from sessionstreams.common.gotime import GoTime
+    from sessionstreams.common.models import TrackEvent
 
     svc = await make_service(enable_user_session_index=True)
     s = await svc.create_session(Key("app", "u", "s"))
@@ -272,8 +272,8 @@ async def test_delete_removes_every_key(make_service, redis_client, key_prefix) 
 
 async def test_delete_without_meta_removes_tracks(make_service, redis_client, key_prefix) -> None:
     """Track keys named only in the names SET are deleted after the meta is gone."""
-    from common.gotime import GoTime
-    from common.models import TrackEvent
+    from sessionstreams.common.gotime import GoTime
+    from sessionstreams.common.models import TrackEvent
 
     svc = await make_service()
     s = await svc.create_session(Key("app", "u", "s"))

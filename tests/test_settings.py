@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from common.errors import ConfigError
-from common.settings import _RULES, CompatMode, Settings
+from sessionstreams.common.errors import ConfigError
+from sessionstreams.common.settings import _RULES, CompatMode, Settings
 
 
 def test_defaults_match_the_go_service() -> None:

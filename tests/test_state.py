@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import CorruptDataError, InvalidKeyError, SessionNotFoundError
-from common.models import Key, UserKey
+from sessionstreams.common.errors import CorruptDataError, InvalidKeyError, SessionNotFoundError
+from sessionstreams.common.models import Key, UserKey
 
 
 async def test_app_state_update_list_delete(make_service) -> None:
@@ -81,8 +81,8 @@ async def test_update_session_state_rules(make_service) -> None:
 
 async def test_update_session_state_merges_and_keeps_nil(make_service) -> None:
     """Existing keys are kept, a nil value reads back as None, tracks survive."""
-    from common.gotime import GoTime
-    from common.models import TrackEvent
+    from sessionstreams.common.gotime import GoTime
+    from sessionstreams.common.models import TrackEvent
 
     svc = await make_service()
     s = await svc.create_session(Key("app", "u", "s"), {"keep": b"1"})

@@ -29,13 +29,13 @@ from redis.crc import key_slot
 from topologies import CLI_TIMEOUT_S, RunningCluster, users_in_slots
 from workers_harness import WorkerProcess, eventually
 
-from common.errors import PersistTimeoutError
-from common.models import Event, Key
-from common.settings import Settings
-from common.shards import ShardKeys, shard_tag
-from producer import SessionService
-from workers import admin
-from workers.runner import Worker
+from sessionstreams.common.errors import PersistTimeoutError
+from sessionstreams.common.models import Event, Key
+from sessionstreams.common.settings import Settings
+from sessionstreams.common.shards import ShardKeys, shard_tag
+from sessionstreams.producer import SessionService
+from sessionstreams.workers import admin
+from sessionstreams.workers.runner import Worker
 
 pytestmark = pytest.mark.slow
 

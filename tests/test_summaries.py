@@ -14,17 +14,28 @@ from pathlib import Path
 import pytest
 from summary_fixtures import FailingSummarizer, RecordingSummarizer, items_of, read_calls
 
-from common.errors import (
+from sessionstreams.common.errors import (
     ConfigError,
     InvalidArgumentError,
     InvalidKeyError,
     SummarizeError,
     SummaryTimeoutError,
 )
-from common.gotime import GoTime
-from common.models import Event, Key, Session, Summary, SummaryBoundary, decode_summary_map
-from common.summaries import LAST_INCLUDED_EVENT_ID, LAST_INCLUDED_TS, load_summarizer
-from common.summarizers import ExtractiveSummarizer
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import (
+    Event,
+    Key,
+    Session,
+    Summary,
+    SummaryBoundary,
+    decode_summary_map,
+)
+from sessionstreams.common.summaries import (
+    LAST_INCLUDED_EVENT_ID,
+    LAST_INCLUDED_TS,
+    load_summarizer,
+)
+from sessionstreams.common.summarizers import ExtractiveSummarizer
 
 pytestmark = pytest.mark.topologies("cluster", "sentinel")
 
@@ -112,7 +123,7 @@ async def test_no_summarizer_nil_session_and_bad_key(make_service, redis_client)
 
 async def test_summary_text_prefers_memory(make_settings):
     """Case 67: in-memory summaries "" and "b1" -> ""'s text; Redis is not read (it is down)."""
-    from producer import SessionService
+    from sessionstreams.producer import SessionService
 
     down = SessionService(make_settings(url="redis://127.0.0.1:1/0", socket_timeout_s=0.2,
                                         socket_connect_timeout_s=0.2))
@@ -149,7 +160,7 @@ async def test_summary_text_from_redis_falls_back_to_full(make_service, redis_cl
 
 
 def _map(m: dict[str, Summary]) -> bytes:
-    from common.models import encode_summary_map
+    from sessionstreams.common.models import encode_summary_map
 
     return encode_summary_map(dict(m))
 
@@ -343,10 +354,11 @@ async def test_delete_session_removes_summary_keys(make_service, redis_client, l
 def test_load_summarizer() -> None:
     """--summarizer takes module:factory; classes and functions are called, errors are
     ConfigError."""
-    made = load_summarizer("common.summarizers:ExtractiveSummarizer")
+    made = load_summarizer("sessionstreams.common.summarizers:ExtractiveSummarizer")
     assert isinstance(made, ExtractiveSummarizer)
-    for bad in ("common.summarizers", "no.such.module:x", "common.summarizers:nothing",
-                "common.gotime:GoTime"):
+    for bad in ("sessionstreams.common.summarizers", "no.such.module:x",
+                "sessionstreams.common.summarizers:nothing",
+                "sessionstreams.common.gotime:GoTime"):
         with pytest.raises(ConfigError):
             load_summarizer(bad)
 
@@ -371,7 +383,7 @@ async def test_summary_spans_and_go_counters(make_service, span_exporter, metric
     count summary writes and Redis reads of the text (not in-memory hits)."""
     from otel_harness import total
 
-    from common.tracing import GO_COUNTER_PREFIX
+    from sessionstreams.common.tracing import GO_COUNTER_PREFIX
 
     svc = await make_service(summarizer=RecordingSummarizer(log), enable_tracing=True)
     s = await conversation(svc)

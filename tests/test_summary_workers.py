@@ -20,11 +20,11 @@ import pytest
 from summary_fixtures import RecordingSummarizer, items_of, read_calls
 from workers_harness import ROOT, WorkerProcess, eventually, worker_env
 
-from common.errors import BackpressureError
-from common.models import Event, Key, Session, decode_summary_map
-from common.shards import ShardKeys, shard_of
-from producer import SessionService
-from workers.summary_jobs import stream_id
+from sessionstreams.common.errors import BackpressureError
+from sessionstreams.common.models import Event, Key, Session, decode_summary_map
+from sessionstreams.common.shards import ShardKeys, shard_of
+from sessionstreams.producer import SessionService
+from sessionstreams.workers.summary_jobs import stream_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.topologies("cluster")]
 
@@ -57,7 +57,8 @@ def start_summary_worker(summary_workers, tmp_path: Path, log: Path):
         }
         log_path = tmp_path / f"{name}.log"
         with log_path.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "workers", *SUMMARIZER], env=environ,
+            proc = subprocess.Popen([sys.executable, "-m", "sessionstreams.workers", *SUMMARIZER],
+                                    env=environ,
                                     stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         worker = WorkerProcess(proc, log_path, name)
         summary_workers.append(worker)
@@ -195,9 +196,9 @@ async def test_summary_covers_appends_of_another_process(
     script = tmp_path / "writer.py"
     script.write_text(
         "import asyncio\n"
-        "from common.errors import PersistTimeoutError\n"
-        "from common.models import Event, Key\n"
-        "from common.settings import Settings\n"
+        "from sessionstreams.common.errors import PersistTimeoutError\n"
+        "from sessionstreams.common.models import Event, Key\n"
+        "from sessionstreams.common.settings import Settings\n"
         "from producer import SessionService\n"
         "async def main():\n"
         "    svc = SessionService(Settings.from_env())\n"
@@ -313,7 +314,7 @@ async def test_job_timeout_in_worker_stores_nothing(
 async def test_resize_drains_summary_jobs(pipeline_settings, start_summary_worker, log) -> None:
     """shards resize waits for queued summary jobs too, then drops the old summary streams
     (their cuts are ids of the old persist streams)."""
-    from workers import admin
+    from sessionstreams.workers import admin
 
     settings = pipeline_settings()
     start_summary_worker(settings, SS_TEST_SUMMARY_SLEEP_S="1")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import InvalidArgumentError, SessionNotFoundError
-from common.gotime import GoTime
-from common.models import Event, Key, Session, TrackEvent, UserKey
+from sessionstreams.common.errors import InvalidArgumentError, SessionNotFoundError
+from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.models import Event, Key, Session, TrackEvent, UserKey
 
 T0 = 1_735_787_045_000_000_000
 

@@ -1,11 +1,13 @@
-"""Worker processes for tests: real ``python -m workers`` subprocesses on the test's Redis.
+"""Worker processes for tests: real ``python -m sessionstreams.workers`` subprocesses on the test's
+Redis.
 
 Fixtures (re-exported by conftest.py):
 
 - ``pipeline_settings(**overrides)``: Settings for async mode on this test's key prefix, with
   short leases and heartbeats so ownership changes happen within seconds;
-- ``start_worker(settings=None, faults="", name=None, args=(), env=None)``: starts a worker
-  process (``args`` after ``python -m workers``, ``env`` over the settings' variables),
+- ``start_worker(settings=None, faults="", name=None, args=(), env=None)``: starts a
+  worker process (``args`` after ``python -m sessionstreams.workers``, ``env`` over the
+  settings' variables),
   returns a :class:`WorkerProcess`; every worker still running at the end of the test is
   killed.
 """
@@ -24,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from common.settings import Settings
+from sessionstreams.common.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +127,7 @@ def start_worker(
         log_path = tmp_path / f"{name}.log"
         with log_path.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "workers", *args],
+                [sys.executable, "-m", "sessionstreams.workers", *args],
                 env={**worker_env(settings or pipeline_settings(), faults), **(env or {})},
                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
             )

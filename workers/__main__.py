@@ -1,7 +1,7 @@
-"""``python -m workers`` is ``sessionstreams worker``."""
+"""``python -m sessionstreams.workers`` is ``sessionstreams worker``."""
 
 import sys
 
-from common.cli import main
+from sessionstreams.workers.cli import main
 
 raise SystemExit(main(["worker", *sys.argv[1:]]))

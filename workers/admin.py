@@ -9,12 +9,12 @@ from typing import Any
 
 from redis.asyncio import RedisCluster
 
-from common.entries import FIELD, decode_entry
-from common.errors import ConfigError, DecodeError
-from common.keys import KeySpace
-from common.scripts import Scripts
-from common.settings import Settings
-from common.shards import (
+from sessionstreams.common.entries import FIELD, decode_entry
+from sessionstreams.common.errors import ConfigError, DecodeError
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import Settings
+from sessionstreams.common.shards import (
     ENTRY_FORMAT,
     PERSIST_GROUP,
     SUMMARY_GROUP,

@@ -16,13 +16,13 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common.compat import Engines
-from common.entries import StreamEntry
-from common.keys import KeySpace
-from common.models import Key
-from common.scripts import Scripts
-from common.settings import Settings
-from workers.faults import Faults
+from sessionstreams.common.compat import Engines
+from sessionstreams.common.entries import StreamEntry
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.models import Key
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import Settings
+from sessionstreams.workers.faults import Faults
 
 #: Statuses that are a final outcome (the request record holds it).
 FINAL = frozenset({"applied", "duplicate", "session_gone", "superseded"})

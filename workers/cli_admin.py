@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from common.connection import create_client
-from common.settings import Settings
-from workers import admin
+from sessionstreams.common.connection import create_client
+from sessionstreams.common.settings import Settings
+from sessionstreams.workers import admin
 
 _HEAD = (f"{'shard':>5} {'node':<21} {'backlog':>7} {'pending':>7} {'lag':>5} {'owner':<28} "
          f"{'fail':>4} {'dlq':>4} {'oldest unacked':>14} {'ttl':>6}")

@@ -24,7 +24,7 @@ import time
 
 import structlog
 
-from common.errors import ConfigError
+from sessionstreams.common.errors import ConfigError
 
 log = structlog.get_logger("sessionstreams.faults")
 

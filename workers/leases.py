@@ -15,8 +15,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from common.scripts import Scripts
-from common.shards import ShardKeys
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.shards import ShardKeys
 
 
 class Lease:

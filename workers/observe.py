@@ -1,6 +1,6 @@
 """Tracing, metrics and log binding of a worker, as hooks around its consume loop.
 
-The loop (:mod:`workers.persist`) stays business logic: its apply step is wrapped by
+The loop (:mod:`sessionstreams.workers.persist`) stays business logic: its apply step is wrapped by
 :meth:`ConsumerHooks.around`, and it reports redeliveries, failures and dead letters to the
 hooks. :class:`WorkerObservability` builds one :class:`ConsumerHooks` per shard.
 
@@ -48,10 +48,10 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
-from common.entries import SummaryJob
-from common.settings import Settings
-from common.shards import ShardKeys
-from common.tracing import (
+from sessionstreams.common.entries import SummaryJob
+from sessionstreams.common.settings import Settings
+from sessionstreams.common.shards import ShardKeys
+from sessionstreams.common.tracing import (
     GO_COUNTER_PREFIX,
     context_from_traceparent,
     duration_histogram,
@@ -59,8 +59,8 @@ from common.tracing import (
     meter,
     tracer,
 )
-from workers import admin
-from workers.apply import Item, State
+from sessionstreams.workers import admin
+from sessionstreams.workers.apply import Item, State
 
 log = structlog.get_logger("sessionstreams.worker")
 

@@ -17,22 +17,22 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common.entries import FIELD, decode_entry
-from common.errors import DecodeError
-from common.keys import KeySpace
-from common.logs import session_fields
-from common.models import Key
-from common.scripts import Scripts
-from common.settings import Settings
-from common.shards import PERSIST_GROUP, ShardKeys
-from workers.apply import Applier, Item, LeaseLostError, State
-from workers.faults import Faults
-from workers.leases import Lease
-from workers.observe import NO_HOOKS, ConsumerHooks
+from sessionstreams.common.entries import FIELD, decode_entry
+from sessionstreams.common.errors import DecodeError
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.logs import session_fields
+from sessionstreams.common.models import Key
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import Settings
+from sessionstreams.common.shards import PERSIST_GROUP, ShardKeys
+from sessionstreams.workers.apply import Applier, Item, LeaseLostError, State
+from sessionstreams.workers.faults import Faults
+from sessionstreams.workers.leases import Lease
+from sessionstreams.workers.observe import NO_HOOKS, ConsumerHooks
 
 log = structlog.get_logger("sessionstreams.worker")
 
-DEAD_LETTERED = 5  # outcome code (common/scripts/_lib.lua)
+DEAD_LETTERED = 5  # outcome code (common/lua/_lib.lua)
 GONE_RECORD_TTL_MS = 86_400_000
 
 

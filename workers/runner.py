@@ -18,20 +18,25 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
-from common.connection import check_server, create_client, redact_url, start_failover_watch
-from common.errors import ConfigError
-from common.keys import KeySpace
-from common.scripts import Scripts
-from common.settings import Settings
-from common.shards import ShardKeys, check_conf, workers_key
-from workers import telemetry
-from workers.apply import Applier
-from workers.faults import Faults
-from workers.leases import Leases
-from workers.observe import WorkerObservability
-from workers.persist import ShardConsumer
-from workers.summaries import run_alongside
-from workers.summary_jobs import SummaryJobs
+from sessionstreams.common.connection import (
+    check_server,
+    create_client,
+    redact_url,
+    start_failover_watch,
+)
+from sessionstreams.common.errors import ConfigError
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import Settings
+from sessionstreams.common.shards import ShardKeys, check_conf, workers_key
+from sessionstreams.workers import telemetry
+from sessionstreams.workers.apply import Applier
+from sessionstreams.workers.faults import Faults
+from sessionstreams.workers.leases import Leases
+from sessionstreams.workers.observe import WorkerObservability
+from sessionstreams.workers.persist import ShardConsumer
+from sessionstreams.workers.summaries import run_alongside
+from sessionstreams.workers.summary_jobs import SummaryJobs
 
 log = structlog.get_logger("sessionstreams.worker")
 
@@ -209,10 +214,10 @@ def run_worker(
     metrics_host: str = "127.0.0.1",
     trace_file: str | None = None,
 ) -> int:
-    """Entry point of ``sessionstreams worker`` / ``python -m workers``.
+    """Entry point of ``sessionstreams worker`` / ``python -m sessionstreams.workers``.
 
     ``metrics_port`` serves Prometheus metrics, ``trace_file`` exports spans as JSON lines
-    (see :mod:`workers.telemetry`).
+    (see :mod:`sessionstreams.workers.telemetry`).
     """
     tel = telemetry.setup(settings, metrics_port=metrics_port, metrics_host=metrics_host,
                           trace_file=trace_file)

@@ -4,7 +4,8 @@ Each persist shard has a summary stream in the same hash tag. While a worker hol
 lease it runs a :class:`SummaryConsumer` beside the shard's persist consumer (same lease, same
 stop event): read jobs through the lease-checked ``stream_read`` script, group ``summary`` (the
 pending list first, after taking the shard and after an error), coalesce the jobs of one
-session and filter key, run them (:mod:`workers.summary_jobs`), acknowledge them when a run
+session and filter key, run them (:mod:`sessionstreams.workers.summary_jobs`), acknowledge them
+when a run
 handled their cut. A job in hand when the lease is lost or the worker stops stays pending for
 the next owner; the summarizer may then run again, but at most one summary is stored per cut.
 """
@@ -18,12 +19,12 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from common.entries import CUT_FIELD, FIELD, decode_job
-from common.errors import ConnectionFailedError, DecodeError, StoreTimeoutError
-from common.shards import SUMMARY_GROUP, ShardKeys
-from workers.leases import Lease
-from workers.persist import ShardConsumer
-from workers.summary_jobs import JobGroup, SummaryJobs
+from sessionstreams.common.entries import CUT_FIELD, FIELD, decode_job
+from sessionstreams.common.errors import ConnectionFailedError, DecodeError, StoreTimeoutError
+from sessionstreams.common.shards import SUMMARY_GROUP, ShardKeys
+from sessionstreams.workers.leases import Lease
+from sessionstreams.workers.persist import ShardConsumer
+from sessionstreams.workers.summary_jobs import JobGroup, SummaryJobs
 
 log = structlog.get_logger("sessionstreams.summary")
 

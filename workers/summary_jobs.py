@@ -23,26 +23,26 @@ from typing import Any
 
 import structlog
 
-from common.compat import ZSET
-from common.entries import SummaryJob
-from common.errors import (
+from sessionstreams.common.compat import ZSET
+from sessionstreams.common.entries import SummaryJob
+from sessionstreams.common.errors import (
     ConnectionFailedError,
     SessionStoreError,
     StoreTimeoutError,
     SummarizeError,
 )
-from common.keys import KeySpace
-from common.models import Summary
-from common.readpath import INCARNATION
-from common.scripts import Scripts
-from common.settings import Settings
-from common.shards import ShardKeys, workers_key
-from common.summaries import run_cascade, summarizer_metadata
-from common.tracing import tracer
-from producer import SessionService
-from producer._summaries import store_summary
-from workers.faults import Faults
-from workers.observe import summary_job_span
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.models import Summary
+from sessionstreams.common.readpath import INCARNATION
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import Settings
+from sessionstreams.common.shards import ShardKeys, workers_key
+from sessionstreams.common.summaries import run_cascade, summarizer_metadata
+from sessionstreams.common.tracing import tracer
+from sessionstreams.producer import SessionService
+from sessionstreams.producer._summaries import store_summary
+from sessionstreams.workers.faults import Faults
+from sessionstreams.workers.observe import summary_job_span
 
 log = structlog.get_logger("sessionstreams.summary")
 

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from common.settings import Settings
+from sessionstreams.common.settings import Settings
 
 log = structlog.get_logger("sessionstreams.worker")
 

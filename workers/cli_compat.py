@@ -1,4 +1,5 @@
-"""CLI commands of the compat tools: ``index rebuild`` and ``migrate`` (see common.cli)."""
+"""CLI commands of the compat tools: ``index rebuild`` and ``migrate`` (see
+sessionstreams.workers.cli)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from common._admin import Progress, fault_from_env
-from common.connection import create_client
-from common.index_tools import rebuild_index
-from common.keys import KeySpace
-from common.migrate import Migrator
-from common.scripts import Scripts
-from common.settings import Settings
+from sessionstreams.common.connection import create_client
+from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import Settings
+from sessionstreams.workers._tooling import Progress, fault_from_env
+from sessionstreams.workers.index_tools import rebuild_index
+from sessionstreams.workers.migrate import Migrator
 
 SettingsFn = Callable[[argparse.Namespace], Settings]
 

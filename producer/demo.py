@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import uuid
+from collections.abc import Callable
+from typing import Any
 
-from common.models import Event, Key, UserKey
-from common.settings import Settings
+from sessionstreams.common.models import Event, Key, UserKey
+from sessionstreams.common.settings import Settings
 
 
 async def run_demo(settings: Settings, *, sessions: int = 2, turns: int = 3) -> int:
     """Create ``sessions`` sessions of ``turns`` user/assistant turns and print them."""
-    from producer import SessionService
+    from sessionstreams.producer import SessionService
 
     user = f"demo-{uuid.uuid4().hex[:6]}"
     async with SessionService(settings) as svc:
@@ -36,3 +40,16 @@ async def run_demo(settings: Settings, *, sessions: int = 2, turns: int = 3) -> 
         for s in listed:
             await svc.delete_session(s.key)
     return 0
+
+
+def register(sub: Any, settings_of: Callable[[argparse.Namespace], Settings]) -> None:
+    """Add ``sessionstreams demo`` (an entry point of the ``sessionstreams.commands`` group)."""
+    demo = sub.add_parser("demo", help="create sessions, append events and read them back")
+    demo.add_argument("--sessions", type=int, default=2, help="sessions to create (default 2)")
+    demo.add_argument("--turns", type=int, default=3,
+                      help="user/assistant turns per session (default 3)")
+
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(run_demo(settings_of(args), sessions=args.sessions, turns=args.turns))
+
+    demo.set_defaults(func=run)

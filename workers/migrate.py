@@ -41,14 +41,21 @@ from typing import Any
 
 import msgspec
 
-from common._admin import FaultHook, Progress, reach
-from common.errors import DecodeError
-from common.hashidx import HashIdxEngine
-from common.keys import KeySpace, validate_app, validate_user_key
-from common.models import Event, Key, SessionIndexEntry, SessionMeta, SessionStateDoc, UserKey
-from common.readpath import track_names
-from common.scripts import Scripts
-from common.settings import Settings
+from sessionstreams.common.errors import DecodeError
+from sessionstreams.common.hashidx import HashIdxEngine
+from sessionstreams.common.keys import KeySpace, validate_app, validate_user_key
+from sessionstreams.common.models import (
+    Event,
+    Key,
+    SessionIndexEntry,
+    SessionMeta,
+    SessionStateDoc,
+    UserKey,
+)
+from sessionstreams.common.readpath import track_names
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.settings import Settings
+from sessionstreams.workers._tooling import FaultHook, Progress, reach
 
 _CHUNK = 500
 _READ_CHUNK = 1000
@@ -127,7 +134,7 @@ class Migrator:
     """Copies one app's legacy sessions into HashIdx (see the module docstring).
 
     Args:
-        client: a client from :func:`common.connection.create_client`.
+        client: a client from :func:`sessionstreams.common.connection.create_client`.
         settings: TTLs, key prefix, index flag (as the services use them).
         scripts: the scripts of the client (default: a new set).
         fault: called at ``imported`` (steps 1-5 done) and ``retired`` (step 6 done).

@@ -7,15 +7,18 @@ overrides the Redis URL.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import runpy
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
-from common.errors import SessionStoreError
-from common.settings import Settings
+from sessionstreams.common.errors import SessionStoreError
+from sessionstreams.common.settings import Settings
+
+#: Entry-point group of sub-commands defined outside the workers package.
+COMMANDS_GROUP = "sessionstreams.commands"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -23,15 +26,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(**overrides)
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from common.demo import run_demo
-
-    return asyncio.run(run_demo(_settings(args), sessions=args.sessions, turns=args.turns))
-
-
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from common.logs import configure_logging
-    from workers.runner import run_worker
+    from sessionstreams.common.logs import configure_logging
+    from sessionstreams.workers.runner import run_worker
 
     configure_logging()
     settings = _settings(args)
@@ -39,7 +36,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         settings = settings.replace(async_persister_num=args.shards)
     spec = args.summarizer or os.environ.get("SESSIONSTREAMS_SUMMARIZER", "")
     if spec:  # this worker also runs summary jobs
-        from common.summaries import load_summarizer
+        from sessionstreams.common.summaries import load_summarizer
 
         settings = settings.replace(summarizer=load_summarizer(spec))
     return run_worker(settings, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
@@ -68,17 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", default="", help="Redis URL (overrides SESSIONSTREAMS_URL)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="create sessions, append events and read them back")
-    demo.add_argument("--sessions", type=int, default=2)
-    demo.add_argument("--turns", type=int, default=3)
-    demo.set_defaults(func=_cmd_demo)
+    # Commands of other parts of the distribution (the producer's ``demo``) register through
+    # the ``sessionstreams.commands`` entry points, so this module never imports them.
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        entry.load()(sub, _settings)
 
     worker = sub.add_parser("worker", help="run a worker process (persists streamed writes)")
     worker.add_argument("--shards", type=int, default=0,
                         help="shard count (default: SESSIONSTREAMS_ASYNC_PERSISTER_NUM or 10)")
     worker.add_argument("--summarizer", default="", metavar="MODULE:FACTORY",
                         help="also run summary jobs with the summarizer this factory returns, "
-                             "e.g. common.summarizers:ExtractiveSummarizer "
+                             "e.g. sessionstreams.common.summarizers:ExtractiveSummarizer "
                              "(default: SESSIONSTREAMS_SUMMARIZER)")
     worker.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                         help="serve Prometheus metrics on http://HOST:PORT/metrics")
@@ -88,11 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="enable tracing and append finished spans to PATH as JSON lines")
     worker.set_defaults(func=_cmd_worker)
 
-    from workers.cli_admin import register as register_admin
+    from sessionstreams.workers.cli_admin import register as register_admin
 
     register_admin(sub, _settings)
 
-    from common.cli_compat import register as register_compat
+    from sessionstreams.workers.cli_compat import register as register_compat
 
     register_compat(sub, _settings)
 

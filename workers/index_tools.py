@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from common._admin import FaultHook, Progress, reach
-from common.keys import KeySpace, validate_app, validate_user_key
-from common.models import Key, UserKey
-from common.scripts import Scripts
+from sessionstreams.common.keys import KeySpace, validate_app, validate_user_key
+from sessionstreams.common.models import Key, UserKey
+from sessionstreams.common.scripts import Scripts
+from sessionstreams.workers._tooling import FaultHook, Progress, reach
 
 _BATCH = 200
 
@@ -59,7 +59,7 @@ async def rebuild_index(
     """Add the missing index entries of one app (or one user) and prune stale ones.
 
     Args:
-        client: a client from :func:`common.connection.create_client`.
+        client: a client from :func:`sessionstreams.common.connection.create_client`.
         keys: key names for the prefix.
         scripts: the scripts of the client.
         app: the app id.

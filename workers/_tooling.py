@@ -9,8 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
-from common.errors import SessionStoreError
-from common.models import Key
+from sessionstreams.common.errors import SessionStoreError
+from sessionstreams.common.models import Key
 
 #: ``<point>:<n>``: raise :class:`InjectedFault` the n-th time a tool reaches ``point``.
 FAULT_ENV = "SESSIONSTREAMS_ADMIN_FAULT"
