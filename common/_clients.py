@@ -13,6 +13,10 @@
   that subscribes to ``+switch-master`` on every sentinel and recycles the client's pooled
   connections when the primary changes (a pooled connection otherwise keeps writing to the
   demoted primary until it is reconfigured, seconds later, and those writes are lost).
+- :class:`RecyclingSentinelPool`: the pool of that client. It retires every connection at
+  once, idle ones now and busy ones when their command returns, through the pool's public
+  ``get_connection`` / ``release`` / ``disconnect`` only, so it behaves the same on every
+  supported redis-py.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import structlog
 from redis import exceptions as rx
 from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 log = structlog.get_logger(__name__)
 
@@ -146,6 +151,39 @@ class EpochSentinel(Sentinel):
         return dict(state) if isinstance(state, Mapping) else None
 
 
+class RecyclingSentinelPool(SentinelConnectionPool):
+    """Sentinel primary pool whose connections can all be retired at once.
+
+    :meth:`retire_connections` closes the idle connections and marks those checked out; a
+    marked connection is closed when it comes back, so its next user reconnects through the
+    sentinels. (redis-py 8.1 has ``run_proactive_reconnect`` for this; older versions close
+    only idle connections, and busy ones went on writing to the demoted primary.)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
+        self._checked_out: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._retiring: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
+        self._checked_out.add(connection)
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        self._checked_out.discard(connection)
+        if connection in self._retiring:
+            self._retiring.discard(connection)
+            with contextlib.suppress(Exception):  # closing a broken connection may fail
+                await connection.disconnect()
+        await super().release(connection)
+
+    async def retire_connections(self) -> None:
+        """Close idle connections now and checked-out ones when they are released."""
+        self._retiring.update(self._checked_out)
+        await self.disconnect(inuse_connections=False)
+
+
 class FailoverWatch:
     """Recycles a Sentinel primary client's connections on ``+switch-master``.
 
@@ -234,13 +272,13 @@ class FailoverWatch:
         return True
 
     async def _recycle(self) -> None:
-        recycle = getattr(self._pool, "run_proactive_reconnect", None)
+        retire = getattr(self._pool, "retire_connections", None)
         try:
-            if recycle is not None:
-                # Under the pool lock: closes idle connections, marks in-use ones so the
-                # pool closes them on release (closing them mid-command would break it).
-                await recycle()
-            else:
+            if retire is not None:  # a RecyclingSentinelPool
+                # Closes idle connections, marks in-use ones so the pool closes them on
+                # release (closing them mid-command would break it).
+                await retire()
+            else:  # a pool built elsewhere: only its idle connections can be closed
                 await self._pool.disconnect(inuse_connections=False)
         except Exception as exc:  # a failed close must not stop the watch
             log.warning("sentinel_pool_recycle_failed", error=str(exc))

@@ -34,7 +34,12 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
-from sessionstreams.common._clients import ClusterClient, EpochSentinel, quick_writes
+from sessionstreams.common._clients import (
+    ClusterClient,
+    EpochSentinel,
+    RecyclingSentinelPool,
+    quick_writes,
+)
 from sessionstreams.common._clients import (
     SentinelPrimaryRedis as SentinelPrimaryRedis,  # re-exported
 )
@@ -208,6 +213,7 @@ def default_client_factory(parsed: ParsedURL, options: ClientOptions) -> Any:
         return quick_writes(sentinel.master_for(
             parsed.service_name,
             redis_class=SentinelPrimaryRedis,
+            connection_pool_class=RecyclingSentinelPool,
             db=parsed.db,
             ssl=parsed.tls,
             **kwargs,

@@ -27,7 +27,7 @@ class _Pool:
     def __init__(self) -> None:
         self.recycled = 0
 
-    async def run_proactive_reconnect(self) -> None:
+    async def retire_connections(self) -> None:
         self.recycled += 1
 
 

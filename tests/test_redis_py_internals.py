@@ -1,0 +1,152 @@
+"""The parts of redis-py below its public API that sessionstreams relies on, checked by name.
+
+A redis-py release that renames or removes one of them fails here, naming it, instead of
+silently slowing writes down (``_clients.QuickWriteMixin`` falls back to redis-py's own path)
+or breaking only under a failover (``durable``'s Cluster path, ``_clients`` Sentinel pool).
+The supported range is the one pyproject.toml declares; CI runs the suite on its lowest
+release (``bash ops/test.sh``, stage "lowest redis-py") and on the pinned one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from packaging.requirements import Requirement
+from packaging.version import Version
+from redis.asyncio import cluster as aiocluster
+from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool
+
+from redis_harness import RunningRedis
+from sessionstreams.common._clients import RecyclingSentinelPool
+from sessionstreams.common.connection import create_client
+from sessionstreams.common.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _redis_requirement() -> Requirement:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        if requirement.name == "redis":
+            return requirement
+    raise AssertionError("pyproject.toml declares no redis dependency")
+
+
+def test_installed_redis_py_is_in_the_declared_range() -> None:
+    """The redis-py under test lies in pyproject's range, which has an upper bound."""
+    requirement = _redis_requirement()
+    assert any(spec.operator == "<" for spec in requirement.specifier)
+    assert Version(redis.__version__) in requirement.specifier
+
+
+def test_pool_and_connection_internals_used_by_quick_writes() -> None:
+    """QuickWriteMixin reads a pool's ``_in_use_connections`` and a connection's ``_writer``,
+    and relies on ``send_packed_command`` writing inline when ``socket_timeout`` is unset."""
+    pool = ConnectionPool()
+    assert len(pool._in_use_connections) == 0
+    connection = pool.make_connection()
+    assert hasattr(connection, "_writer")
+    source = inspect.getsource(type(connection).send_packed_command)
+    assert "if self.socket_timeout:" in source
+    assert "asyncio.wait_for" in source
+
+
+def test_cluster_internals_used_by_durable_writes() -> None:
+    """The Cluster WAIT path (``common/durable.py``) drives one node's pipeline itself."""
+    for name in ("move_slot", "move_node_to_end_of_cached_nodes"):
+        assert callable(getattr(aiocluster.NodesManager, name, None)), name
+    for name in ("execute_pipeline", "update_active_connections_for_reconnect",
+                 "disconnect_free_connections"):  # fmt: skip
+        assert callable(getattr(aiocluster.ClusterNode, name, None)), name
+    assert list(inspect.signature(aiocluster.PipelineCommand).parameters)[:2] == [
+        "position",
+        "args",
+    ]
+    client = aioredis.RedisCluster(host="127.0.0.1", port=1)
+    assert client._initialize is True  # read and set by durable's reconnect path
+    assert isinstance(client.nodes_manager.connection_kwargs, dict)
+    assert client.retry.get_retries() >= 0
+
+
+async def test_recycling_pool_retires_idle_now_and_busy_on_release(
+    redis_server: RunningRedis, key_prefix: str
+) -> None:
+    """After ``retire_connections`` an idle connection is closed at once, a busy one only
+    when its command returns; the next commands use new connections."""
+
+    class OneServer:
+        """Stands in for the sentinels: always names the test server."""
+
+        async def discover_master(self, service_name: str) -> tuple[str, int]:
+            return redis_server.host, redis_server.port
+
+    pool = RecyclingSentinelPool("primary", OneServer(), protocol=2)
+    assert isinstance(pool, SentinelConnectionPool)
+    client = aioredis.Redis(connection_pool=pool)
+    admin = redis_server.client()
+    try:
+        task = asyncio.ensure_future(client.blpop([f"{key_prefix}:wake"], timeout=10))
+        busy_id = await _wait_for_blocked_client(admin)
+        idle_id = await client.client_id()  # a second connection, idle afterwards
+        await pool.retire_connections()
+        await _until(lambda ids: idle_id not in ids, admin)
+        assert busy_id in await _client_ids(admin)  # not closed under its command
+        await admin.rpush(f"{key_prefix}:wake", b"x")
+        assert await task == (f"{key_prefix}:wake".encode(), b"x")
+        await _until(lambda ids: busy_id not in ids, admin)
+        assert await client.client_id() not in (idle_id, busy_id)
+    finally:
+        await client.aclose()
+        await pool.disconnect()  # a pool given to a client is not closed by it
+        await admin.aclose()
+
+
+async def _client_ids(admin: aioredis.Redis) -> set[int]:
+    return {int(c["id"]) for c in await admin.client_list()}
+
+
+async def _wait_for_blocked_client(admin: aioredis.Redis) -> int:
+    async def blocked() -> int | None:
+        for c in await admin.client_list():
+            if c.get("cmd") == "blpop":
+                return int(c["id"])
+        return None
+
+    return await _poll(blocked)
+
+
+async def _until(check: Any, admin: aioredis.Redis) -> None:
+    async def done() -> bool | None:
+        return True if check(await _client_ids(admin)) else None
+
+    await _poll(done)
+
+
+async def _poll(probe: Any, timeout_s: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = await probe()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        await asyncio.sleep(0.01)  # poll interval
+
+
+async def test_sentinel_clients_use_the_recycling_pool() -> None:
+    """A redis+sentinel:// client is built on the recycling pool."""
+    client = create_client(Settings(url="redis+sentinel://127.0.0.1:1/primary"))
+    try:
+        assert isinstance(client.connection_pool, RecyclingSentinelPool)
+    finally:
+        await client.aclose()
