@@ -1,5 +1,8 @@
 """Real Redis servers for tests: start ``redis-server`` on a free loopback port in a temp dir.
 
+``SESSIONSTREAMS_TEST_SERVER=/path/to/valkey-server`` starts that binary instead (Valkey, or
+another Redis build), for standalone servers, Cluster nodes and sentinels alike.
+
 ``start_redis_server`` is used by the session fixture in ``conftest.py`` and by tests that need
 servers of their own (replicas, Sentinel, Cluster, SIGKILL tests). Nothing here ever touches a
 server it did not start, beyond the commands a test sends itself.
@@ -86,14 +89,47 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+#: The server binary the tests start, e.g. a ``valkey-server``; default ``redis-server``.
+SERVER_ENV = "SESSIONSTREAMS_TEST_SERVER"
+
+
 def redis_server_binary() -> str:
-    """Path of ``redis-server``; raises RuntimeError with install advice when missing."""
+    """Path of the server binary: ``$SESSIONSTREAMS_TEST_SERVER``, else ``redis-server``.
+
+    Raises:
+        RuntimeError: the binary is missing (with install advice).
+    """
+    wanted = os.environ.get(SERVER_ENV, "").strip()
+    if wanted:
+        found = shutil.which(wanted)
+        if found is None:
+            raise RuntimeError(f"{SERVER_ENV}={wanted}: no such executable")
+        return found
     found = shutil.which("redis-server")
     if found is None:
         raise RuntimeError(
             "redis-server is not on PATH: install it (apt-get install -y redis-server), "
             "or set REDIS_URL to a server the tests may use"
         )
+    return found
+
+
+def server_cli_binary() -> str:
+    """The command-line client that goes with the server binary: the ``*-cli`` beside a
+    ``$SESSIONSTREAMS_TEST_SERVER`` (``valkey-cli`` for ``valkey-server``) when there is one,
+    else ``redis-cli`` on PATH.
+
+    Raises:
+        RuntimeError: no client found (with install advice).
+    """
+    if os.environ.get(SERVER_ENV, "").strip():
+        server = Path(redis_server_binary())
+        sibling = server.with_name(server.name.replace("-server", "-cli"))
+        if sibling != server and os.access(sibling, os.X_OK):
+            return str(sibling)
+    found = shutil.which("redis-cli")
+    if found is None:
+        raise RuntimeError("redis-cli is not on PATH: install it (apt-get install -y redis-tools)")
     return found
 
 
@@ -249,8 +285,12 @@ def server_from_docker() -> RunningRedis | None:
 
 @contextlib.contextmanager
 def provide_redis_server(directory: Path) -> Iterator[RunningRedis]:
-    """REDIS_URL, else Docker, else a local ``redis-server``; stopped on exit if ours."""
-    server = server_from_env() or server_from_docker() or start_redis_server(directory)
+    """REDIS_URL, else Docker, else a local server; stopped on exit if ours.
+
+    With ``$SESSIONSTREAMS_TEST_SERVER`` set, Docker is not tried: that binary is started.
+    """
+    docker = None if os.environ.get(SERVER_ENV, "").strip() else server_from_docker()
+    server = server_from_env() or docker or start_redis_server(directory)
     try:
         yield server
     finally:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +28,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.sentinel import Sentinel
 from redis.crc import key_slot
 
-from redis_harness import RunningRedis, free_port, start_redis_server
+from redis_harness import RunningRedis, free_port, server_cli_binary, start_redis_server
 
 READY_TIMEOUT_S = 20.0
 POLL_S = 0.05
@@ -37,11 +36,9 @@ CLI_TIMEOUT_S = 60.0
 
 
 def redis_cli_binary() -> str:
-    """Path of ``redis-cli``; raises RuntimeError with install advice when missing."""
-    found = shutil.which("redis-cli")
-    if found is None:
-        raise RuntimeError("redis-cli is not on PATH: install it (apt-get install -y redis-tools)")
-    return found
+    """Path of the command-line client (``redis-cli``, or the one beside the server binary
+    named by ``SESSIONSTREAMS_TEST_SERVER``); RuntimeError with install advice when missing."""
+    return server_cli_binary()
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
