@@ -29,11 +29,13 @@ ensure_commands() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}"
 }
 
-# ensure_venv EXTRAS: create the venv when missing, then install the package with EXTRAS
-# (e.g. "dev") pinned by constraints.txt. Sets VENV_PY.
+# ensure_venv EXTRAS [VENV_DIR [CONSTRAINTS]]: create the venv when missing (default
+# $SESSIONSTREAMS_VENV, else .venv), then install the package with EXTRAS (e.g. "dev") pinned
+# by CONSTRAINTS (default constraints.txt). Sets VENV_PY.
 ensure_venv() {
   local extras=$1
-  VENV=${SESSIONSTREAMS_VENV:-$PWD/.venv}
+  VENV=${2:-${SESSIONSTREAMS_VENV:-$PWD/.venv}}
+  local constraints=${3:-constraints.txt}
   VENV_PY=$VENV/bin/python
   if [ "${SESSIONSTREAMS_SKIP_INSTALL:-0}" = "1" ]; then
     return 0
@@ -48,5 +50,14 @@ ensure_venv() {
   fi
   local target=.
   [ -n "$extras" ] && target=".[${extras}]"
-  "$VENV_PY" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e "$target"
+  "$VENV_PY" -m pip install --quiet --disable-pip-version-check -c "$constraints" -e "$target"
+}
+
+# lowest_constraints OUT: constraints.txt with the pins of constraints-lowest.txt in place of
+# its own (the lowest supported redis-py and what it needs).
+lowest_constraints() {
+  local out=$1 names
+  names=$(grep -E '^[A-Za-z0-9_.-]+==' constraints-lowest.txt | cut -d= -f1 | paste -sd'|')
+  mkdir -p "$(dirname "$out")"
+  { grep -v -i -E "^(${names})==" constraints.txt; grep -E '==' constraints-lowest.txt; } >"$out"
 }
