@@ -76,7 +76,9 @@ fi
 
 run_dir="$PWD/.run/redis-$port"
 mkdir -p "$run_dir"
+started=0  # a server already listening on the port is used, and left running
 if ! redis-cli -p "$port" ping >/dev/null 2>&1; then
+  started=1
   redis-server --port "$port" --bind 127.0.0.1 --dir "$run_dir" --appendonly yes \
     --appendfsync everysec --save "" --daemonize yes --pidfile "$run_dir/redis.pid" \
     --logfile "$run_dir/redis.log"
@@ -88,7 +90,9 @@ url="redis://127.0.0.1:$port/0"
 status=0
 run_system "$url" || status=$?
 
-if [ "$keep" = 0 ]; then
+if [ "$started" = 0 ]; then
+  echo "redis-server on port $port was already running: left as it was"
+elif [ "$keep" = 0 ]; then
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
   echo "redis-server stopped (use --keep to leave it running)"
 else
