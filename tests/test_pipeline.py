@@ -162,12 +162,17 @@ async def test_sigkill_mid_batch_under_load(
 
 @pytest.mark.parametrize("point", ["before_read", "after_apply"])
 async def test_stale_owner_neither_loses_nor_duplicates(
-    make_service, pipeline_settings, start_worker, point
+    make_service, redis_client, pipeline_settings, start_worker, point
 ) -> None:
     """An owner stalled past its lease (between lease check and read, or apply and ack)."""
     settings = pipeline_settings(lease_ttl_s=1.0, heartbeat_interval_s=0.2)
     stale = start_worker(settings, faults=f"{point}:sleep=3@3:once", name="stale")
     healthy = start_worker(settings, name="healthy")
+
+    async def both_hold_shards() -> bool:  # so the writes pass through both, faults included
+        return len(set((await _owners(redis_client, settings)).values())) == 2
+
+    await eventually(both_hold_shards, 20, "both workers to hold shards")
     svc = SessionService(settings)
     reader = await make_service()
     keys = [Key("app", f"u{i}", f"s{i}") for i in range(12)]
