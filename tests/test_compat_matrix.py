@@ -2,10 +2,10 @@
 
 Legacy data is written directly in the Go layout (tests/legacy_layout.py) and then read,
 appended to, listed, summarised and deleted through the service. Reference §11 cases 5, 6,
-25, 26, 34, 35, 49-54 are covered here. Deliberate differences (README "Compatibility
-modes"): the user state merged into sessions and returned by list_user_states is the legacy
-one overlaid by the HashIdx one in LEGACY/TRANSITION (§12.16); NONE mode ignores a ``zset``
-tag (§12.17); a legacy create never overwrites (§12.18).
+25, 26, 34, 35, 49-54 are covered here. Deliberate differences (docs/compatibility.md,
+"Compatibility modes"): the user state merged into sessions and returned by list_user_states
+is the legacy one overlaid by the HashIdx one in LEGACY/TRANSITION (§12.16); NONE mode ignores
+a ``zset`` tag (§12.17); a legacy create never overwrites (§12.18).
 """
 
 from __future__ import annotations
