@@ -28,6 +28,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 import structlog
 from redis import exceptions as rx
 from redis.asyncio import Redis, RedisCluster
@@ -91,12 +92,25 @@ def _size(command: Any) -> int:
     return sum(len(part) for part in command)
 
 
+#: redis-py major releases whose connection internals QuickWriteMixin relies on were checked
+#: (tests/test_redis_py_internals.py names them); pyproject.toml allows no other.
+QUICK_WRITE_REDIS_MAJORS = (8,)
+
+
+def _redis_major() -> int:
+    head = redis.__version__.split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
 def quick_writes(client: Any) -> Any:
     """Give ``client``'s pool (standalone, unix, TLS or Sentinel) a :class:`QuickWriteMixin`
-    variant of its connection class; other clients are returned unchanged."""
+    variant of its connection class; other clients, and every client under a redis-py
+    release outside :data:`QUICK_WRITE_REDIS_MAJORS`, are returned unchanged."""
     pool = getattr(client, "connection_pool", None)
     base = getattr(pool, "connection_class", None)
     if pool is None or not isinstance(base, type) or issubclass(base, QuickWriteMixin):
+        return client
+    if _redis_major() not in QUICK_WRITE_REDIS_MAJORS:
         return client
     pool.connection_class = type(
         f"Quick{base.__name__}", (QuickWriteMixin, base), {"quick_pool": pool}

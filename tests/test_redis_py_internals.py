@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from packaging.requirements import Requirement
 from packaging.version import Version
 from redis.asyncio import cluster as aiocluster
-from redis.asyncio.connection import ConnectionPool
+from redis.asyncio.connection import Connection, ConnectionPool
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from redis_harness import RunningRedis
@@ -59,6 +59,23 @@ def test_pool_and_connection_internals_used_by_quick_writes() -> None:
     source = inspect.getsource(type(connection).send_packed_command)
     assert "if self.socket_timeout:" in source
     assert "asyncio.wait_for" in source
+
+
+async def test_quick_writes_only_on_checked_redis_py_releases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under a redis-py major release whose internals were not checked, clients keep
+    redis-py's own connection class (the version guard of QuickWriteMixin)."""
+    url = Settings(url="redis://127.0.0.1:1/0")
+    checked = create_client(url)
+    monkeypatch.setattr(redis, "__version__", "9.0.0")
+    unchecked = create_client(url)
+    try:
+        assert checked.connection_pool.connection_class.__name__ == "QuickConnection"
+        assert unchecked.connection_pool.connection_class is Connection
+    finally:
+        await checked.aclose()
+        await unchecked.aclose()
 
 
 def test_cluster_internals_used_by_durable_writes() -> None:
