@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sessionstreams.common.connection import create_client
 from sessionstreams.common.settings import Settings
+from sessionstreams.common.store import Store
 from sessionstreams.workers import admin
 
 _HEAD = (f"{'shard':>5} {'node':<21} {'backlog':>7} {'pending':>7} {'lag':>5} {'owner':<28} "
@@ -64,11 +64,11 @@ def render_status(st: admin.Status, title: str = "") -> str:
 
 
 async def _with_client(settings: Settings, fn: Callable[[Any], Any]) -> Any:
-    client = create_client(settings)
+    store = Store(settings)
     try:
-        return await fn(client)
+        return await fn(store.client)
     finally:
-        await client.aclose()
+        await store.aclose()
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:

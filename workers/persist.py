@@ -22,6 +22,7 @@ from sessionstreams.common.errors import DecodeError
 from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.logs import session_fields
 from sessionstreams.common.models import Key
+from sessionstreams.common.outcomes import Outcome
 from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import PERSIST_GROUP, ShardKeys
@@ -32,7 +33,6 @@ from sessionstreams.workers.observe import NO_HOOKS, ConsumerHooks
 
 log = structlog.get_logger("sessionstreams.worker")
 
-DEAD_LETTERED = 5  # outcome code (common/lua/_lib.lua)
 GONE_RECORD_TTL_MS = 86_400_000
 
 
@@ -209,8 +209,9 @@ class ShardConsumer:
         e = item.entry
         if e is not None:
             record = self.keys.record(e.key, e.route)
+            ttl_ms = e.ttl_ms or GONE_RECORD_TTL_MS
             await self.scripts.call(self.client, "record_outcome", [record],
-                                    [e.rid, DEAD_LETTERED, e.ttl_ms or GONE_RECORD_TTL_MS])
+                                    [e.rid, Outcome.DEAD_LETTERED.code, ttl_ms])
         item.state = State.DONE  # through, as far as its session is concerned
         self.hooks.dead_lettered(item)
         self.log.error("entry dead-lettered", entry=item.entry_id, error=item.error,
