@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
+
 from sessionstreams.common.compat import Engines
 from sessionstreams.common.connection import (
     Purpose,
@@ -22,6 +24,7 @@ from sessionstreams.common.connection import (
     start_failover_watch,
     translate_errors,
 )
+from sessionstreams.common.errors import ConfigError
 from sessionstreams.common.hashidx import HashIdxEngine
 from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.legacy import LegacyEngine
@@ -34,8 +37,10 @@ class Store:
 
     Args:
         settings: the one settings object.
-        client: an existing ``redis.asyncio`` client (``Redis`` or ``RedisCluster``) to use
-            instead of building one from the settings; its owner closes it.
+        client: an existing ``redis.asyncio`` client (``Redis``, ``RedisCluster``) or
+            ``ConnectionPool`` to use instead of building one from the settings; its owner
+            closes it. It must speak RESP2 and return bytes (``protocol=2``,
+            ``decode_responses=False``), as the scripts' replies are read that way.
         purpose: ``default``, or ``stream`` for a client of blocking stream reads and lease
             scripts (see :func:`~sessionstreams.common.connection.create_client`).
 
@@ -53,7 +58,8 @@ class Store:
     ) -> None:
         self.settings = settings
         self.owns_client = client is None
-        self.client: Any = create_client(settings, purpose=purpose) if client is None else client
+        self.client: Any = (create_client(settings, purpose=purpose) if client is None
+                            else adopt_client(client))
         self.keys = KeySpace(settings.key_prefix)
         self.scripts = Scripts(disable_cache=settings.disable_script_cache)
         self.engines = Engines(self.client, self.keys, self.scripts, settings.compat_mode)
@@ -93,3 +99,30 @@ class Store:
         """Close the client when this store built it (a caller's client stays open)."""
         if self.owns_client:
             await self.client.aclose()
+
+
+def adopt_client(client: Any) -> Any:
+    """A caller's client (or pool) checked for the reply shapes the store reads.
+
+    Raises:
+        ConfigError: not a redis.asyncio client or pool, or one that decodes responses or
+            speaks RESP3.
+    """
+    if isinstance(client, ConnectionPool):
+        client = Redis(connection_pool=client)
+    if isinstance(client, Redis):
+        options = client.connection_pool.connection_kwargs
+    elif isinstance(client, RedisCluster):
+        options = client.get_connection_kwargs()
+    else:
+        raise ConfigError(
+            f"client must be a redis.asyncio Redis, RedisCluster or ConnectionPool, "
+            f"not {type(client).__name__}"
+        )
+    if options.get("decode_responses"):
+        raise ConfigError("the given Redis client decodes responses: create it with "
+                          "decode_responses=False (sessionstreams reads bytes)")
+    if str(options.get("protocol")) != "2":
+        raise ConfigError("the given Redis client must speak RESP2: create it with protocol=2 "
+                          "(the default protocol of redis-py 8 is RESP3)")
+    return client
