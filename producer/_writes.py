@@ -9,10 +9,9 @@ built by the service and applied by ``store.engines[route].append`` (or streamed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sessionstreams.common.compat import (
@@ -23,6 +22,7 @@ from sessionstreams.common.compat import (
     user_state_write_keys,
     uses_legacy,
 )
+from sessionstreams.common.deletion import delete_session
 from sessionstreams.common.errors import SessionNotFoundError
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.models import (
@@ -33,7 +33,7 @@ from sessionstreams.common.models import (
     SessionStateDoc,
     UserKey,
 )
-from sessionstreams.common.readpath import SessionReader, build_session, track_names
+from sessionstreams.common.readpath import SessionReader, build_session
 from sessionstreams.common.state import TEMP_PREFIX, StateMap, split_scopes
 from sessionstreams.common.store import Store
 from sessionstreams.common.tracing import annotate
@@ -144,27 +144,7 @@ class SessionWriter:
     # -- delete and trim ----------------------------------------------------------------
     async def delete(self, key: Key) -> None:
         """Delete the HashIdx copy, then (LEGACY/TRANSITION) the legacy copy; both always run."""
-        steps = [self._delete_hashidx]
-        if uses_legacy(self.settings.compat_mode):
-            steps.append(self._delete_legacy)
-        first: Exception | None = None
-        for step in steps:
-            try:
-                await step(key)
-            except Exception as exc:
-                first = first or exc
-        if first is not None:
-            raise first
-
-    async def _delete_hashidx(self, key: Key) -> None:
-        engine = self.store.hashidx
-        meta_raw, stored = await engine.track_names_for_delete(key)
-        await engine.delete(key, _names(stored, meta_raw, SessionMeta))
-
-    async def _delete_legacy(self, key: Key) -> None:
-        engine = self.store.legacy
-        doc_raw, stored = await engine.read_for_delete(key)
-        await engine.delete(key, _names(stored, doc_raw, SessionStateDoc))
+        await delete_session(self.store, key)
 
     async def trim(self, key: Key, count: int, rid: str) -> tuple[str, list[bytes]]:
         """Trim where the session lives; ``session_gone`` (nothing trimmed) when it is nowhere."""
@@ -204,11 +184,3 @@ class SessionWriter:
         keys = user_state_delete_keys(self.keys, self.settings.compat_mode, user)
         await self._pipeline([("cmd", "HDEL", k, field) for k in keys])
 
-
-def _names(stored: Sequence[bytes], raw: bytes | None, doc_type: Any) -> list[str]:
-    """Track names: the stored name SET plus the document's ``tracks`` (if it decodes)."""
-    names = {n.decode("utf-8", "replace") for n in stored}
-    if raw is not None:
-        with contextlib.suppress(Exception):  # a corrupt document still gets deleted
-            names.update(track_names(doc_type.from_json(raw).state or {}))
-    return sorted(names)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -57,6 +57,7 @@ from sessionstreams.common.tracing import (
     storage_of_result,
     storage_of_subject,
 )
+from sessionstreams.common.userdata import EraseReport, ImportReport, UserData
 from sessionstreams.producer._streams import StreamWriter
 from sessionstreams.producer._summaries import SummaryRequests
 from sessionstreams.producer._writes import SessionWriter
@@ -123,6 +124,7 @@ class SessionService:
             self._reader, queued=self._streams is not None,
             wait_own_writes=self._read_your_writes, count=count,
         )
+        self._user_data = UserData(self.store)
         self._started = False
         self._closed = False
         self._errors = self.store.errors
@@ -639,6 +641,51 @@ class SessionService:
         In-memory summaries first, then the stored ones; errors give None (as in Go).
         """
         return await self._summaries.text(session, filter_key)
+
+    # -- a user's data ------------------------------------------------------------------
+    async def export_user(self, user_key: UserKey) -> AsyncIterator[dict[str, Any]]:
+        """Everything held about one user, both layouts, as export records (JSON-ready
+        dicts, one per line of ``sessionstreams user export``): every session's keys (meta,
+        events, state, summaries, tracks), the user's keys (user state, index), and writes
+        still in flight in the streams. See :mod:`sessionstreams.common.userdata`.
+
+        This process's pending writes of the user are waited for first.
+        """
+        self._check_open()
+        validate_user_key(user_key)
+        if self._streams is not None:
+            for pending_key in self._streams.pending_keys(user_key):
+                await self._read_your_writes(pending_key)
+        async with self._errors:
+            async for record in self._user_data.export(user_key):
+                yield record
+
+    async def import_user(
+        self, records: Iterable[dict[str, Any]], *, replace: bool = False
+    ) -> ImportReport:
+        """Load export records back (e.g. into an empty Redis); existing keys are refused
+        unless ``replace``.
+
+        Raises:
+            SessionExistsError: a key of a record exists already.
+        """
+        self._check_open()
+        async with self._errors:
+            return await self._user_data.load(records, replace=replace)
+
+    async def erase_user(self, user_key: UserKey) -> EraseReport:
+        """Delete every key of one user in both layouts (sessions, events, tracks, summaries,
+        user state, the session index, our bookkeeping) and the user's entries in the
+        persist, summary and dead-letter streams, so none is applied afterwards. The app
+        state, shared by every user of the app, is left alone. Safe to rerun.
+        """
+        self._check_open()
+        validate_user_key(user_key)
+        if self._streams is not None:
+            for pending_key in self._streams.pending_keys(user_key):
+                self._streams.forget_session(pending_key)
+        async with self._errors:
+            return await self._user_data.erase(user_key)
 
     # -- receipts -----------------------------------------------------------------------
     async def wait_persisted(self, receipt: Receipt | str, timeout: float = 5.0) -> str:

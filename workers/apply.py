@@ -48,6 +48,7 @@ class Item:
     failures: int = 0
     retry_at: float = field(default=0.0)
     outcome: str = ""  # the final status once DONE (applied, duplicate, session_gone, ...)
+    erased: bool = False  # deleted from the stream while pending (a user's data erased)
 
     @property
     def key(self) -> Key | None:
@@ -106,6 +107,9 @@ class Applier:
         """
         sessions: dict[Key, list[Item]] = {}
         for item in items:
+            if item.erased:
+                item.state, item.outcome = State.DONE, "erased"
+                continue
             if item.entry is None:
                 item.state, item.error = State.FAILED, "undecodable stream entry"
                 continue

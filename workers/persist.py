@@ -147,6 +147,8 @@ class ShardConsumer:
     @staticmethod
     def _item(raw: Any) -> Item:
         entry_id = _text(raw[0])
+        if raw[1] is None:  # deleted from the stream while pending: erased, nothing to apply
+            return Item(entry_id=entry_id, raw=b"", entry=None, erased=True)
         fields = raw[1] or []
         data = b""
         for i in range(0, len(fields) - 1, 2):
