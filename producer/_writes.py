@@ -23,7 +23,7 @@ from sessionstreams.common.compat import (
     uses_legacy,
 )
 from sessionstreams.common.deletion import delete_session
-from sessionstreams.common.errors import SessionNotFoundError
+from sessionstreams.common.errors import SessionExistsError, SessionNotFoundError
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.models import (
     Key,
@@ -66,23 +66,25 @@ class SessionWriter:
         return await self.store.scripts.run_pipeline(self.store.client, calls)
 
     # -- create -------------------------------------------------------------------------
-    async def create(self, key: Key, values: StateMap, given_id: bool) -> Session:
-        """Create in the mode's target engine; an existing session (legacy first) is returned.
+    async def create(
+        self, key: Key, values: StateMap, given_id: bool, *, exclusive: bool = False
+    ) -> Session:
+        """Create in the mode's target engine; an existing session (legacy first) is returned,
+        or with ``exclusive`` refused with SessionExistsError.
 
         In LEGACY/TRANSITION a given id is created under a short lock, so nodes of both modes
         creating one id at once end with one session (the check and the create of two
         layouts cannot be one script: they live in different slots).
         """
         if not (given_id and uses_legacy(self.settings.compat_mode)):
-            return await self._create(key, values, given_id)
+            return await self._create(key, values, given_id, exclusive)
         lock_key = self.keys.create_lock(key)
         token = await self._lock(lock_key)
         try:
             existing = await self._load(key)
             if existing is not None:
-                annotate(existing=True)
-                return existing
-            return await self._create(key, values, given_id)
+                return _existing(existing, exclusive)
+            return await self._create(key, values, given_id, exclusive)
         finally:
             if token:
                 await self.store.scripts.call(
@@ -100,7 +102,9 @@ class SessionWriter:
             delay = min(delay * 2, 0.05)
         return token
 
-    async def _create(self, key: Key, values: StateMap, given_id: bool) -> Session:
+    async def _create(
+        self, key: Key, values: StateMap, given_id: bool, exclusive: bool
+    ) -> Session:
         mode = self.settings.compat_mode
         scoped = split_scopes(values)
         now = GoTime.now()
@@ -119,10 +123,11 @@ class SessionWriter:
                      if self.settings.enable_user_session_index else None)
             created = await self.store.hashidx.create(key, meta.to_json(), ttl_ms, index)
         if not created:
+            if exclusive:
+                raise SessionExistsError(f"session {key} already exists")
             existing = await self._load(key)
             if existing is not None:
-                annotate(existing=True)
-                return existing
+                return _existing(existing, exclusive)
             raise SessionNotFoundError(f"session {key} vanished while being created")
         await self.write_scopes(key, scoped.app, scoped.user)
         # A compat-mode HashIdx create also asks whether a legacy copy appeared meanwhile (a
@@ -136,7 +141,7 @@ class SessionWriter:
         if probe and replies[-1]:
             existing = await self._load(key)
             if existing is not None:
-                return existing
+                return _existing(existing, exclusive)
         session = build_session(key, meta, [], user_state, app_state, storage=route)
         session.state.update({k: v for k, v in values.items() if k.startswith(TEMP_PREFIX)})
         return session
@@ -184,3 +189,10 @@ class SessionWriter:
         keys = user_state_delete_keys(self.keys, self.settings.compat_mode, user)
         await self._pipeline([("cmd", "HDEL", k, field) for k in keys])
 
+
+def _existing(session: Session, exclusive: bool) -> Session:
+    """The session a create found; SessionExistsError when the create had to be new."""
+    if exclusive:
+        raise SessionExistsError(f"session {session.key} already exists")
+    annotate(existing=True)
+    return session

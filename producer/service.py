@@ -7,6 +7,7 @@ carrying a request id so a retried command never applies twice.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -251,12 +252,17 @@ class SessionService:
     # -- sessions -----------------------------------------------------------------------
     @operation("create_session", span=True, count="after", storage=storage_of_result)
     async def create_session(
-        self, key: Key, state: Mapping[str, Any] | None = None
+        self, key: Key, state: Mapping[str, Any] | None = None, *, exclusive: bool = False
     ) -> Session:
         """Create a session; return the existing one when ``key.session_id`` exists.
 
         An empty ``session_id`` gets a UUID. ``app:``/``user:`` keys of ``state`` go to the
         app and user state, ``temp:`` keys stay on the returned session only.
+
+        Raises:
+            SessionExistsError: ``exclusive`` and ``key.session_id`` exists. The create
+                script decides, so of concurrent creators of one id exactly one succeeds;
+                the others write nothing.
         """
         self._check_open()
         validate_user_key(key)
@@ -267,7 +273,7 @@ class SessionService:
             key = Key(key.app_name, key.user_id, str(uuid.uuid4()))
         values = copy_state(state)
         async with self._errors:
-            return await self._writer.create(key, values, given_id)
+            return await self._writer.create(key, values, given_id, exclusive=exclusive)
 
     @operation("get_session", span=True, count="after", storage=storage_of_result)
     async def get_session(
@@ -375,8 +381,13 @@ class SessionService:
     # -- events -------------------------------------------------------------------------
     @operation("append_event", span=True, count="after", storage=storage_of_subject,
                synchronous_only=True)
-    async def append_event(self, session: Session, event: Event) -> Receipt:
+    async def append_event(
+        self, session: Session, event: Event, *, updated_at: GoTime | None = None
+    ) -> Receipt:
         """Append an event: stored if storable, its state delta applied, caller updated.
+
+        ``updated_at`` is the update time the write carries (default: now); the stored
+        ``updatedAt`` becomes the later of it and the stored one.
 
         Returns:
             A Receipt; in synchronous mode the write is already persisted.
@@ -393,13 +404,16 @@ class SessionService:
         validate_key(key)
         hooks = self.settings.append_event_hooks
         if not hooks:
-            return (await self._append_many(session, [event], key))[0]
+            return (await self._append_many(session, [event], key, updated_at))[0]
         ctx = AppendEventContext(session=session, event=event, key=key)
-        receipt: Receipt = await run_chain(hooks, ctx, self._append_final)
+        final = functools.partial(self._append_final, updated_at=updated_at)
+        receipt: Receipt = await run_chain(hooks, ctx, final)
         return receipt
 
-    async def _append_final(self, ctx: AppendEventContext) -> Receipt:
-        receipts = await self._append_many(ctx.session, [ctx.event], ctx.key)
+    async def _append_final(
+        self, ctx: AppendEventContext, updated_at: GoTime | None = None
+    ) -> Receipt:
+        receipts = await self._append_many(ctx.session, [ctx.event], ctx.key, updated_at)
         return receipts[0]
 
     @operation("append_events")
@@ -414,8 +428,10 @@ class SessionService:
         validate_key(key)
         return await self._append_many(session, list(events), key)
 
-    async def _append_many(self, session: Session, events: list[Event], key: Key) -> list[Receipt]:
-        now = GoTime.now()
+    async def _append_many(
+        self, session: Session, events: list[Event], key: Key, updated_at: GoTime | None = None
+    ) -> list[Receipt]:
+        now = updated_at or GoTime.now()
         producer_ts = now.to_text()
         built = [b for e in events if (b := _prepare_event(session, e, now, producer_ts))]
         if not built:
