@@ -34,7 +34,9 @@ from google.adk.sessions.base_session_service import BaseSessionService, GetSess
 from google.adk.tools.tool_context import ToolContext
 from google.genai import types
 
+from sessionstreams.common.errors import ConfigError
 from sessionstreams.common.models import Event, Key
+from sessionstreams.producer import SessionService
 from sessionstreams.producer.adk import SessionStreamsSessionService
 
 APP, USER = "weather", "u1"
@@ -380,3 +382,19 @@ async def test_state_values_become_json(adk) -> None:
     stored = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
     assert stored.state == {"when": "2026-01-02T03:04:05Z", "raw": "AP8=", "nan": None,
                             "none": None}
+
+
+async def test_service_on_a_caller_client_refuses_another_loop(make_settings, redis_client):
+    """An adapter on a SessionService built around the caller's client serves that client's
+    event loop and refuses another loop with ConfigError (it cannot copy the client)."""
+    service = SessionService(make_settings(), client=redis_client)
+    adk = SessionStreamsSessionService(service)
+    await adk.create_session(app_name=APP, user_id=USER, state={"user:x": 1})
+    assert await adk.get_user_state(app_name=APP, user_id=USER) == {"x": 1}
+
+    def in_another_loop() -> Any:
+        return asyncio.run(adk.get_user_state(app_name=APP, user_id=USER))
+
+    with pytest.raises(ConfigError, match="several event loops"):
+        await asyncio.to_thread(in_another_loop)
+    await service.close()
