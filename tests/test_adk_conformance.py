@@ -371,14 +371,15 @@ async def test_temp_state_lives_on_the_session_object_only(impl: Impl) -> None:
 @against(*REFERENCES, cluster=True)
 async def test_app_and_user_state_are_shared_at_once(impl: Impl) -> None:
     """app: and user: state written through one session shows at once in another session's
-    get_session, in get_user_state and in list_sessions (same user only for user:); a dict
-    value replaces the stored one, a None value is stored as None."""
+    get_session, in get_user_state and in list_sessions (same user only for user:); in every
+    scope a dict value replaces the stored one and a None value is stored as None."""
     svc = impl.service
     a = await svc.create_session(app_name=APP, user_id="u1")
     b = await svc.create_session(app_name=APP, user_id="u1")
     c = await svc.create_session(app_name=APP, user_id="u2")
     await svc.append_event(a, text_event("x", actions=EventActions(state_delta={
-        "app:flag": {"on": True}, "user:pref": {"lang": "de"}, "user:gone": None, "s": 1})))
+        "app:flag": {"on": True}, "user:pref": {"lang": "de"}, "user:gone": None,
+        "s": {"x": 1}})))
     assert (await get(svc, b)).state == {
         "app:flag": {"on": True}, "user:pref": {"lang": "de"}, "user:gone": None}
     assert (await get(svc, c)).state == {"app:flag": {"on": True}}
@@ -389,11 +390,13 @@ async def test_app_and_user_state_are_shared_at_once(impl: Impl) -> None:
     assert {s.id: s.state.get("user:pref") for s in listed} == {
         a.id: {"lang": "de"}, b.id: {"lang": "de"}}
     await svc.append_event(a, text_event("y", actions=EventActions(state_delta={
-        "user:pref": {"tz": "UTC"}, "app:flag": None})))
+        "user:pref": {"tz": "UTC"}, "app:flag": None, "s": {"y": 2}, "n": None})))
     assert await svc.get_user_state(app_name=APP, user_id="u1") == {
         "pref": {"tz": "UTC"}, "gone": None}
     assert (await get(svc, c)).state == {"app:flag": None}
-    assert (await get(svc, a)).state["s"] == 1
+    assert (await get(svc, a)).state == {
+        "app:flag": None, "user:pref": {"tz": "UTC"}, "user:gone": None, "s": {"y": 2},
+        "n": None}
 
 
 @against(*SQL)
