@@ -23,12 +23,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
 from redis import exceptions as rx
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 
-log = structlog.get_logger(__name__)
+from sessionstreams.common.logs import get_logger
+
+log = get_logger(__name__)
 
 #: The Sentinel event announcing a new primary: ``<name> <old-ip> <old-port> <ip> <port>``.
 SWITCH_CHANNEL = "+switch-master"

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal
 
-import structlog
 from redis import exceptions as rx
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
@@ -50,9 +49,10 @@ from sessionstreams.common.errors import (
     SessionStoreError,
     StoreTimeoutError,
 )
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.settings import Settings
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Purpose = Literal["default", "stream"]
 

@@ -15,7 +15,6 @@ import asyncio
 import weakref
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from redis.exceptions import RedisError
 
 from sessionstreams.common.compat import ZSET
@@ -30,6 +29,7 @@ from sessionstreams.common.errors import (
     SummaryTimeoutError,
 )
 from sessionstreams.common.keys import validate_key
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.models import Session, Summary, decode_summary_map
 from sessionstreams.common.readpath import INCARNATION, STORAGE_TYPE, pick_summary
 from sessionstreams.common.shards import ENTRY_FORMAT, ShardKeys, shard_of
@@ -40,7 +40,7 @@ from sessionstreams.producer import _routing
 if TYPE_CHECKING:
     from sessionstreams.producer.service import SessionService
 
-log = structlog.get_logger("sessionstreams.summary")
+log = get_logger("sessionstreams.summary")
 
 #: Per-process locks per (service, session, filter key), as the Go service holds them.
 _locks: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, str, str], asyncio.Lock]] = (

@@ -4,6 +4,7 @@ error translation. Client behaviour is checked against a real redis-server."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,6 @@ import pytest
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 from redis.asyncio.sentinel import SentinelConnectionPool
-from structlog.testing import capture_logs
 
 from redis_harness import (
     RunningRedis,
@@ -437,7 +437,7 @@ async def test_check_server_refuses_evicting_policies(
 
 
 async def test_check_server_skips_policy_check_without_config_permission(
-    tmp_path: Path, closing: Callable[[Any], Any]
+    tmp_path: Path, closing: Callable[[Any], Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """When CONFIG is not permitted, the policy check is logged and skipped."""
     server = start_redis_server(tmp_path, ("--maxmemory-policy", "allkeys-lru"))
@@ -445,10 +445,10 @@ async def test_check_server_skips_policy_check_without_config_permission(
         server.command("ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@all", "-config")
         url = f"redis://limited:pw@127.0.0.1:{server.port}/0"
         client = closing(create_client(Settings(url=url)))
-        with capture_logs() as logs:
+        with caplog.at_level(logging.WARNING, logger="sessionstreams"):
             await check_server(client, url=url)
-        assert [e["event"] for e in logs] == ["maxmemory_policy_check_skipped"]
-        assert "pw@" not in str(logs)
+        assert [r.msg["event"] for r in caplog.records] == ["maxmemory_policy_check_skipped"]
+        assert "pw@" not in caplog.text
     finally:
         server.stop()
 

@@ -13,14 +13,13 @@ import asyncio
 import time
 from typing import Any
 
-import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessionstreams.common.entries import FIELD, decode_entry
 from sessionstreams.common.errors import DecodeError
 from sessionstreams.common.keys import KeySpace
-from sessionstreams.common.logs import session_fields
+from sessionstreams.common.logs import get_logger, session_fields
 from sessionstreams.common.models import Key
 from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import Settings
@@ -30,7 +29,7 @@ from sessionstreams.workers.faults import Faults
 from sessionstreams.workers.leases import Lease
 from sessionstreams.workers.observe import NO_HOOKS, ConsumerHooks
 
-log = structlog.get_logger("sessionstreams.worker")
+log = get_logger("sessionstreams.worker")
 
 DEAD_LETTERED = 5  # outcome code (common/lua/_lib.lua)
 GONE_RECORD_TTL_MS = 86_400_000

@@ -15,7 +15,6 @@ import socket
 import uuid
 from typing import Any
 
-import structlog
 from redis.exceptions import RedisError
 
 from sessionstreams.common.connection import (
@@ -26,6 +25,7 @@ from sessionstreams.common.connection import (
 )
 from sessionstreams.common.errors import ConfigError
 from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import ShardKeys, check_conf, workers_key
@@ -38,7 +38,7 @@ from sessionstreams.workers.persist import ShardConsumer
 from sessionstreams.workers.summaries import run_alongside
 from sessionstreams.workers.summary_jobs import SummaryJobs
 
-log = structlog.get_logger("sessionstreams.worker")
+log = get_logger("sessionstreams.worker")
 
 
 def shares(shards: int, live: list[str], me: str) -> int:

@@ -15,18 +15,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessionstreams.common.entries import CUT_FIELD, FIELD, decode_job
 from sessionstreams.common.errors import ConnectionFailedError, DecodeError, StoreTimeoutError
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.shards import SUMMARY_GROUP, ShardKeys
 from sessionstreams.workers.leases import Lease
 from sessionstreams.workers.persist import ShardConsumer
 from sessionstreams.workers.summary_jobs import JobGroup, SummaryJobs
 
-log = structlog.get_logger("sessionstreams.summary")
+log = get_logger("sessionstreams.summary")
 
 #: Coalesced requests in hand per shard before reading pauses.
 MAX_IN_HAND = 256

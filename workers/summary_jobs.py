@@ -21,8 +21,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from sessionstreams.common.compat import ZSET
 from sessionstreams.common.entries import SummaryJob
 from sessionstreams.common.errors import (
@@ -32,6 +30,7 @@ from sessionstreams.common.errors import (
     SummarizeError,
 )
 from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.models import Summary
 from sessionstreams.common.readpath import INCARNATION
 from sessionstreams.common.scripts import Scripts
@@ -44,7 +43,7 @@ from sessionstreams.producer._summaries import store_summary
 from sessionstreams.workers.faults import Faults
 from sessionstreams.workers.observe import summary_job_span
 
-log = structlog.get_logger("sessionstreams.summary")
+log = get_logger("sessionstreams.summary")
 
 #: Polling of a parked request and of the cut wait (seconds, doubling up to the maximum).
 _POLL_MIN_S = 0.02

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -29,9 +28,10 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.settings import Settings
 
-log = structlog.get_logger("sessionstreams.worker")
+log = get_logger("sessionstreams.worker")
 
 SERVICE_NAME = "sessionstreams-worker"
 
