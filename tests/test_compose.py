@@ -18,15 +18,13 @@ import pytest
 import yaml
 
 from sessionstreams.common._urls import parse_url
-from sessionstreams.common.settings import ENV_PREFIX, Settings
+from sessionstreams.common.settings import ENV_PREFIX, OTHER_VARIABLES, Settings
 from sessionstreams.workers.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose"
 STACKS = ["docker-compose.yml", "docker-compose.cluster.yml"]
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
-#: SESSIONSTREAMS_* variables that are not Settings fields.
-OTHER_VARIABLES = {"SESSIONSTREAMS_FAULTS"}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -180,8 +178,9 @@ def test_cluster_stack_creates_a_cluster_of_every_node() -> None:
 
 
 def test_dockerfile_builds_the_package_on_python_slim() -> None:
-    """python:3.11-slim, every COPY source exists, the package is pip-installed, the default
-    command is a worker; the .dockerignore keeps what the COPYs need."""
+    """python:3.11-slim, every COPY source exists, the package is pip-installed with the
+    worker extra, the default command is a worker; the .dockerignore keeps what the COPYs
+    need."""
     lines = [ln.strip() for ln in (COMPOSE / "Dockerfile").read_text().splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
     assert lines[0] == "FROM python:3.11-slim"
@@ -190,7 +189,8 @@ def test_dockerfile_builds_the_package_on_python_slim() -> None:
     assert {"pyproject.toml", "common", "producer", "workers"} <= set(sources)
     for src in sources:
         assert (ROOT / src).exists(), src
-    assert any(ln.startswith("RUN pip install .") for ln in lines)
+    # The worker extra: --metrics-port and --trace-file work in the image.
+    assert any(ln.startswith('RUN pip install ".[worker]"') for ln in lines)
     assert lines[-1] == 'CMD ["sessionstreams", "worker"]'
     ignore = (COMPOSE / "Dockerfile.dockerignore").read_text().splitlines()
     for src in sources:
