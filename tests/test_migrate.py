@@ -111,6 +111,27 @@ async def test_dry_run_writes_nothing(make_settings, go, redis_client, key_prefi
     assert await _all_keys(redis_client, key_prefix) == before
 
 
+class TotalRecorder:
+    """A progress stand-in recording the total it had at each counted session."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.seen: list[int | None] = []
+
+    def advance(self, n: int = 1) -> None:
+        self.seen += [self.total] * n
+
+
+async def test_progress_total_is_known_before_the_first_session(make_settings, go,
+                                                                redis_client) -> None:
+    """The progress total is every legacy session of the app, set before the first one is
+    counted (so the time left is right from the start)."""
+    await _legacy_world(go)
+    progress = TotalRecorder()
+    await Migrator(redis_client, make_settings()).run("app", dry_run=True, progress=progress)
+    assert progress.seen == [6] * 6
+
+
 async def test_rerun_is_idempotent(make_settings, go, redis_client, key_prefix) -> None:
     """A second run finds nothing left to migrate and changes nothing."""
     await _legacy_world(go)
@@ -322,7 +343,7 @@ async def test_cli_migrate_dry_run_fault_and_rerun(go, redis_client, key_prefix,
     assert "injected fault" in err
     code, out, err = await _cli(env, *base)
     assert code == 0, err
-    assert "migrate: sessions" in err
+    assert out.startswith("migrate: 2 users, ")
     await go.create(Key("app", "u1", "late"))
     keys = KeySpace(key_prefix)
     await redis_client.set(keys.meta(Key("app", "u1", "late")), b'{"id":"late"}')

@@ -43,7 +43,7 @@ def register(sub: Any, settings_fn: SettingsFn) -> None:
 
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     client = create_client(settings)
-    progress = Progress("index rebuild: sessions", None)
+    progress = Progress("index rebuild")
     try:
         report = await rebuild_index(
             client, KeySpace(settings.key_prefix),
@@ -61,7 +61,7 @@ async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     client = create_client(settings)
-    progress = Progress("migrate: sessions", 0)
+    progress = Progress("migrate")
     try:
         report = await Migrator(client, settings, fault=fault_from_env()).run(
             args.app, args.user, dry_run=args.dry_run, progress=progress
