@@ -116,7 +116,8 @@ def test_environment_names_settings_fields_and_parses(stack: str) -> None:
 def test_start_order_and_health_checks(stack: str) -> None:
     """depends_on names existing services with known conditions; service_healthy targets
     have a health check, service_completed_successfully targets run once; Redis nodes and
-    workers have health checks in exec form."""
+    workers have health checks in exec form, a worker's being `sessionstreams worker-health`
+    (its own heartbeat)."""
     all_services = services(stack)
     for name, service in all_services.items():
         for target, condition in depends(service).items():
@@ -131,6 +132,10 @@ def test_start_order_and_health_checks(stack: str) -> None:
             check = service.get("healthcheck", {})
             assert check.get("test", [""])[0] in ("CMD", "CMD-SHELL"), f"{name}: {check}"
             assert check.get("retries", 0) >= 1
+        if argv[:2] == ["sessionstreams", "worker"]:
+            # Healthy only while this container's worker has a live heartbeat.
+            assert service["healthcheck"]["test"] == ["CMD", "sessionstreams", "worker-health"]
+            assert build_parser().parse_args(["worker-health"]).command == "worker-health"
         if argv[:1] == ["sessionstreams"]:
             assert depends(service), f"{name} starts before Redis"
 
