@@ -62,6 +62,10 @@ Purpose = Literal["default", "stream"]
 #: (redis-py derives those from Exception, not RedisError).
 REDIS_ERRORS = (rx.RedisError, rx.RedisClusterException)
 
+#: Redis errors a long-running loop retries after: the connection broke, a command timed
+#: out, or no Cluster node answered (a failover, a restart, a network cut).
+TRANSIENT_ERRORS = (rx.ConnectionError, rx.TimeoutError, rx.RedisClusterUnreachableError)
+
 MAX_CONNECTIONS = 2000
 HEALTH_CHECK_INTERVAL_S = 30
 BACKOFF_BASE_S = 0.01

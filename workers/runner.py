@@ -15,9 +15,8 @@ import socket
 import uuid
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from sessionstreams.common.connection import (
+    REDIS_ERRORS,
     check_server,
     create_client,
     redact_url,
@@ -124,7 +123,7 @@ class Worker:
                     self._stop_consumer(shard)
                 await self._rebalance(live)
                 await self._reap()
-            except (RedisError, OSError) as exc:
+            except (*REDIS_ERRORS, OSError) as exc:
                 # Redis unreachable for a while (failover, reshard): keep the process. A
                 # consumer whose lease is not renewed stops at its local deadline; the next
                 # successful pass renews, or finds the lease lost and takes shards again.
