@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sessionstreams.common.connection import create_client
 from sessionstreams.common.settings import Settings
+from sessionstreams.common.store import Store
 from sessionstreams.workers import admin
 from sessionstreams.workers._cli import CommandError, add_yes, confirm
 
@@ -66,11 +66,11 @@ def render_status(st: admin.Status, title: str = "") -> str:
 
 
 async def _with_client(settings: Settings, fn: Callable[[Any], Any]) -> Any:
-    client = create_client(settings)
+    store = Store(settings)
     try:
-        return await fn(client)
+        return await fn(store.client)
     finally:
-        await client.aclose()
+        await store.aclose()
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,10 +8,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from sessionstreams.common.connection import create_client
-from sessionstreams.common.keys import KeySpace
-from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import Settings
+from sessionstreams.common.store import Store
 from sessionstreams.workers._cli import add_yes, confirm
 from sessionstreams.workers._tooling import Progress, fault_from_env
 from sessionstreams.workers.index_tools import rebuild_index
@@ -44,17 +42,16 @@ def register(sub: Any, settings_fn: SettingsFn) -> None:
 
 
 async def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    client = create_client(settings)
+    store = Store(settings)
     progress = Progress("index rebuild")
     try:
         report = await rebuild_index(
-            client, KeySpace(settings.key_prefix),
-            Scripts(disable_cache=settings.disable_script_cache), args.app, args.user,
+            store.client, store.keys, store.scripts, args.app, args.user,
             progress=progress, fault=fault_from_env(),
         )
     finally:
         progress.close()
-        await client.aclose()
+        await store.aclose()
     print(report.summary())
     for key, why in report.invalid:
         print(f"  invalid: {key.app_name}/{key.user_id}/{key.session_id}: {why}")
@@ -70,14 +67,14 @@ def _migrate_confirmed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    client = create_client(settings)
+    store = Store(settings)
     progress = Progress("migrate")
     try:
-        report = await Migrator(client, settings, fault=fault_from_env()).run(
+        report = await Migrator(store, fault=fault_from_env()).run(
             args.app, args.user, dry_run=args.dry_run, progress=progress
         )
     finally:
         progress.close()
-        await client.aclose()
+        await store.aclose()
     print(report.summary())
     return 0 if report.complete else INCOMPLETE

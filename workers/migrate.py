@@ -42,8 +42,7 @@ from typing import Any
 import msgspec
 
 from sessionstreams.common.errors import DecodeError
-from sessionstreams.common.hashidx import HashIdxEngine
-from sessionstreams.common.keys import KeySpace, validate_app, validate_user_key
+from sessionstreams.common.keys import validate_app, validate_user_key
 from sessionstreams.common.models import (
     Event,
     Key,
@@ -53,8 +52,7 @@ from sessionstreams.common.models import (
     UserKey,
 )
 from sessionstreams.common.readpath import track_names
-from sessionstreams.common.scripts import Scripts
-from sessionstreams.common.settings import Settings
+from sessionstreams.common.store import Store
 from sessionstreams.workers._tooling import FaultHook, Progress, reach
 
 _CHUNK = 500
@@ -136,20 +134,17 @@ class Migrator:
     """Copies one app's legacy sessions into HashIdx (see the module docstring).
 
     Args:
-        client: a client from :func:`sessionstreams.common.connection.create_client`.
-        settings: TTLs, key prefix, index flag (as the services use them).
-        scripts: the scripts of the client (default: a new set).
+        store: the assembled store (its settings give the TTLs, key prefix and index flag,
+            as the services use them).
         fault: called at ``imported`` (steps 1-5 done) and ``retired`` (step 6 done).
     """
 
-    def __init__(
-        self, client: Any, settings: Settings, scripts: Scripts | None = None,
-        *, fault: FaultHook | None = None,
-    ) -> None:
-        self.client = client
-        self.settings = settings
-        self.keys = KeySpace(settings.key_prefix)
-        self.scripts = scripts or Scripts(disable_cache=settings.disable_script_cache)
+    def __init__(self, store: Store, *, fault: FaultHook | None = None) -> None:
+        self.store = store
+        self.client = store.client
+        self.settings = store.settings
+        self.keys = store.keys
+        self.scripts = store.scripts
         self.fault = fault
 
     async def run(
@@ -380,8 +375,7 @@ class Migrator:
     async def _drop_import(self, snap: _Snapshot) -> None:
         k, key = self.keys, snap.key
         if await self.client.hget(k.info(key), "imported") == snap.incarnation.encode():
-            engine = HashIdxEngine(self.client, self.keys, self.scripts)
-            await engine.delete(key, sorted(set(snap.tracks) | set(snap.hashidx_names)))
+            await self.store.hashidx.delete(key, sorted(set(snap.tracks) | set(snap.hashidx_names)))
 
     # -- user state -------------------------------------------------------------------
     async def _user_state(self, user: UserKey) -> int:

@@ -19,6 +19,7 @@ from sessionstreams.common.errors import DecodeError
 from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.logs import get_logger, session_fields
 from sessionstreams.common.models import Key
+from sessionstreams.common.outcomes import Outcome
 from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import PERSIST_GROUP, ShardKeys
@@ -29,7 +30,6 @@ from sessionstreams.workers.observe import NO_HOOKS, ConsumerHooks
 
 log = get_logger("sessionstreams.worker")
 
-DEAD_LETTERED = 5  # outcome code (common/lua/_lib.lua)
 GONE_RECORD_TTL_MS = 86_400_000
 
 
@@ -144,6 +144,8 @@ class ShardConsumer:
     @staticmethod
     def _item(raw: Any) -> Item:
         entry_id = _text(raw[0])
+        if raw[1] is None:  # deleted from the stream while pending: erased, nothing to apply
+            return Item(entry_id=entry_id, raw=b"", entry=None, erased=True)
         fields = raw[1] or []
         data = b""
         for i in range(0, len(fields) - 1, 2):
@@ -206,8 +208,9 @@ class ShardConsumer:
         e = item.entry
         if e is not None:
             record = self.keys.record(e.key, e.route)
+            ttl_ms = e.ttl_ms or GONE_RECORD_TTL_MS
             await self.scripts.call(self.client, "record_outcome", [record],
-                                    [e.rid, DEAD_LETTERED, e.ttl_ms or GONE_RECORD_TTL_MS])
+                                    [e.rid, Outcome.DEAD_LETTERED.code, ttl_ms])
         item.state = State.DONE  # through, as far as its session is concerned
         self.hooks.dead_lettered(item)
         self.log.error("entry dead-lettered", entry=item.entry_id, error=item.error,

@@ -1,4 +1,4 @@
-"""The read path: stored documents -> Session objects, with the reference filtering rules."""
+"""Stored documents -> Session objects, with the reference filtering rules (no I/O)."""
 
 from __future__ import annotations
 
