@@ -149,3 +149,17 @@ def test_unreadable_adk_event_is_logged_and_read_from_its_message(
     (record,) = caplog.records
     assert record.getMessage().startswith("unreadable ADK event kept, using its message")
     assert f"event_id={event.id}" in record.getMessage()
+
+
+def test_no_module_logs_through_unconfigured_structlog() -> None:
+    """Every module of the package gets its logger from common.logs.get_logger: a
+    structlog.get_logger logger would print to stdout in an application that never
+    configured structlog."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for part in ("common", "producer", "workers")
+        for path in sorted((ROOT / part).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "structlog.get_logger(" in line or "structlog.stdlib.get_logger(" in line
+    ]
+    assert offenders == []
