@@ -23,12 +23,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
 from redis import exceptions as rx
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 
-log = structlog.get_logger(__name__)
+from sessionstreams.common._reasons import reason
+from sessionstreams.common.logs import get_logger
+
+log = get_logger(__name__)
 
 #: The Sentinel event announcing a new primary: ``<name> <old-ip> <old-port> <ip> <port>``.
 SWITCH_CHANNEL = "+switch-master"
@@ -124,7 +126,7 @@ class EpochSentinel(Sentinel):
         errors: list[str] = []
         for sentinel, reply in zip(self.sentinels, replies, strict=True):
             if isinstance(reply, BaseException):
-                errors.append(f"{sentinel} - {reply!r}")
+                errors.append(f"sentinel {_address(sentinel)}: {reason(reply)}")
                 continue
             if reply is None or not self.check_master_state(reply, service_name):
                 continue
@@ -133,8 +135,8 @@ class EpochSentinel(Sentinel):
             ):
                 best = reply
         if best is None:
-            detail = f": {', '.join(errors)}" if errors else ""
-            raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+            detail = f" ({'; '.join(errors)})" if errors else ""
+            raise MasterNotFoundError(f"no primary found for {service_name!r}{detail}")
         return str(best["ip"]), int(best["port"])
 
     @staticmethod
@@ -144,6 +146,12 @@ class EpochSentinel(Sentinel):
         except rx.ResponseError:  # this sentinel does not monitor the name
             return None
         return dict(state) if isinstance(state, Mapping) else None
+
+
+def _address(client: Redis) -> str:
+    """``host:port`` of a client (never its repr, which lists every connection option)."""
+    kwargs = getattr(client.connection_pool, "connection_kwargs", {})
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
 
 class FailoverWatch:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import structlog
-
 from sessionstreams.common.errors import CorruptDataError
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.models import Session, Summary
 from sessionstreams.common.readpath import SessionReader
 from sessionstreams.common.readpath.reader import RouteCounter
 
-log = structlog.get_logger("sessionstreams.summary")
+log = get_logger("sessionstreams.summary")
 
 
 async def store_summary(

@@ -15,7 +15,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from redis.exceptions import RedisError
 
 from sessionstreams.common.entries import SummaryJob, encode_job
@@ -28,6 +27,7 @@ from sessionstreams.common.errors import (
     SummaryTimeoutError,
 )
 from sessionstreams.common.keys import validate_key
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.models import Key, Session, Summary
 from sessionstreams.common.readpath import INCARNATION, STORAGE_TYPE, SessionReader, pick_summary
 from sessionstreams.common.readpath.reader import RouteCounter
@@ -36,7 +36,7 @@ from sessionstreams.common.summaries import allowed, run_cascade, summarize_one,
 from sessionstreams.common.summary_store import store_summary
 from sessionstreams.common.tracing import current_traceparent
 
-log = structlog.get_logger("sessionstreams.summary")
+log = get_logger("sessionstreams.summary")
 
 #: Waits for this process's pending writes of a session (read-your-writes).
 WaitOwnWrites = Callable[[Key], Awaitable[None]]

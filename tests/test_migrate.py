@@ -112,6 +112,28 @@ async def test_dry_run_writes_nothing(make_settings, go, redis_client, key_prefi
     assert await _all_keys(redis_client, key_prefix) == before
 
 
+class TotalRecorder:
+    """A progress stand-in recording the total it had at each counted session."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.seen: list[int | None] = []
+
+    def advance(self, n: int = 1) -> None:
+        self.seen += [self.total] * n
+
+
+async def test_progress_total_is_known_before_the_first_session(make_settings, go,
+                                                                redis_client) -> None:
+    """The progress total is every legacy session of the app, set before the first one is
+    counted (so the time left is right from the start)."""
+    await _legacy_world(go)
+    progress = TotalRecorder()
+    migrator = Migrator(Store(make_settings(), client=redis_client))
+    await migrator.run("app", dry_run=True, progress=progress)
+    assert progress.seen == [6] * 6
+
+
 async def test_rerun_is_idempotent(make_settings, go, redis_client, key_prefix) -> None:
     """A second run finds nothing left to migrate and changes nothing."""
     await _legacy_world(go)
@@ -313,19 +335,25 @@ async def test_session_deleted_during_migration_is_not_resurrected(
 
 async def test_cli_migrate_dry_run_fault_and_rerun(go, redis_client, key_prefix,
                                                    redis_target) -> None:
-    """`sessionstreams migrate`: --dry-run reports, an injected fault exits 1, the rerun
-    completes (exit 0); a conflict exits 3."""
+    """`sessionstreams migrate`: --dry-run reports, without --yes (and no terminal) nothing is
+    changed (exit 1), an injected fault exits 1, the rerun completes (exit 0); a conflict
+    exits 3."""
     await _legacy_world(go)
     env = {**os.environ, "SESSIONSTREAMS_KEY_PREFIX": key_prefix}
-    base = ("--url", redis_target.url, "migrate", "--app", "app")
+    base = ("--url", redis_target.url, "migrate", "--app", "app", "--yes")
     code, out, _ = await _cli(env, *base, "--dry-run")
     assert (code, "would migrate 6" in out) == (0, True)
+    before = await _all_keys(redis_client, key_prefix)
+    code, out, err = await _cli(env, *base[:-1])
+    assert (code, out) == (1, "")
+    assert "pass --yes to confirm (nothing was changed)" in err
+    assert await _all_keys(redis_client, key_prefix) == before
     code, _, err = await _cli({**env, "SESSIONSTREAMS_ADMIN_FAULT": "imported:2"}, *base)
     assert code == 1
     assert "injected fault" in err
     code, out, err = await _cli(env, *base)
     assert code == 0, err
-    assert "migrate: sessions" in err
+    assert out.startswith("migrate: 2 users, ")
     await go.create(Key("app", "u1", "late"))
     keys = KeySpace(key_prefix)
     await redis_client.set(keys.meta(Key("app", "u1", "late")), b'{"id":"late"}')
@@ -338,7 +366,8 @@ async def test_cli_migrate_dry_run_fault_and_rerun(go, redis_client, key_prefix,
 async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sessionstreams.workers.cli", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()

@@ -128,14 +128,19 @@ async def status(client: Any, settings: Settings) -> Status:
     n = settings.async_persister_num
     shards = [await shard_status(client, ShardKeys(settings.key_prefix, i, n), settings)
               for i in range(n)]
+    return Status(shards=shards, workers=await live_workers(client, settings))
+
+
+async def live_workers(client: Any, settings: Settings) -> dict[str, float]:
+    """``{worker id: seconds its heartbeat stays valid}`` of the workers whose heartbeat has
+    not expired."""
     now_ms = time.time() * 1000
-    workers = {
+    return {
         _text(w): round((score - now_ms) / 1000, 1)
         for w, score in await client.zrange(workers_key(settings.key_prefix), 0, -1,
                                             withscores=True)
         if score > now_ms
     }
-    return Status(shards=shards, workers=workers)
 
 
 @dataclass

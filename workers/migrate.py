@@ -58,6 +58,8 @@ from sessionstreams.workers._tooling import FaultHook, Progress, reach
 _CHUNK = 500
 _READ_CHUNK = 1000
 _ATTEMPTS = 5
+#: HLEN commands per pipeline when counting the sessions to migrate.
+_COUNT_BATCH = 1000
 
 Member = tuple[bytes, float]
 
@@ -155,13 +157,11 @@ class Migrator:
         for u in users:
             validate_user_key(u)
         report = MigrateReport(dry_run=dry_run, users=len(users))
+        if progress is not None:
+            progress.total = await self.count(users)
         for u in users:
             sids = sorted(s.decode("utf-8", "replace")
                           for s in await self.client.hkeys(self.keys.legacy_sessions(u)))
-            if progress is not None and progress.total is None:
-                progress.total = 0
-            if progress is not None and progress.total is not None:
-                progress.total += len(sids)
             for sid in sids:
                 await self._session(Key(app, u.user_id, sid), report, dry_run)
                 if progress is not None:
@@ -169,6 +169,16 @@ class Migrator:
             if not dry_run:
                 report.user_states += await self._user_state(u)
         return report
+
+    async def count(self, users: list[UserKey]) -> int:
+        """How many legacy sessions ``users`` have (the progress total, known up front)."""
+        total = 0
+        for start in range(0, len(users), _COUNT_BATCH):
+            pipe = self.client.pipeline(transaction=False)
+            for u in users[start : start + _COUNT_BATCH]:
+                pipe.hlen(self.keys.legacy_sessions(u))
+            total += sum(int(n) for n in await pipe.execute())
+        return total
 
     async def _users(self, app: str) -> list[UserKey]:
         """Users with legacy sessions or an old user-state key (left by an interrupted run)."""

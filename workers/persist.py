@@ -13,14 +13,11 @@ import asyncio
 import time
 from typing import Any
 
-import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from sessionstreams.common.connection import TRANSIENT_ERRORS
 from sessionstreams.common.entries import FIELD, decode_entry
 from sessionstreams.common.errors import DecodeError
 from sessionstreams.common.keys import KeySpace
-from sessionstreams.common.logs import session_fields
+from sessionstreams.common.logs import get_logger, session_fields
 from sessionstreams.common.models import Key
 from sessionstreams.common.outcomes import Outcome
 from sessionstreams.common.scripts import Scripts
@@ -31,7 +28,7 @@ from sessionstreams.workers.faults import Faults
 from sessionstreams.workers.leases import Lease
 from sessionstreams.workers.observe import NO_HOOKS, ConsumerHooks
 
-log = structlog.get_logger("sessionstreams.worker")
+log = get_logger("sessionstreams.worker")
 
 GONE_RECORD_TTL_MS = 86_400_000
 
@@ -87,7 +84,7 @@ class ShardConsumer:
             except LeaseLostError:
                 self.log.warning("lease lost; dropping the batch in hand")
                 return
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (*TRANSIENT_ERRORS, OSError) as exc:
                 self.log.warning("redis error; re-reading the pending list", error=str(exc))
                 self.held.clear()
                 self.poison.clear()
@@ -140,7 +137,7 @@ class ShardConsumer:
             if woke and self.settings.worker_linger_ms:
                 # Let a burst gather: fewer, larger batches cost less per entry.
                 await asyncio.sleep(self.settings.worker_linger_ms / 1000)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except TRANSIENT_ERRORS as exc:
             self.log.info("blocking read failed; polling again", error=str(exc))
             await asyncio.sleep(0.05)
 

@@ -15,15 +15,14 @@ import socket
 import uuid
 from typing import Any
 
-import structlog
-from redis.exceptions import RedisError
-
 from sessionstreams.common.connection import (
+    REDIS_ERRORS,
     check_server,
     redact_url,
     start_failover_watch,
 )
 from sessionstreams.common.errors import ConfigError
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import ShardKeys, check_conf, workers_key
 from sessionstreams.common.store import Store
@@ -36,7 +35,7 @@ from sessionstreams.workers.persist import ShardConsumer
 from sessionstreams.workers.summaries import run_alongside
 from sessionstreams.workers.summary_jobs import SummaryJobs
 
-log = structlog.get_logger("sessionstreams.worker")
+log = get_logger("sessionstreams.worker")
 
 
 def shares(shards: int, live: list[str], me: str) -> int:
@@ -124,7 +123,7 @@ class Worker:
                     self._stop_consumer(shard)
                 await self._rebalance(live)
                 await self._reap()
-            except (RedisError, OSError) as exc:
+            except (*REDIS_ERRORS, OSError) as exc:
                 # Redis unreachable for a while (failover, reshard): keep the process. A
                 # consumer whose lease is not renewed stops at its local deadline; the next
                 # successful pass renews, or finds the lease lost and takes shards again.

@@ -21,8 +21,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from sessionstreams.common.compat import ZSET
 from sessionstreams.common.entries import SummaryJob
 from sessionstreams.common.errors import (
@@ -31,6 +29,7 @@ from sessionstreams.common.errors import (
     StoreTimeoutError,
     SummarizeError,
 )
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.models import Session, Summary
 from sessionstreams.common.readpath import INCARNATION, SessionReader
 from sessionstreams.common.shards import ShardKeys, workers_key
@@ -41,7 +40,7 @@ from sessionstreams.common.tracing import traced_attributes, tracer
 from sessionstreams.workers.faults import Faults
 from sessionstreams.workers.observe import summary_job_span
 
-log = structlog.get_logger("sessionstreams.summary")
+log = get_logger("sessionstreams.summary")
 
 #: Polling of a parked request and of the cut wait (seconds, doubling up to the maximum).
 _POLL_MIN_S = 0.02
