@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 from legacy_layout import GoLegacyWriter
+from workers_harness import worker_env
 
 from sessionstreams.common.errors import InvalidArgumentError
 from sessionstreams.common.gotime import GoTime
@@ -88,3 +91,37 @@ def test_bad_ages_are_refused(text: str) -> None:
     """Anything else is an InvalidArgumentError."""
     with pytest.raises(InvalidArgumentError):
         parse_age(text)
+
+
+async def test_cli_dry_run_lists_what_the_run_deletes(
+    make_service: Callable[..., Awaitable[Any]], make_settings: Callable[..., Any],
+    redis_client: Any, key_prefix: str,
+) -> None:
+    """`retention --dry-run` lists exactly the sessions `retention --yes` then deletes, and
+    deletes nothing itself; without --yes the run changes nothing."""
+    svc, keys = await _sessions(make_service, redis_client, key_prefix)
+    env = worker_env(make_settings(compat_mode=CompatMode.LEGACY))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sessionstreams.workers.cli", "retention", *args],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+            stdin=subprocess.DEVNULL)
+
+    dry = cli("--older-than", "30d", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    listed = sorted(line.removeprefix("would delete ") for line in dry.stdout.splitlines()
+                    if line.startswith("would delete "))
+    assert len(listed) == 3
+    assert await svc.get_session(keys["old"]) is not None  # the dry run deleted nothing
+    refused = cli("--older-than", "30d")
+    assert refused.returncode == 1
+    assert await svc.get_session(keys["old"]) is not None
+    run = cli("--older-than", "30d", "--yes")
+    assert run.returncode == 0, run.stderr
+    deleted = sorted(line.removeprefix("deleting ") for line in run.stdout.splitlines()
+                     if line.startswith("deleting "))
+    assert deleted == listed
+    assert "deleted 3 sessions" in run.stdout
+    for name in ("old", "legacy_old", "other_app_old"):
+        assert await svc.get_session(keys[name]) is None, name

@@ -9,14 +9,18 @@ id in another app, must come out byte-identical.
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 from legacy_layout import GoLegacyWriter
-from workers_harness import eventually
+from workers_harness import eventually, worker_env
 
 from sessionstreams.common.entries import FIELD, StreamEntry, encode_entry
 from sessionstreams.common.errors import PersistTimeoutError
@@ -230,3 +234,47 @@ async def test_erased_pending_entries_are_never_applied(
     assert await redis_client.xlen(sk.dlq) == 0
     keys = [k async for k in redis_client.scan_iter(match=f"{key_prefix}:*{ana.user_id}*")]
     assert keys == []
+
+
+def _cli(*args: str, settings: Settings) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sessionstreams.workers.cli", *args],
+                          env=worker_env(settings), capture_output=True, text=True,
+                          timeout=120, check=False, stdin=subprocess.DEVNULL)
+
+
+async def test_cli_export_erase_import(
+    make_settings: Callable[..., Settings], make_service: Callable[..., Awaitable[Any]],
+    redis_client: Any, key_prefix: str, tmp_path: Path,
+) -> None:
+    """The user commands: export to a file, erase only with --yes (with a summary), and
+    import the file back."""
+    svc, ana, marker = await _prepare(make_settings, make_service, redis_client, key_prefix)
+    settings = _settings(make_settings)
+    out = tmp_path / "ana.jsonl"
+    who = ("--app", ana.app_name, "--user", ana.user_id)
+    done = _cli("user", "export", *who, "--out", str(out), settings=settings)
+    assert done.returncode == 0, done.stderr
+    assert "exported 2 sessions" in done.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[0]["kind"] == "header"
+    assert marker in out.read_text()
+
+    refused = _cli("user", "erase", *who, settings=settings)
+    assert refused.returncode == 1
+    assert "--yes" in refused.stderr
+    assert _mentions(await _keyspace(redis_client, key_prefix), marker)
+
+    erased = _cli("user", "erase", *who, "--yes", settings=settings)
+    assert erased.returncode == 0, erased.stderr
+    assert erased.stdout.startswith("erased ")
+    assert _mentions(await _keyspace(redis_client, key_prefix), marker) == []
+
+    loaded = _cli("user", "import", "--in", str(out), settings=settings)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "imported" in loaded.stdout
+    again = _cli("user", "import", "--in", str(out), settings=settings)
+    assert again.returncode == 1
+    assert "exist already" in again.stderr
+    s = await svc.get_session(Key(ana.app_name, ana.user_id, "s1"))
+    assert s is not None
+    assert s.state["topic"] == marker.encode()

@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_compat(sub, settings_of)
 
+    from sessionstreams.workers.cli_user import register as register_user
+
+    register_user(sub, settings_of)
+
     _add_bench(sub)
     return parser
 
