@@ -29,12 +29,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-import structlog
 from redis import exceptions as rx
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
-log = structlog.get_logger(__name__)
+from sessionstreams.common._reasons import reason
+from sessionstreams.common.logs import get_logger
+
+log = get_logger(__name__)
 
 #: The Sentinel event announcing a new primary: ``<name> <old-ip> <old-port> <ip> <port>``.
 SWITCH_CHANNEL = "+switch-master"
@@ -143,7 +145,7 @@ class EpochSentinel(Sentinel):
         errors: list[str] = []
         for sentinel, reply in zip(self.sentinels, replies, strict=True):
             if isinstance(reply, BaseException):
-                errors.append(f"{sentinel} - {reply!r}")
+                errors.append(f"sentinel {_address(sentinel)}: {reason(reply)}")
                 continue
             if reply is None or not self.check_master_state(reply, service_name):
                 continue
@@ -152,8 +154,8 @@ class EpochSentinel(Sentinel):
             ):
                 best = reply
         if best is None:
-            detail = f": {', '.join(errors)}" if errors else ""
-            raise MasterNotFoundError(f"No master found for {service_name!r}{detail}")
+            detail = f" ({'; '.join(errors)})" if errors else ""
+            raise MasterNotFoundError(f"no primary found for {service_name!r}{detail}")
         return str(best["ip"]), int(best["port"])
 
     @staticmethod
@@ -196,6 +198,12 @@ class RecyclingSentinelPool(SentinelConnectionPool):
         """Close idle connections now and checked-out ones when they are released."""
         self._retiring.update(self._checked_out)
         await self.disconnect(inuse_connections=False)
+
+
+def _address(client: Redis) -> str:
+    """``host:port`` of a client (never its repr, which lists every connection option)."""
+    kwargs = getattr(client.connection_pool, "connection_kwargs", {})
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
 
 class FailoverWatch:

@@ -34,7 +34,7 @@ from sessionstreams.common.errors import ConfigError
 from sessionstreams.common.hashidx import AppendEntry, HashIdxEngine, LoadResult
 from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.legacy import LegacyEngine
-from sessionstreams.common.models import Key, UserKey
+from sessionstreams.common.models import Key, Summary, UserKey
 from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import CompatMode, Settings
 
@@ -44,7 +44,27 @@ ROUTES = (HASHIDX, ZSET)
 
 
 class Engine(Protocol):
-    """The write interface both engines share (arguments and statuses identical)."""
+    """The interface both engines share (arguments, replies and statuses identical)."""
+
+    # -- reads: call tuples for pipelines, and their parsed replies
+    def load_call(
+        self, key: Key, limit: int, after_ns: int | None, flags: str
+    ) -> tuple[Any, ...]: ...
+
+    @staticmethod
+    def parse_load(raw: Sequence[Any]) -> LoadResult: ...
+
+    def load_tracks_call(
+        self, key: Key, names: Sequence[str], limit: int, after_ns: int | None
+    ) -> tuple[Any, ...]: ...
+
+    async def load_summaries(self, key: Key) -> bytes | None: ...
+
+    async def set_summary(
+        self, key: Key, *, filter_key: str, summary: Summary, ttl_ms: int, cut: str = ""
+    ) -> str: ...
+
+    # -- writes
 
     def append_call(
         self,

@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal
 
-import structlog
 from redis import exceptions as rx
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
+from sessionstreams.common import _reasons
 from sessionstreams.common._clients import (
     ClusterClient,
     EpochSentinel,
@@ -55,11 +56,20 @@ from sessionstreams.common.errors import (
     SessionStoreError,
     StoreTimeoutError,
 )
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.settings import Settings
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Purpose = Literal["default", "stream"]
+
+#: What translate_errors translates: every redis-py error, Cluster client errors included
+#: (redis-py derives those from Exception, not RedisError).
+REDIS_ERRORS = (rx.RedisError, rx.RedisClusterException)
+
+#: Redis errors a long-running loop retries after: the connection broke, a command timed
+#: out, or no Cluster node answered (a failover, a restart, a network cut).
+TRANSIENT_ERRORS = (rx.ConnectionError, rx.TimeoutError, rx.RedisClusterUnreachableError)
 
 MAX_CONNECTIONS = 2000
 HEALTH_CHECK_INTERVAL_S = 30
@@ -189,8 +199,9 @@ def create_client(settings: Settings, *, purpose: Purpose = "default") -> Any:
         return factory(parsed, options)
     except SessionStoreError:
         raise
-    except (TypeError, ValueError, rx.RedisError) as exc:
-        raise ConfigError(f"create redis client failed for {parsed.redacted}: {exc}") from exc
+    except (TypeError, ValueError, *REDIS_ERRORS) as exc:
+        raise ConfigError(f"create redis client failed for {parsed.redacted}: "
+                          f"{_reasons.clean(str(exc))}") from exc
 
 
 def default_client_factory(parsed: ParsedURL, options: ClientOptions) -> Any:
@@ -356,25 +367,43 @@ def _policy(reply: Any) -> str:
 
 
 def translate(exc: BaseException, url: str | None = None) -> SessionStoreError:
-    """Map a redis-py exception to ours; our own errors are returned unchanged.
+    """Map a redis-py exception (Cluster and Sentinel ones included) to ours; our own errors
+    are returned unchanged.
 
-    ConnectionError becomes ConnectionFailedError, TimeoutError StoreTimeoutError, a WRONGTYPE
-    reply CorruptDataError, DataError InvalidArgumentError, anything else SessionStoreError.
-    The caller raises the result ``from exc``.
+    A server that cannot be reached (refused, unknown host, no Sentinel primary, no Cluster
+    node) becomes ConnectionFailedError "cannot reach Redis at URL: reason", another broken
+    connection ConnectionFailedError too, TimeoutError StoreTimeoutError, a WRONGTYPE reply
+    CorruptDataError, DataError InvalidArgumentError, anything else SessionStoreError.
+    Messages are short, on one line, with the password masked and no client repr. The caller
+    raises the result ``from exc``.
     """
     if isinstance(exc, SessionStoreError):
         return exc
+    at = f" at {redact_url(url)}" if url else ""
     where = f" ({redact_url(url)})" if url else ""
-    text = str(exc) or type(exc).__name__
+    text = _reasons.clean(str(exc) or type(exc).__name__)
     if isinstance(exc, rx.TimeoutError):
         return StoreTimeoutError(f"redis timed out{where}: {text}")
+    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
+        return ConnectionFailedError(f"redis refused the credentials{where}: {text}")
+    if _unreachable(exc):
+        return ConnectionFailedError(f"cannot reach Redis{at}: {_reasons.reason(exc)}")
     if isinstance(exc, rx.ConnectionError):
         return ConnectionFailedError(f"redis connection failed{where}: {text}")
     if isinstance(exc, rx.ResponseError) and "WRONGTYPE" in text:
         return CorruptDataError(f"a stored key has the wrong type{where}: {text}")
     if isinstance(exc, rx.DataError):
         return InvalidArgumentError(f"redis refused the arguments{where}: {text}")
+    if isinstance(exc, rx.ClusterDownError | rx.SlotNotCoveredError):
+        return ConnectionFailedError(f"redis cluster unavailable{where}: {text}")
     return SessionStoreError(f"redis error{where}: {text}")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` says no server could be reached (as opposed to a broken command)."""
+    if isinstance(exc, rx.RedisClusterUnreachableError | MasterNotFoundError):
+        return True
+    return isinstance(exc, rx.ConnectionError) and _reasons.os_reason(exc) is not None
 
 
 def _raised_in_redis_connection(tb: TracebackType | None) -> bool:
@@ -409,7 +438,7 @@ class translate_errors:  # lower-case on purpose: used like a function
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if isinstance(exc, rx.RedisError):
+        if isinstance(exc, REDIS_ERRORS):
             raise translate(exc, self._url) from exc
         if isinstance(exc, AttributeError) and _raised_in_redis_connection(tb):
             # redis-py 8.1 races when a cluster client drops its connections (failover,

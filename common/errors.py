@@ -68,8 +68,8 @@ class DeadLetteredError(SessionStoreError):
     """A streamed write failed repeatedly and was moved to the dead-letter stream."""
 
 
-class ClosedError(SessionStoreError):
-    """The service was closed; no further writes are accepted."""
+class ClosedError(SessionStoreError, RuntimeError):
+    """The service (or an adapter's session) was closed; no further calls are accepted."""
 
 
 class SummarizeError(SessionStoreError):

@@ -404,9 +404,8 @@ class HashIdxEngine:
     ) -> str:
         """Store ``summary`` under ``filter_key`` unless the stored one is newer.
 
-        As :meth:`sessionstreams.common.legacy.LegacyEngine.set_summary`; the summary key takes the
-        meta's
-        remaining TTL (``ttl_ms`` is not needed: the meta carries the session TTL).
+        As :meth:`~sessionstreams.common.legacy.LegacyEngine.set_summary`; the summary key
+        takes the meta's remaining TTL (``ttl_ms`` is not needed: the meta carries the session TTL).
         """
         sum_key = self.keys.summary(key)
         for _ in range(SUMMARY_CAS_ATTEMPTS):

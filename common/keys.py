@@ -282,3 +282,92 @@ class KeySpace:
     def legacy_summary_runs(self, key: Key) -> str:
         """Our summary-run record of a legacy session (HASH)."""
         return f"{self._p}ss:summary:{{{key.app_name}}}:{key.user_id}:{key.session_id}"
+
+    # -- one user's keys, both layouts (user export and erase) ----------------------------
+    #: HashIdx key families holding one session each (``<family>:<app>:{<user>}:<sid>...``).
+    _HASHIDX_SESSION = ("meta", "evtdata", "evtidx:time", "sesssum", "trkdata", "trkidx:time",
+                        "trkidx:names")
+    #: Our per-session families (``ss:<family>:...``), in both layouts.
+    _OURS = ("applied", "info", "create", "summary")
+    #: Legacy families holding one session each (``<family>:{<app>}:<user>:<sid>...``).
+    _LEGACY_SESSION = ("event", "track", "trackidx", "ss:applied", "ss:info", "ss:summary")
+
+    def user_patterns(self, user: UserKey) -> list[str]:
+        """SCAN MATCH patterns covering every key of one user in both layouts (escaped);
+        filter what they find with :meth:`session_of` (an app id may end like another)."""
+        p, a, u = glob_escape(self._p), glob_escape(user.app_name), glob_escape(user.user_id)
+        return [f"{p}*:{a}:\\{{{u}\\}}*", f"{p}*:\\{{{a}\\}}:{u}*"]
+
+    def session_of(
+        self, user: UserKey, raw: str, legacy_sids: set[str] | None = None
+    ) -> tuple[str, str]:
+        """(layout, session id) of a key of ``user``: layout ``hashidx`` or ``zset``, the
+        session id empty for a per-user key; ("", "") when the key is not the user's.
+
+        ``legacy_sids`` are the user's legacy session ids: a legacy key is the user's when it
+        names one of them, or when its session part has no ``:`` (an orphan no other user's
+        id can explain)."""
+        app, uid, p = user.app_name, user.user_id, self._p
+        hashidx_user = f"{app}:{{{uid}}}"
+        for family in ("hashidx:sessidx", "hashidx:userstate"):
+            if raw == f"{p}{family}:{hashidx_user}":
+                return "hashidx", ""
+        for family in (*(f"hashidx:{f}" for f in self._HASHIDX_SESSION),
+                       *(f"ss:{f}" for f in self._OURS)):
+            head = f"{p}{family}:{hashidx_user}:"
+            if raw.startswith(head) and len(raw) > len(head):
+                rest = raw[len(head):]
+                sid = rest if family not in _TRACK_FAMILIES else rest.rpartition(":")[0]
+                return "hashidx", sid or rest
+        legacy_user = f"{{{app}}}:{uid}"
+        for family in ("sess", "sesssum", "userstate"):
+            if raw == f"{p}{family}:{legacy_user}":
+                return "zset", ""
+        for family in self._LEGACY_SESSION:
+            head = f"{p}{family}:{legacy_user}:"
+            if not raw.startswith(head) or len(raw) == len(head):
+                continue
+            rest = raw[len(head):]
+            if family == "track":
+                sid = next((s for s in legacy_sids or () if rest.startswith(f"{s}:")), "")
+                if sid or rest.count(":") == 1:
+                    return "zset", sid or rest.partition(":")[0]
+            elif rest in (legacy_sids or ()) or ":" not in rest:
+                return "zset", rest
+        return "", ""
+
+    # -- every session, every app (retention) ---------------------------------------------
+    def any_meta_pattern(self, app: str = "") -> str:
+        """SCAN MATCH pattern for the HashIdx metas of one app, or of every app (escaped)."""
+        if app:
+            return self.app_meta_pattern(app)
+        return f"{glob_escape(self._p)}hashidx:meta:*"
+
+    def any_legacy_sessions_pattern(self, app: str = "") -> str:
+        """SCAN MATCH pattern for the legacy session HASHes of one app, or of every app."""
+        if app:
+            return self.legacy_sessions_pattern(app)
+        return f"{glob_escape(self._p)}sess:\\{{*"
+
+    def parse_any_meta_key(self, raw: str) -> Key | None:
+        """The Key of a HashIdx meta name of any app (braces never occur in ids), or None."""
+        head = f"{self._p}hashidx:meta:"
+        if not raw.startswith(head):
+            return None
+        app, sep, rest = raw[len(head):].partition(":{")
+        user, sep2, sid = rest.partition("}:")
+        if not (app and sep and user and sep2 and sid):
+            return None
+        return Key(app, user, sid)
+
+    def parse_any_legacy_sessions_key(self, raw: str) -> UserKey | None:
+        """The UserKey of a legacy session HASH name of any app, or None."""
+        head = f"{self._p}sess:{{"
+        if not raw.startswith(head):
+            return None
+        app, sep, user = raw[len(head):].partition("}:")
+        return UserKey(app, user) if app and sep and user else None
+
+#: HashIdx families whose keys end with ``:<track>`` after the session id.
+_TRACK_FAMILIES = frozenset({"hashidx:trkdata", "hashidx:trkidx:time"})
+

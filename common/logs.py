@@ -1,7 +1,16 @@
-"""structlog configuration and log binding.
+"""Logging of the library, structlog configuration of its processes, and log binding.
 
-:func:`configure_logging` sets up structlog once per process: JSON lines when stderr is not a
-terminal, console output when it is. Every line carries what is bound where it was logged:
+The library logs through the standard :mod:`logging` module, under the ``sessionstreams``
+logger hierarchy, which carries a :class:`logging.NullHandler`: an application sees the
+library's lines only through the handlers and levels it configured, and nothing is ever
+written to stdout. :func:`get_logger` gives structlog's ``log.info("event", key=value)`` API
+over such a logger; a line reaches the application's handlers as a record whose message
+reads ``event key=value ...``.
+
+:func:`configure_logging` is for processes of our own (the command line and the workers): it
+renders every line, the library's and other libraries' standard-library records alike, as
+JSON when stderr is not a terminal, and for the console when it is. Every line carries what
+is bound where it was logged:
 
 - ``app``, ``user``, ``session``: the session of the :class:`~producer.SessionService` call in
   progress (:func:`bind_call`, set by the method decorators of
@@ -13,8 +22,9 @@ terminal, console output when it is. Every line carries what is bound where it w
 Redis URLs are never logged with their password: every string value that looks like a URL
 with credentials goes through :func:`~sessionstreams.common.connection.redact_url`.
 
-Applications with their own structlog configuration can add :func:`add_call_context` and
-:func:`redact_secrets` to their processors to get the same fields.
+Applications rendering with structlog's ``ProcessorFormatter`` get the library's lines with
+these fields as structured values; applications with their own structlog configuration can add
+:func:`add_call_context` and :func:`redact_secrets` to their processors to get the same fields.
 """
 
 from __future__ import annotations
@@ -30,7 +40,14 @@ from opentelemetry import trace
 
 from sessionstreams.common._urls import redact_url
 
+#: The logger every logger of the library descends from.
+LIBRARY_LOGGER = "sessionstreams"
+
+# The library never writes a line the application did not ask for (no "last resort" output).
+logging.getLogger(LIBRARY_LOGGER).addHandler(logging.NullHandler())
+
 _root_handler: logging.Handler | None = None
+_library_handler: logging.Handler | None = None
 
 #: The subject of the session-API call in progress (a Key, Session, UserKey or app name).
 _call_subject: contextvars.ContextVar[object] = contextvars.ContextVar(
@@ -104,6 +121,65 @@ def redact_secrets(
     return event_dict
 
 
+#: Fields a library line carries that the text form leaves to the application's formatter.
+_TEXT_SKIPS = frozenset({"event", "level", "timestamp", "trace_id", "span_id"})
+
+
+class _LogLine(dict[str, Any]):
+    """The event dict of a library line, as the message of a standard-library record.
+
+    ``ProcessorFormatter`` (:func:`configure_logging`, or an application's structlog setup)
+    reads it as structured fields; any other formatter shows it as ``event key=value ...``.
+    """
+
+    def __str__(self) -> str:
+        fields = " ".join(f"{k}={v!r}" if isinstance(v, str) and (" " in v or not v)
+                          else f"{k}={v}"
+                          for k, v in self.items() if k not in _TEXT_SKIPS)
+        return f"{self.get('event', '')} {fields}".rstrip()
+
+
+def _to_record(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> tuple[tuple[_LogLine], dict[str, dict[str, Any]]]:
+    # What structlog's ProcessorFormatter.wrap_for_formatter hands the standard library,
+    # with a message that also reads well without that formatter.
+    return (_LogLine(event_dict),), {"extra": {"_logger": logger, "_name": method}}
+
+
+_LIBRARY_PROCESSORS: list[structlog.typing.Processor] = [
+    structlog.stdlib.filter_by_level,  # first: a line below the level costs nothing more
+    structlog.contextvars.merge_contextvars,
+    add_call_context,
+    add_trace_ids,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    redact_secrets,
+    _to_record,
+]
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A logger of the library: ``log.warning("event", key=value)`` on ``logging.getLogger(name)``.
+
+    It does not depend on structlog's global configuration: levels and handlers are those of
+    the standard-library logger (``name`` should start with ``sessionstreams.``).
+
+    Args:
+        name: the standard-library logger name.
+
+    Returns:
+        A structlog bound logger (``bind`` adds fields to every later line).
+    """
+    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=_LIBRARY_PROCESSORS,
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    return logger
+
+
 def _renderer(stream: TextIO) -> structlog.typing.Processor:
     if stream.isatty():
         return structlog.dev.ConsoleRenderer()
@@ -117,15 +193,17 @@ def configure_logging(
     force: bool = False,
     stdlib: bool | None = None,
 ) -> None:
-    """Configure structlog for a process (workers and CLI commands); later calls do nothing.
+    """Configure logging for a process of ours (workers, CLI commands); later calls do nothing.
 
     Args:
         level: the lowest level logged.
         stream: where lines go (default: stderr).
         force: configure again even when structlog is configured already.
-        stdlib: render standard-library log records (redis-py's, for instance) the same way,
+        stdlib: also render other standard-library log records (redis-py's, for instance),
             through a handler on the root logger; None: only when the root logger has no
-            handler yet (an application's logging setup is left alone).
+            handler yet (an application's logging setup is left alone). Without it, only the
+            library's lines are rendered to ``stream`` (a handler on the ``sessionstreams``
+            logger; the root logger's handlers still receive them).
     """
     if structlog.is_configured() and not force:
         return
@@ -148,28 +226,40 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
-    global _root_handler
+    _remove_handlers()
     root = logging.getLogger()
-    if _root_handler is not None:
-        root.removeHandler(_root_handler)
-        _root_handler = None
     if stdlib is None:
         stdlib = not root.handlers
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tracebacks,
+                    renderer],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+    ))
+    library = logging.getLogger(LIBRARY_LOGGER)
+    library.setLevel(level)
+    global _root_handler, _library_handler
     if stdlib:
-        handler = logging.StreamHandler(out)
-        handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared, *tracebacks],
-        ))
         root.addHandler(handler)
         root.setLevel(level)
         _root_handler = handler
+    else:
+        library.addHandler(handler)
+        _library_handler = handler
 
 
-def reset_logging() -> None:
-    """Undo :func:`configure_logging` (tests): structlog defaults, our root handler removed."""
-    global _root_handler
-    structlog.reset_defaults()
+def _remove_handlers() -> None:
+    global _root_handler, _library_handler
     if _root_handler is not None:
         logging.getLogger().removeHandler(_root_handler)
         _root_handler = None
+    if _library_handler is not None:
+        logging.getLogger(LIBRARY_LOGGER).removeHandler(_library_handler)
+        _library_handler = None
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging` (tests): structlog defaults, our handlers removed."""
+    structlog.reset_defaults()
+    _remove_handlers()
+    logging.getLogger(LIBRARY_LOGGER).setLevel(logging.NOTSET)

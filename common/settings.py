@@ -14,8 +14,10 @@ fields carry their unit in their name (``lease_ttl_s``, ``block_ms``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +30,8 @@ from sessionstreams.common._urls import parse_url, redact_url
 from sessionstreams.common.errors import ConfigError
 
 ENV_PREFIX = "SESSIONSTREAMS_"
+
+_log = logging.getLogger(__name__)
 
 
 class CompatMode(enum.IntEnum):
@@ -212,7 +216,8 @@ class Settings:
         Booleans take 1/0/true/false/yes/no/on/off; ``SUMMARY_FILTER_ALLOWLIST`` is
         comma-separated (``","`` gives an empty allowlist); ``EXTRA_OPTIONS`` is a JSON object;
         an empty value for an optional field (storage limit, track TTL, allowlist) means unset.
-        Unknown ``SESSIONSTREAMS_*`` variables are ignored (other components use the prefix).
+        An unknown ``SESSIONSTREAMS_*`` variable (a misspelt name, most likely) is logged as a
+        warning, once per process, with the closest valid name; it is otherwise ignored.
 
         Args:
             environ: the variables to read; ``os.environ`` when None.
@@ -222,6 +227,7 @@ class Settings:
             ConfigError: a malformed variable (named in the message) or an unknown override.
         """
         env = os.environ if environ is None else environ
+        _warn_unknown_variables(env)
         values: dict[str, Any] = {}
         for name, rule in _RULES.items():
             var = ENV_PREFIX + name.upper()
@@ -265,6 +271,39 @@ class Settings:
 class _Rule:
     check: Callable[[str, Any], Any]
     env: Callable[[str], Any] | None
+
+
+#: ``SESSIONSTREAMS_*`` variables read elsewhere than :meth:`Settings.from_env`: the worker's
+#: summarizer and fault points, the OpenAI-compatible summarizer, the admin tools' fault hook,
+#: and the development scripts and tests.
+OTHER_VARIABLES = frozenset(ENV_PREFIX + name for name in (
+    "SUMMARIZER", "FAULTS", "ADMIN_FAULT",
+    "SUMMARY_BASE_URL", "SUMMARY_MODEL", "SUMMARY_API_KEY", "SUMMARY_TIMEOUT_S",
+    "VENV", "SKIP_INSTALL", "SKIP_VALKEY", "SKIP_LOWEST", "STAGES", "LOWEST_VENV",
+    "TEST_TOPOLOGY", "TEST_SERVER",
+))
+
+_warned: set[str] = set()
+
+
+def env_variables() -> frozenset[str]:
+    """Every ``SESSIONSTREAMS_*`` variable sessionstreams reads."""
+    fields = {ENV_PREFIX + name.upper() for name, rule in _RULES.items() if rule.env is not None}
+    return frozenset(fields) | OTHER_VARIABLES
+
+
+def _warn_unknown_variables(env: Mapping[str, str]) -> None:
+    """Log each unknown ``SESSIONSTREAMS_*`` variable once, with the closest valid name."""
+    known = env_variables()
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var in known or var in _warned:
+            continue
+        _warned.add(var)
+        # Compared without the prefix, which every name shares.
+        names = sorted(k.removeprefix(ENV_PREFIX) for k in known)
+        close = difflib.get_close_matches(var.removeprefix(ENV_PREFIX), names, n=1, cutoff=0.6)
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+        _log.warning("unknown environment variable %s is ignored%s", var, hint)
 
 
 def _check_names(values: Mapping[str, Any]) -> None:

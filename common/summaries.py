@@ -4,9 +4,8 @@ No Redis here. This module decides which filter keys a request summarizes (allow
 cascade, §7.5), which events are new since the previous summary's boundary (the *delta*), what
 the summarizer is shown (a temporary session: the previous summary as a ``system`` event, then
 the delta), and the new boundary (§7.3). Storage is the engines' ``set_summary`` ("set if
-newer" on parsed times); the caller path is :mod:`sessionstreams.producer._summaries`, the queued
-path
-:mod:`sessionstreams.workers.summaries`.
+newer" on parsed times, :mod:`.summary_store`); the caller path is the producer's
+SessionService, the queued path the summary workers.
 
 A summarizer is any object with two async methods (plain methods returning a value work too)::
 

@@ -26,8 +26,9 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,6 +43,8 @@ from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import ShardKeys
 from sessionstreams.producer import SessionService
 from sessionstreams.workers.admin import undelivered_or_pending
+
+T = TypeVar("T")
 
 PAYLOAD = b"x" * 600
 #: The parts of the benchmark, in the order they run.
@@ -60,7 +63,9 @@ async def timed(coro: Any) -> float:
 
 
 def row(values: list[float]) -> dict[str, float]:
-    return {"p50_us": round(pct(values, 0.5), 1), "p99_us": round(pct(values, 0.99), 1)}
+    """p50 (the median, as the ratios use it) and p99 (nearest rank), in microseconds."""
+    return {"p50_us": round(statistics.median(values) * 1e6, 1),
+            "p99_us": round(pct(values, 0.99), 1)}
 
 
 async def backlog_left(client: Any, settings: Settings) -> int:
@@ -234,24 +239,55 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
     out: dict[str, Any] = {"samples": args.samples, "backlog": args.backlog}
     parts = set(args.only or PARTS)
+    steps = sum({"latency": 2, "burst": 2, "drain": 3, "recovery": 1}[p] for p in parts)
+    done = 0
+    started = time.perf_counter()
+
+    async def step(what: str, work: Awaitable[T]) -> T:
+        """Run one measurement, saying on stderr what runs and how long it took."""
+        nonlocal done
+        done += 1
+        note(f"[{done}/{steps}] {what} ...")
+        t0 = time.perf_counter()
+        result = await work
+        note(f"[{done}/{steps}] {what}: {time.perf_counter() - t0:.1f}s "
+             f"(total {time.perf_counter() - started:.0f}s)")
+        return result
+
     if "latency" in parts:
-        out["latency_workers_running"] = await interleaved(url, settings("lat"), args.samples, 2)
-        out["latency_workers_idle"] = await interleaved(url, settings("lat0"), args.samples, 0)
+        out["latency_workers_running"] = await step(
+            f"latency, {args.samples} samples, 2 workers running",
+            interleaved(url, settings("lat"), args.samples, 2))
+        out["latency_workers_idle"] = await step(
+            f"latency, {args.samples} samples, no worker",
+            interleaved(url, settings("lat0"), args.samples, 0))
     if "burst" in parts:
-        out["burst_200_workers_running"] = await burst(url, settings("burst"), args.burst_rounds,
-                                                       2)
-        out["burst_200_workers_idle"] = await burst(url, settings("burst0"), args.burst_rounds, 0)
+        out["burst_200_workers_running"] = await step(
+            f"burst of 200, {args.burst_rounds} rounds, 2 workers running",
+            burst(url, settings("burst"), args.burst_rounds, 2))
+        out["burst_200_workers_idle"] = await step(
+            f"burst of 200, {args.burst_rounds} rounds, no worker",
+            burst(url, settings("burst0"), args.burst_rounds, 0))
     if "drain" in parts:
-        rate = await sync_rate(settings("rate"), min(args.backlog, 40_000))
-        one = await drain(url, settings("d1"), args.backlog, 1)
-        two = await drain(url, settings("d2"), args.backlog, 2)
+        rate = await step("sync append rate, 200-way",
+                          sync_rate(settings("rate"), min(args.backlog, 40_000)))
+        one = await step(f"drain of {args.backlog} entries, 1 worker",
+                         drain(url, settings("d1"), args.backlog, 1))
+        two = await step(f"drain of {args.backlog} entries, 2 workers",
+                         drain(url, settings("d2"), args.backlog, 2))
         out["drain"] = {"sync_append_rate_200way_per_s": round(rate),
                         "one_worker_per_s": round(one), "two_workers_per_s": round(two),
                         "one_worker_ratio": round(one / rate, 2),
                         "two_workers_ratio": round(two / rate, 2)}
     if "recovery" in parts:
-        out["recovery"] = await recovery(url, settings("rec"))
+        out["recovery"] = await step("recovery after a worker SIGKILL",
+                                     recovery(url, settings("rec")))
     return out
+
+
+def note(text: str) -> None:
+    """A progress line on stderr (stdout carries the JSON report only)."""
+    print(f"bench async: {text}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

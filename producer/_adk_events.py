@@ -17,12 +17,12 @@ from typing import Any
 import msgspec
 import pydantic
 import pydantic_core
-import structlog
 from google.adk.events.event import Event as AdkEvent
 from google.adk.events.event_actions import EventActions as AdkActions
 from google.genai import types
 
 from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.models import (
     Choice,
     Event,
@@ -46,7 +46,7 @@ __all__ = ["ADK_EXTENSION", "encode_state", "from_store_event", "to_store_event"
 #: The extensions key holding the ADK event's own JSON.
 ADK_EXTENSION = "adk_event"
 
-log = structlog.get_logger("sessionstreams.adk")
+log = get_logger("sessionstreams.adk")
 
 _ROLES = {"user": "user", "model": "assistant", "system": "system"}
 
@@ -105,7 +105,7 @@ def from_store_event(event: Event) -> AdkEvent:
         try:
             return AdkEvent.model_validate_json(raw)
         except pydantic.ValidationError as exc:
-            log.warning("unreadable ADK event kept, using its message", event=event.id,
+            log.warning("unreadable ADK event kept, using its message", event_id=event.id,
                         error=str(exc))
     return _from_message(event)
 

@@ -27,6 +27,7 @@ from sessionstreams.common.errors import (
 )
 from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.models import Key, UserKey
+from sessionstreams.common.outcomes import RECORD_CAP, Outcome
 from sessionstreams.common.receipt import Receipt
 from sessionstreams.common.scripts import Arg, Scripts
 from sessionstreams.common.settings import Settings
@@ -39,12 +40,6 @@ from sessionstreams.common.shards import (
     stream_id,
 )
 from sessionstreams.common.tracing import current_traceparent
-
-#: Size of a session's request record (SS_RECORD_CAP in common/lua/_lib.lua).
-RECORD_CAP = 1024
-#: Outcome codes of the request record (common/lua/_lib.lua).
-OUTCOMES = {1: "applied", 2: "session_gone", 3: "superseded", 4: "invalid", 5: "dead_lettered"}
-
 
 #: Most entries one grouped stream_add carries (a larger queue leaves in several calls).
 GROUP_MAX = 256
@@ -59,11 +54,11 @@ class _Queued(NamedTuple):
 
 def outcome_error(receipt: Receipt, outcome: str) -> Exception | None:
     """The exception a waiter raises for a final outcome, or None when it succeeded."""
-    if outcome == "applied":
+    if outcome == Outcome.APPLIED:
         return None
-    if outcome == "dead_lettered":
+    if outcome == Outcome.DEAD_LETTERED:
         return DeadLetteredError(f"write {receipt.rid} of {receipt.key} was dead-lettered")
-    if outcome in ("session_gone", "superseded"):
+    if outcome in (Outcome.SESSION_GONE, Outcome.SUPERSEDED):
         return SessionNotFoundError(
             f"write {receipt.rid} dropped: session {receipt.key} was deleted or re-created"
         )
@@ -319,7 +314,7 @@ class StreamWriter:
         for group, scores in zip(order, replies, strict=True):
             for receipt, score in zip(group, scores, strict=True):
                 if score is not None and receipt.rid not in out:
-                    out[receipt.rid] = OUTCOMES.get(int(float(score)) % 8, "invalid")
+                    out[receipt.rid] = Outcome.from_score(score).value
         missing = [r for r in receipts if r.rid not in out]
         if missing:
             out.update(await self._evicted(missing))

@@ -8,27 +8,32 @@ One line in an ADK app::
 
 Sessions, events and state go to the trpc-agent-go compatible layout, so a Go service reading
 the same Redis sees the conversation (see :mod:`sessionstreams.producer._adk_events` for the
-mapping). ADK's
-rules hold:
+mapping). ADK's rules hold:
 
+* ``create_session`` with a taken id raises ``AlreadyExistsError``; the create script decides,
+  so of concurrent creators (in any processes) exactly one wins;
 * state values are JSON values, stored as their JSON bytes; ``app:``/``user:`` keys go to the
   app/user state, ``temp:`` keys stay on the in-memory session only;
-* a partial event is neither stored nor applied;
+* a partial event is neither stored nor applied; after ``append_event`` the session's
+  ``last_update_time`` is the event's timestamp;
 * ``append_event`` raises ``SessionNotFoundError`` for a missing session and
-  ``StaleSessionError`` when storage changed since the session was read (its
-  ``updatedAt``, or the time of this process's latest append to it, is newer than the
-  session's ``last_update_time``), like ADK's database services; appends to one session are
+  ``StaleSessionError`` when storage changed since the session object was read (the stored
+  ``updatedAt``, or the one this process's latest append to it leaves, is newer than the
+  revision recorded on the object), like ADK's database services; appends to one session are
   serialised within the process;
 * ``get_session`` honours ``GetSessionConfig`` exactly (``num_recent_events`` newest events,
   ``after_timestamp`` inclusive), without the Go reader's user-message filtering.
 
-Only :class:`~sessionstreams.producer.service.SessionService` methods are called, so synchronous and
-asynchronous persistence both work. In asynchronous mode ``get_session`` waits until this
-process's appends to the session are applied (read-your-writes), while ``append_event`` does
-not wait for the previous append: its stale check reads the stored session as it is and counts
-this process's own appends from memory. A session deleted (or deleted and re-created) by
-another process while appends were in flight loses them; that surfaces when they are awaited:
-the next ``get_session`` of the session raises ``SessionNotFoundError``.
+Only :class:`~sessionstreams.producer.service.SessionService` methods are called, so synchronous
+and asynchronous persistence both work. In asynchronous mode reads wait until this process's
+writes they could show are applied (read-your-writes across the session, app and user scopes),
+while ``append_event`` does not wait for the previous append: its stale check reads the stored
+session as it is and counts this process's own appends from memory. A session deleted (or
+deleted and re-created) by another process while appends were in flight loses them; that
+surfaces when they are awaited: the next ``get_session`` of the session raises
+``SessionNotFoundError``. Each running event loop gets its own service (see
+:class:`~sessionstreams.producer._interop.LoopServices`), so ADK's synchronous ``Runner.run``
+works too.
 """
 
 from __future__ import annotations
@@ -50,10 +55,10 @@ from google.adk.sessions.base_session_service import (
 )
 from typing_extensions import override
 
-from sessionstreams.common.errors import SessionNotFoundError
-from sessionstreams.common.gotime import GoTime
+from sessionstreams.common.errors import SessionExistsError, SessionNotFoundError
 from sessionstreams.common.models import Key, Session, UserKey
 from sessionstreams.common.settings import Settings
+from sessionstreams.common.state import APP_PREFIX, TEMP_PREFIX, USER_PREFIX
 from sessionstreams.producer._adk_events import (
     encode_state,
     from_store_event,
@@ -62,9 +67,11 @@ from sessionstreams.producer._adk_events import (
 )
 from sessionstreams.producer._interop import (
     ALL_EVENTS,
+    LoopServices,
     PendingWrites,
     decode_json_state,
     gotime_from_seconds,
+    seconds_from_ns,
 )
 from sessionstreams.producer.service import SessionService
 
@@ -72,6 +79,9 @@ __all__ = ["SessionStreamsSessionService"]
 
 #: Sessions whose latest own append time is remembered in asynchronous mode (oldest dropped).
 _WRITTEN_MAX = 10_000
+
+#: Prefix of the storage revision this service records on the sessions it returns.
+_REVISION = "sessionstreams:"
 
 _STALE = (
     "The session has been modified in storage since it was loaded. "
@@ -96,17 +106,18 @@ class SessionStreamsSessionService(BaseSessionService):
     ) -> None:
         if (service is None) == (settings is None):
             raise ValueError("pass exactly one of service or settings")
-        self._owned = service is None
+        owned = service is None
         self.service: SessionService = service if service is not None else SessionService(
             cast(Settings, settings)
         )
-        self._pending = PendingWrites(self.service)
-        self._locks: weakref.WeakValueDictionary[Key, asyncio.Lock] = (
+        self._services = LoopServices(self.service, owned=owned)
+        self._pending = PendingWrites()
+        self._locks: weakref.WeakValueDictionary[tuple[int, Key], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
-        # Async mode: last_update_time of this process's latest append per session, which the
-        # stored session may not show yet (the workers apply it later).
-        self._written: OrderedDict[Key, float] = OrderedDict()
+        # Async mode: the stored update time (ns) this process's latest append to a session
+        # will leave, which the stored session may not show yet (the workers apply it later).
+        self._written: OrderedDict[Key, int] = OrderedDict()
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> SessionStreamsSessionService:
@@ -114,12 +125,12 @@ class SessionStreamsSessionService(BaseSessionService):
         return cls(settings=Settings(url=url, **settings))
 
     async def close(self) -> None:
-        """Close the underlying service if this object built it."""
-        if self._owned:
-            await self.service.close()
+        """Close this event loop's service if this object built it."""
+        await self._services.close_current()
 
     async def __aenter__(self) -> SessionStreamsSessionService:
-        await self.service.start()
+        self._services.claim()
+        await (await self._services.current()).start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -135,16 +146,17 @@ class SessionStreamsSessionService(BaseSessionService):
         state: dict[str, Any] | None = None,
         session_id: str | None = None,
     ) -> AdkSession:
-        """Create a session; ``AlreadyExistsError`` when ``session_id`` is taken."""
+        """Create a session; ``AlreadyExistsError`` when ``session_id`` is taken (of
+        concurrent creators of one id, in any processes, exactly one succeeds)."""
         sid = session_id.strip() if session_id else ""
-        key = Key(app_name, user_id, sid)
-        if sid and await self._peek(key) is not None:
-            raise AlreadyExistsError(f"Session with id {sid} already exists.")
-        before = GoTime.now()
-        created = await self.service.create_session(key, state=encode_state(state))
-        if sid and created.created_at < before:
-            # Another caller created it between the check and the create.
-            raise AlreadyExistsError(f"Session with id {sid} already exists.")
+        svc = await self._services.current()
+        await self._pending.wait_scopes(svc, app_name, UserKey(app_name, user_id))
+        try:
+            created = await svc.create_session(
+                Key(app_name, user_id, sid), state=encode_state(state), exclusive=True
+            )
+        except SessionExistsError as exc:
+            raise AlreadyExistsError(f"Session with id {sid} already exists.") from exc
         return _adk_session(created, [])
 
     @override
@@ -158,17 +170,19 @@ class SessionStreamsSessionService(BaseSessionService):
     ) -> AdkSession | None:
         """A session with its events as ``config`` selects them; None when absent."""
         key = Key(app_name, user_id, session_id)
+        svc = await self._services.current()
         try:
-            await self._pending.wait(key)
+            await self._pending.wait(svc, key)
         except SessionNotFoundError as exc:
             self._written.pop(key, None)
             raise AdkNotFoundError(
                 f"Session {session_id} was deleted or re-created while events appended to it "
                 "were being persisted; those events were dropped."
             ) from exc
+        await self._pending.wait_scopes(svc, app_name, UserKey(app_name, user_id))
         num = config.num_recent_events if config else None
         after = config.after_timestamp if config else None
-        stored = await self.service.get_session(
+        stored = await svc.get_session(
             key,
             num_events=ALL_EVENTS if num is None else max(num, 1),
             after=None if after is None else gotime_from_seconds(after),
@@ -187,10 +201,13 @@ class SessionStreamsSessionService(BaseSessionService):
     ) -> ListSessionsResponse:
         """A user's sessions (every user's with ``user_id=None``: a SCAN of the keyspace),
         without events, oldest update first as ADK orders them."""
+        svc = await self._services.current()
+        await self._pending.wait_sessions(svc, app_name, user_id)
+        await self._pending.wait_scopes(svc, app_name)
         if user_id is None:
-            found = await self.service.list_app_sessions(app_name)
+            found = await svc.list_app_sessions(app_name)
         else:
-            found = await self.service.list_sessions(UserKey(app_name, user_id), only_meta=True)
+            found = await svc.list_sessions(UserKey(app_name, user_id), only_meta=True)
         sessions = [_adk_session(s, []) for s in found]
         sessions.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
         return ListSessionsResponse(sessions=sessions)
@@ -201,22 +218,26 @@ class SessionStreamsSessionService(BaseSessionService):
         key = Key(app_name, user_id, session_id)
         self._pending.forget(key)
         self._written.pop(key, None)
-        await self.service.delete_session(key)
+        await (await self._services.current()).delete_session(key)
 
     @override
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         """The user state without the ``user:`` prefix (empty when none)."""
-        return decode_json_state(await self.service.list_user_states(UserKey(app_name, user_id)))
+        user = UserKey(app_name, user_id)
+        svc = await self._services.current()
+        await self._pending.wait_scopes(svc, user=user)
+        return decode_json_state(await svc.list_user_states(user))
 
     @override
     async def flush(self) -> None:
         """Wait until every write of this process is persisted (immediate in sync mode)."""
-        await self.service.flush()
+        await (await self._services.current()).flush()
 
     # -- events ---------------------------------------------------------------------------
     @override
     async def append_event(self, session: AdkSession, event: AdkEvent) -> AdkEvent:
-        """Store ``event`` and apply its state delta, then update ``session`` in memory.
+        """Store ``event`` and apply its state delta, then update ``session`` in memory
+        (its ``last_update_time`` becomes the event's timestamp).
 
         Raises:
             SessionNotFoundError: (ADK's) the session does not exist.
@@ -224,71 +245,103 @@ class SessionStreamsSessionService(BaseSessionService):
         """
         if event.partial:
             return event
+        if any(e.id == event.id and e == event for e in session.events):
+            return event  # delivered again (a retried call): already appended
         if not event.id:
             event.id = AdkEvent.new_id()
         key = Key(session.app_name, session.user_id, session.id)
+        svc = await self._services.current()
         async with self._lock(key):
-            carrier = await self._fresh(key, session)
+            carrier, revision = await self._fresh(svc, key, session)
             self._apply_temp_state(session, event)
             event = self._trim_temp_delta_state(event)
+            at = gotime_from_seconds(event.timestamp)
             try:
-                receipt = await self.service.append_event(carrier, to_store_event(event))
+                receipt = await svc.append_event(carrier, to_store_event(event), updated_at=at)
             except SessionNotFoundError as exc:
                 raise AdkNotFoundError(f"Session {session.id} not found.") from exc
-            self._pending.add([receipt])
-            session.last_update_time = session_seconds(carrier.updated_at)
+            delta = event.actions.state_delta if event.actions else {}
+            self._pending.add([receipt], app_state=any(k.startswith(APP_PREFIX) for k in delta),
+                              user_state=any(k.startswith(USER_PREFIX) for k in delta))
+            revision = max(revision, at.unix_ns)  # the stored updatedAt after this write
+            _set_revision(session, revision)
+            session.last_update_time = event.timestamp
             if receipt.streamed:
-                self._remember_write(key, session.last_update_time)
+                self._remember_write(key, revision)
         return self._commit_event_to_session(session, event)
 
     # -- helpers --------------------------------------------------------------------------
     def _lock(self, key: Key) -> asyncio.Lock:
-        lock = self._locks.get(key)
+        """The append lock of ``key`` in the running loop (a lock belongs to one loop)."""
+        lock_key = (id(asyncio.get_running_loop()), key)
+        lock = self._locks.get(lock_key)
         if lock is None:
             lock = asyncio.Lock()
-            self._locks[key] = lock
+            self._locks[lock_key] = lock
         return lock
 
-    async def _peek(self, key: Key, *, wait_own_writes: bool = True) -> Session | None:
-        """The stored session with at most one event (existence, updatedAt, incarnation)."""
-        return await self.service.get_session(
-            key, num_events=1, exact_window=True, wait_own_writes=wait_own_writes
-        )
-
-    async def _fresh(self, key: Key, session: AdkSession) -> Session:
-        """The stored session, checked not newer than ``session`` (ADK's stale check).
+    async def _fresh(
+        self, svc: SessionService, key: Key, session: AdkSession
+    ) -> tuple[Session, int]:
+        """The stored session (no events) and its update time in ns, checked not newer than
+        ``session`` (ADK's stale check).
 
         The stored session is read without waiting for this process's pending appends: they
         cannot make ``session`` stale when they were made through it, and when they were made
         through another object of the session their time is remembered here. Writes of other
         processes count once applied, in either persistence mode.
         """
-        stored = await self._peek(key, wait_own_writes=False)
+        stored = await svc.get_session(key, num_events=1, exact_window=True,
+                                       wait_own_writes=False)
         if stored is None:
             raise AdkNotFoundError(f"Session {session.id} not found.")
-        updated = session_seconds(stored.updated_at)
+        current = stored.updated_at.unix_ns
         written = self._written.get(key)
-        if written is not None and written <= updated:
-            del self._written[key]  # applied: the stored session shows it
-            written = None
-        if max(updated, written or updated) > session.last_update_time:
+        if written is not None:
+            if written <= current:
+                del self._written[key]  # applied: the stored session shows it
+            else:
+                current = written
+        if _is_stale(session, current):
             raise StaleSessionError(_STALE)
         stored.events = []
-        return stored
+        return stored, current
 
-    def _remember_write(self, key: Key, when: float) -> None:
-        self._written[key] = when
+    def _remember_write(self, key: Key, revision: int) -> None:
+        self._written[key] = revision
         self._written.move_to_end(key)
         if len(self._written) > _WRITTEN_MAX:
             self._written.popitem(last=False)
 
 
+def _set_revision(session: AdkSession, unix_ns: int) -> None:
+    """Record on ``session`` the stored update time (ns) it reflects.
+
+    ADK's own services keep such a storage revision in the session's private
+    ``_storage_update_marker``; this one keeps its exact nanoseconds there, so the stale check
+    does not depend on ``last_update_time`` (the last event's timestamp, which may be older).
+    """
+    session._storage_update_marker = f"{_REVISION}{unix_ns}"
+
+
+def _is_stale(session: AdkSession, stored_ns: int) -> bool:
+    """Storage is newer than ``session``: compare with its recorded revision, or without one
+    (a session made elsewhere) with its ``last_update_time`` as ADK's SQLite service does."""
+    marker = session._storage_update_marker
+    if marker and marker.startswith(_REVISION):
+        return stored_ns > int(marker[len(_REVISION):])
+    return seconds_from_ns(stored_ns) > session.last_update_time
+
+
 def _adk_session(stored: Session, events: list[AdkEvent]) -> AdkSession:
-    return AdkSession(
+    session = AdkSession(
         id=stored.id,
         app_name=stored.app_name,
         user_id=stored.user_id,
-        state=decode_json_state(stored.state),
+        state={k: v for k, v in decode_json_state(stored.state).items()
+               if not k.startswith(TEMP_PREFIX)},
         events=events,
         last_update_time=session_seconds(stored.updated_at),
     )
+    _set_revision(session, stored.updated_at.unix_ns)
+    return session

@@ -14,12 +14,13 @@ is what a Go reader understands: user/assistant/system text, ``function_call`` i
 ``tool_calls``, ``function_call_output`` items as ``tool`` messages, reasoning summaries as
 reasoning content. Events stored by another writer (a Go service) are read back as items built
 from their message. Only :class:`~sessionstreams.producer.service.SessionService` methods are
-called, so both
-persistence modes work. In asynchronous mode reads wait for this session's writes, and
-``add_items`` reads the stored session beside its stream write: items added after another
-process cleared the conversation start it again, as in synchronous mode (otherwise the workers
-would drop them). Items in flight when another process clears the conversation are cleared
-with it.
+called, so both persistence modes work. In asynchronous mode reads wait for this session's
+writes, and ``add_items`` reads the stored session beside its stream write: items added after
+another process cleared the conversation start it again, as in synchronous mode (otherwise the
+workers would drop them). Items in flight when another process clears the conversation are
+cleared with it. Each running event loop gets its own service (see
+:class:`~sessionstreams.producer._interop.LoopServices`), so ``Runner.run_sync`` works from any
+thread.
 """
 
 from __future__ import annotations
@@ -31,9 +32,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
-from agents.memory.session_settings import SessionSettings, resolve_session_limit
+from agents.memory.session_settings import (
+    SessionSettings,
+    coerce_session_settings,
+    resolve_session_limit,
+)
 
-from sessionstreams.common.errors import SessionNotFoundError
+from sessionstreams.common.errors import ClosedError, SessionNotFoundError
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.models import (
     Choice,
@@ -48,7 +53,12 @@ from sessionstreams.common.models import (
 from sessionstreams.common.readpath import INCARNATION
 from sessionstreams.common.receipt import Receipt
 from sessionstreams.common.settings import Settings
-from sessionstreams.producer._interop import ALL_EVENTS, PendingWrites, placeholder_choice
+from sessionstreams.producer._interop import (
+    ALL_EVENTS,
+    LoopServices,
+    PendingWrites,
+    placeholder_choice,
+)
 from sessionstreams.producer.service import SessionService
 
 if TYPE_CHECKING:
@@ -72,7 +82,8 @@ class SessionStreamsSession:
         settings: build and own a service from these settings instead.
         app_name: the sessionstreams app the conversation belongs to.
         user_id: the sessionstreams user the conversation belongs to.
-        session_settings: the SDK's session settings (``limit`` for :meth:`get_items`).
+        session_settings: the SDK's session settings (``limit`` for :meth:`get_items`), or a
+            dict of them (an unknown key raises TypeError).
     """
 
     session_settings: SessionSettings | None = None
@@ -85,18 +96,23 @@ class SessionStreamsSession:
         settings: Settings | None = None,
         app_name: str = "openai-agents",
         user_id: str = "default",
-        session_settings: SessionSettings | None = None,
+        session_settings: SessionSettings | dict[str, Any] | None = None,
     ) -> None:
         if (service is None) == (settings is None):
             raise ValueError("pass exactly one of service or settings")
         self.session_id = session_id
-        self.session_settings = session_settings or SessionSettings()
+        self.session_settings = (
+            SessionSettings() if session_settings is None
+            else coerce_session_settings(session_settings)
+        )
         self._owned = service is None
+        self._closed = False
         self.service: SessionService = service if service is not None else SessionService(
             cast(Settings, settings)
         )
+        self._services = LoopServices(self.service, owned=self._owned)
         self.key = Key(app_name, user_id, session_id)
-        self._pending = PendingWrites(self.service)
+        self._pending = PendingWrites()
         self._carrier: Session | None = None
         self._tool_names: dict[str, str] = {}
 
@@ -112,18 +128,26 @@ class SessionStreamsSession:
         return cls(session_id, settings=Settings(url=url, **kwargs), **own)
 
     async def close(self) -> None:
-        """Close the underlying service if this session built it."""
+        """Close this event loop's service if this session built it.
+
+        A session that built its service is then closed for good: every later call raises
+        :class:`~sessionstreams.common.errors.ClosedError` (a RuntimeError). A session on a
+        caller's service stays usable (the caller closes the service).
+        """
         if self._owned:
-            await self.service.close()
+            self._closed = True
+        await self._services.close_current()
 
     # -- the Session protocol -------------------------------------------------------------
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
-        """The conversation, oldest first; with ``limit`` only the newest ``limit`` items."""
+        """The conversation, oldest first; with ``limit`` only the newest ``limit`` items
+        (none for ``limit`` <= 0)."""
+        svc = await self._service()
         wanted = resolve_session_limit(limit, self.session_settings)
         if wanted is not None and wanted <= 0:
             return []
-        await self._wait_own_writes()
-        stored = await self.service.get_session(
+        await self._wait_own_writes(svc)
+        stored = await svc.get_session(
             self.key, num_events=ALL_EVENTS if wanted is None else wanted, exact_window=True
         )
         if stored is None:
@@ -132,25 +156,31 @@ class SessionStreamsSession:
         return items if wanted is None else items[-wanted:]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
-        """Append items, in order, in one write."""
+        """Append items, in order, in one write.
+
+        Raises:
+            TypeError: an item is not JSON (nothing is written).
+        """
+        svc = await self._service()
         if not items:
             return
         events = [self._event_for(cast(Mapping[str, Any], item)) for item in items]
-        carrier = await self._session()
+        carrier = await self._session(svc)
         try:
-            receipts = await self._append(carrier, events)
+            receipts = await self._append(svc, carrier, events)
         except SessionNotFoundError:
             # Cleared by someone else since we created it: start it again.
             self._carrier = None
-            carrier = await self._session()
-            receipts = await self.service.append_events(carrier, events)
+            carrier = await self._session(svc)
+            receipts = await svc.append_events(carrier, events)
         carrier.events.clear()
         self._pending.add(receipts)
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove and return the newest item (None when the conversation is empty)."""
-        await self._wait_own_writes()
-        removed = await self.service.trim_conversations(self.key, count=1)
+        svc = await self._service()
+        await self._wait_own_writes(svc)
+        removed = await svc.trim_conversations(self.key, count=1)
         for event in reversed(removed):
             items = self._items_of(event)
             if items:
@@ -159,18 +189,28 @@ class SessionStreamsSession:
 
     async def clear_session(self) -> None:
         """Delete the conversation."""
+        svc = await self._service()
         self._pending.forget(self.key)
         self._carrier = None
-        await self.service.delete_session(self.key)
+        await svc.delete_session(self.key)
 
     # -- helpers --------------------------------------------------------------------------
-    async def _session(self) -> Session:
+    async def _service(self) -> SessionService:
+        """This event loop's service; ClosedError once this session was closed."""
+        if self._closed:
+            raise ClosedError(f"session {self.session_id} is closed")
+        return await self._services.current()
+
+    async def _session(self, svc: SessionService) -> Session:
         if self._carrier is None:
-            self._carrier = await self.service.create_session(self.key)
-            self._carrier.events.clear()
+            carrier = await svc.create_session(self.key)
+            carrier.events.clear()
+            self._carrier = carrier
         return self._carrier
 
-    async def _append(self, carrier: Session, events: Sequence[Event]) -> list[Receipt]:
+    async def _append(
+        self, svc: SessionService, carrier: Session, events: Sequence[Event]
+    ) -> list[Receipt]:
         """Append ``events``; SessionNotFoundError when the conversation was cleared.
 
         In synchronous mode the write script checks the session. In asynchronous mode the
@@ -178,26 +218,24 @@ class SessionStreamsSession:
         it is gone or re-created, the workers will drop the write, so the write is awaited
         (dropped) and the caller starts the conversation again.
         """
-        if not self.service.settings.enable_async_persist:
-            return await self.service.append_events(carrier, events)
+        if not svc.settings.enable_async_persist:
+            return await svc.append_events(carrier, events)
         incarnation = carrier.service_meta.get(INCARNATION)
         receipts, stored = await asyncio.gather(
-            self.service.append_events(carrier, events),
-            self.service.get_session(
-                self.key, num_events=1, exact_window=True, wait_own_writes=False
-            ),
+            svc.append_events(carrier, events),
+            svc.get_session(self.key, num_events=1, exact_window=True, wait_own_writes=False),
         )
         if stored is not None and stored.service_meta.get(INCARNATION) == incarnation:
             return receipts
-        timeout = self.service.settings.read_your_writes_wait_s
+        timeout = svc.settings.read_your_writes_wait_s
         for receipt in receipts:
             with contextlib.suppress(SessionNotFoundError):
-                await self.service.wait_persisted(receipt, timeout)
+                await svc.wait_persisted(receipt, timeout)
         raise SessionNotFoundError(f"conversation {self.key} was cleared")
 
-    async def _wait_own_writes(self) -> None:
+    async def _wait_own_writes(self, svc: SessionService) -> None:
         try:
-            await self._pending.wait(self.key)
+            await self._pending.wait(svc, self.key)
         except SessionNotFoundError:
             self._carrier = None  # cleared meanwhile: those writes were dropped with it
 
@@ -257,7 +295,7 @@ def _enc_hook(value: Any) -> Any:
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return dump(mode="json", exclude_unset=True)
-    raise NotImplementedError(f"cannot encode {type(value).__name__} in a session item")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _text_of(value: Any) -> str:

@@ -7,21 +7,15 @@ carrying a request id so a retried command never applies twice.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from sessionstreams.common.compat import Engines
-from sessionstreams.common.connection import (
-    check_server,
-    create_client,
-    start_failover_watch,
-    translate_errors,
-)
 from sessionstreams.common.entries import Kind, StatePayload, StreamEntry, TrackPayload
 from sessionstreams.common.errors import (
     ClosedError,
@@ -32,7 +26,7 @@ from sessionstreams.common.errors import (
     SessionNotFoundError,
 )
 from sessionstreams.common.gotime import GoTime
-from sessionstreams.common.hashidx import AppendEntry
+from sessionstreams.common.hashidx import AppendEntry, HashIdxEngine
 from sessionstreams.common.keys import KeySpace, validate_app, validate_key, validate_user_key
 from sessionstreams.common.models import (
     Event,
@@ -42,7 +36,8 @@ from sessionstreams.common.models import (
     TrackEvents,
     UserKey,
 )
-from sessionstreams.common.readpath import INCARNATION
+from sessionstreams.common.outcomes import Outcome
+from sessionstreams.common.readpath import INCARNATION, SessionReader, decode_events, track_names
 from sessionstreams.common.receipt import Receipt
 from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import Settings
@@ -52,19 +47,21 @@ from sessionstreams.common.state import (
     USER_PREFIX,
     b64_patch,
     copy_state,
-    decode_hash,
     is_normalised,
     split_scopes,
     strip_prefix,
 )
+from sessionstreams.common.store import Store
 from sessionstreams.common.tracing import (
     instruments_for,
     operation,
     storage_of_result,
     storage_of_subject,
 )
-from sessionstreams.producer import _reads, _routing, _summaries
+from sessionstreams.common.userdata import EraseReport, ImportReport, UserData
 from sessionstreams.producer._streams import StreamWriter
+from sessionstreams.producer._summaries import SummaryRequests
+from sessionstreams.producer._writes import SessionWriter
 from sessionstreams.producer.hooks import AppendEventContext, GetSessionContext, run_chain
 
 Timestamp = GoTime | datetime | None
@@ -89,10 +86,11 @@ def _rid() -> str:
 
 
 def _check_status(status: str, key: Key) -> None:
-    if status in ("applied", "duplicate"):
+    outcome = Outcome.from_status(status)
+    if outcome is Outcome.APPLIED:
         return
     where = f"{key.app_name}/{key.user_id}/{key.session_id}"
-    if status in ("session_gone", "superseded"):
+    if outcome is not None and outcome.session_missing:
         raise SessionNotFoundError(f"session not found: {where}")
     raise CorruptDataError(f"session {where}: {status}")
 
@@ -101,26 +99,61 @@ class SessionService:
     """Sessions, events, state, tracks on Redis, data-compatible with trpc-agent-go.
 
     Args:
-        settings: the one settings object (see :class:`sessionstreams.common.settings.Settings`).
+        settings: the one settings object (see :class:`~sessionstreams.common.settings.Settings`).
+        client: an existing ``redis.asyncio`` client (``Redis`` or ``RedisCluster``) to use
+            instead of one built from ``settings.url``; :meth:`close` leaves it open (its owner
+            closes it).
 
     Use as ``async with SessionService(settings) as svc:``; :meth:`close` drains and closes.
+    Reads go through the read path (:class:`~sessionstreams.common.readpath.SessionReader`),
+    direct writes through :class:`~sessionstreams.producer._writes.SessionWriter`, streamed
+    writes through :class:`~sessionstreams.producer._streams.StreamWriter`.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, client: Any = None) -> None:
         self.settings = settings
-        self.client = create_client(settings)
-        self.keys = KeySpace(settings.key_prefix)
-        self.scripts = Scripts(disable_cache=settings.disable_script_cache)
-        self._engines = Engines(self.client, self.keys, self.scripts, settings.compat_mode)
-        self.engine = self._engines.hashidx
+        self.store = Store(settings, client=client)
+        self._instruments = instruments_for(settings)
+        count = self._go_count if self._instruments is not None else None
+        self._reader = SessionReader(self.store, count=count)
+        self._writer = SessionWriter(self.store, self._reader, self.get_session)
         self._streams = (
             StreamWriter(self.client, self.keys, self.scripts, settings)
             if settings.enable_async_persist else None
         )
+        self._summaries = SummaryRequests(
+            self._reader, queued=self._streams is not None,
+            wait_own_writes=self._read_your_writes, count=count,
+        )
+        self._user_data = UserData(self.store)
         self._started = False
         self._closed = False
-        self._errors = translate_errors(settings.url or None)
-        self._instruments = instruments_for(settings)
+        self._errors = self.store.errors
+
+    @property
+    def client(self) -> Any:
+        """The Redis client (``redis.asyncio``)."""
+        return self.store.client
+
+    @property
+    def keys(self) -> KeySpace:
+        """Every Redis key name of these settings."""
+        return self.store.keys
+
+    @property
+    def scripts(self) -> Scripts:
+        """The Lua scripts."""
+        return self.store.scripts
+
+    @property
+    def engine(self) -> HashIdxEngine:
+        """The HashIdx engine."""
+        return self.store.hashidx
+
+    def _go_count(self, name: str, route: str) -> None:
+        """The Go counter of ``name`` per layout (ref. §9.2), when metrics are on."""
+        if self._instruments is not None and self._instruments.metrics_on:
+            self._instruments.go_count(name, route)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -128,8 +161,7 @@ class SessionService:
         start the Sentinel failover watch. Idempotent."""
         if not self._started:
             async with self._errors:
-                await check_server(self.client, url=self.settings.url or None)
-                start_failover_watch(self.client)
+                await self.store.start()
                 if self._streams is not None:
                     await self._streams.check_conf()
             self._started = True
@@ -164,7 +196,7 @@ class SessionService:
         try:
             await self.flush(self.settings.read_your_writes_wait_s if timeout is None else timeout)
         finally:
-            await self.client.aclose()
+            await self.store.aclose()
 
     def _stream_entry(
         self,
@@ -220,12 +252,17 @@ class SessionService:
     # -- sessions -----------------------------------------------------------------------
     @operation("create_session", span=True, count="after", storage=storage_of_result)
     async def create_session(
-        self, key: Key, state: Mapping[str, Any] | None = None
+        self, key: Key, state: Mapping[str, Any] | None = None, *, exclusive: bool = False
     ) -> Session:
         """Create a session; return the existing one when ``key.session_id`` exists.
 
         An empty ``session_id`` gets a UUID. ``app:``/``user:`` keys of ``state`` go to the
         app and user state, ``temp:`` keys stay on the returned session only.
+
+        Raises:
+            SessionExistsError: ``exclusive`` and ``key.session_id`` exists. The create
+                script decides, so of concurrent creators of one id exactly one succeeds;
+                the others write nothing.
         """
         self._check_open()
         validate_user_key(key)
@@ -236,7 +273,7 @@ class SessionService:
             key = Key(key.app_name, key.user_id, str(uuid.uuid4()))
         values = copy_state(state)
         async with self._errors:
-            return await _routing.create_session(self, key, values, given_id)
+            return await self._writer.create(key, values, given_id, exclusive=exclusive)
 
     @operation("get_session", span=True, count="after", storage=storage_of_result)
     async def get_session(
@@ -280,8 +317,8 @@ class SessionService:
         if ctx.wait_own_writes:
             await self._read_your_writes(ctx.key)
         async with self._errors:
-            return await _reads.get_session(
-                self, ctx.key, limit, ctx.after, exact=ctx.exact_window
+            return await self._reader.get_session(
+                ctx.key, limit, ctx.after, exact=ctx.exact_window
             )
 
     @operation("list_sessions")
@@ -308,8 +345,8 @@ class SessionService:
             for pending_key in self._streams.pending_keys(user_key):
                 await self._read_your_writes(pending_key)
         async with self._errors:
-            sessions = await _reads.list_sessions(
-                self, user_key, only_meta, events_limit, _as_gotime(after)
+            sessions = await self._reader.list_sessions(
+                user_key, only_meta, events_limit, _as_gotime(after)
             )
         sessions.sort(key=lambda s: (s.updated_at, s.id), reverse=True)
         end = None if limit == 0 else offset + limit
@@ -325,7 +362,7 @@ class SessionService:
         self._check_open()
         validate_app(app_name)
         async with self._errors:
-            return await _reads.list_app_sessions(self, app_name)
+            return await self._reader.list_app_sessions(app_name)
 
     @operation("delete_session", span=True)
     async def delete_session(self, key: Key) -> None:
@@ -337,15 +374,20 @@ class SessionService:
         self._check_open()
         validate_key(key)
         async with self._errors:
-            await _routing.delete_session(self, key)
+            await self._writer.delete(key)
         if self._streams is not None:
             self._streams.forget_session(key)
 
     # -- events -------------------------------------------------------------------------
     @operation("append_event", span=True, count="after", storage=storage_of_subject,
                synchronous_only=True)
-    async def append_event(self, session: Session, event: Event) -> Receipt:
+    async def append_event(
+        self, session: Session, event: Event, *, updated_at: GoTime | None = None
+    ) -> Receipt:
         """Append an event: stored if storable, its state delta applied, caller updated.
+
+        ``updated_at`` is the update time the write carries (default: now); the stored
+        ``updatedAt`` becomes the later of it and the stored one.
 
         Returns:
             A Receipt; in synchronous mode the write is already persisted.
@@ -362,13 +404,16 @@ class SessionService:
         validate_key(key)
         hooks = self.settings.append_event_hooks
         if not hooks:
-            return (await self._append_many(session, [event], key))[0]
+            return (await self._append_many(session, [event], key, updated_at))[0]
         ctx = AppendEventContext(session=session, event=event, key=key)
-        receipt: Receipt = await run_chain(hooks, ctx, self._append_final)
+        final = functools.partial(self._append_final, updated_at=updated_at)
+        receipt: Receipt = await run_chain(hooks, ctx, final)
         return receipt
 
-    async def _append_final(self, ctx: AppendEventContext) -> Receipt:
-        receipts = await self._append_many(ctx.session, [ctx.event], ctx.key)
+    async def _append_final(
+        self, ctx: AppendEventContext, updated_at: GoTime | None = None
+    ) -> Receipt:
+        receipts = await self._append_many(ctx.session, [ctx.event], ctx.key, updated_at)
         return receipts[0]
 
     @operation("append_events")
@@ -383,15 +428,17 @@ class SessionService:
         validate_key(key)
         return await self._append_many(session, list(events), key)
 
-    async def _append_many(self, session: Session, events: list[Event], key: Key) -> list[Receipt]:
-        now = GoTime.now()
+    async def _append_many(
+        self, session: Session, events: list[Event], key: Key, updated_at: GoTime | None = None
+    ) -> list[Receipt]:
+        now = updated_at or GoTime.now()
         producer_ts = now.to_text()
         built = [b for e in events if (b := _prepare_event(session, e, now, producer_ts))]
         if not built:
             return [Receipt(key, -1, "", _rid()) for _ in events]
         if self._streams is not None:
             async with self._errors:
-                route = await _routing.write_route(self, session)
+                route = await self._reader.route_of(session)
                 streamed = [
                     self._stream_entry(session, "event", route, entry.producer_ts, event=entry,
                                        app_pairs=tuple(app))
@@ -402,9 +449,9 @@ class SessionService:
         app_pairs = [pair for _, app in built for pair in app]
         receipts = [Receipt(key, -1, "", e.rid) for e in entries]
         async with self._errors:
-            await self._write_scopes(key, app_pairs, [])
-            route = await _routing.write_route(self, session)
-            statuses = await self._engines[route].append(
+            await self._writer.write_scopes(key, app_pairs, [])
+            route = await self._reader.route_of(session)
+            statuses = await self.store.engines[route].append(
                 key, entries, ttl_ms=self._ttl_ms, storage_limit=self.settings.storage_limit,
                 user_state_ttl_ms=self.settings.user_state_ttl_s * 1000,
             )
@@ -435,14 +482,14 @@ class SessionService:
                 persist=s.track_ttl_explicit_none,
             )
             async with self._errors:
-                route = await _routing.write_route(self, session)
+                route = await self._reader.route_of(session)
                 (receipt,) = await self._streams.submit(
                     key, [self._stream_entry(session, "track", route, track=payload)]
                 )
             return receipt
         async with self._errors:
-            route = await _routing.write_route(self, session)
-            status = await self._engines[route].append_track(
+            route = await self._reader.route_of(session)
+            status = await self.store.engines[route].append_track(
                 key, rid=rid, track=track_event.track, track_json=track_event.to_json(),
                 ts_ns=track_event.timestamp.unix_ns, track_ttl_s=s.track_ttl_s,
                 persist=s.track_ttl_explicit_none, producer_ts=GoTime.now().to_text(),
@@ -460,7 +507,7 @@ class SessionService:
         validate_key(key)
         await self._read_your_writes(key)
         async with self._errors:
-            return await _reads.track_events(self, key, track, num_events, _as_gotime(after))
+            return await self._reader.track_events(key, track, num_events, _as_gotime(after))
 
     @operation("trim_conversations")
     async def trim_conversations(self, key: Key, count: int = 1) -> list[Event]:
@@ -473,11 +520,11 @@ class SessionService:
         count = max(count, 1)
         await self._read_your_writes(key)
         async with self._errors:
-            status, raws = await _routing.trim(self, key, count, _rid())
+            status, raws = await self._writer.trim(key, count, _rid())
         if status == "session_gone":
             return []
         _check_status(status, key)
-        return _reads.decode_events(raws, key)
+        return decode_events(raws, key)
 
     # -- state --------------------------------------------------------------------------
     @operation("update_session_state")
@@ -499,14 +546,14 @@ class SessionService:
             async with self._errors:
                 entry = self._stream_entry(
                     Session(id=key.session_id, app_name=key.app_name, user_id=key.user_id),
-                    "state", await _routing.write_route(self, key),
+                    "state", await self._reader.route_of(key),
                     state=StatePayload(rid=rid, patch_json=b64_patch(patch)),
                 )
                 (receipt,) = await self._streams.submit(key, [entry])
             return receipt
         async with self._errors:
-            route = await _routing.write_route(self, key)
-            status = await self._engines[route].update_state(
+            route = await self._reader.route_of(key)
+            status = await self.store.engines[route].update_state(
                 key, rid=rid, patch_json=b64_patch(patch), producer_ts=GoTime.now().to_text(),
                 ttl_ms=self._ttl_ms,
             )
@@ -520,9 +567,7 @@ class SessionService:
         validate_app(app_name)
         pairs = strip_prefix(state, APP_PREFIX)
         async with self._errors:
-            await self.engine.set_hash(
-                self.keys.app_state(app_name), pairs, self.settings.app_state_ttl_s * 1000
-            )
+            await self._writer.write_app_state(app_name, pairs)
 
     @operation("list_app_states")
     async def list_app_states(self, app_name: str) -> dict[str, bytes]:
@@ -530,7 +575,7 @@ class SessionService:
         self._check_open()
         validate_app(app_name)
         async with self._errors:
-            return decode_hash(await self.client.hgetall(self.keys.app_state(app_name)))
+            return await self._reader.list_app_states(app_name)
 
     @operation("delete_app_state")
     async def delete_app_state(self, app_name: str, key: str) -> None:
@@ -548,7 +593,7 @@ class SessionService:
         validate_user_key(user_key)
         pairs = strip_prefix(state, USER_PREFIX)
         async with self._errors:
-            await _routing.write_user_state(self, user_key, pairs)
+            await self._writer.write_user_state(user_key, pairs)
 
     @operation("list_user_states")
     async def list_user_states(self, user_key: UserKey) -> dict[str, bytes]:
@@ -556,7 +601,7 @@ class SessionService:
         self._check_open()
         validate_user_key(user_key)
         async with self._errors:
-            return await _routing.list_user_states(self, user_key)
+            return await self._reader.list_user_states(user_key)
 
     @operation("delete_user_state")
     async def delete_user_state(self, user_key: UserKey, key: str) -> None:
@@ -565,19 +610,7 @@ class SessionService:
         validate_user_key(user_key)
         field = _state_field(key, USER_PREFIX)
         async with self._errors:
-            await _routing.delete_user_state(self, user_key, field)
-
-    async def _write_scopes(
-        self, key: Key, app: list[tuple[str, bytes]], user: list[tuple[str, bytes]]
-    ) -> None:
-        # App state lives in another slot: written first and idempotently, so a crash
-        # repeats the write rather than losing it.
-        if app:
-            await self.engine.set_hash(
-                self.keys.app_state(key.app_name), app, self.settings.app_state_ttl_s * 1000
-            )
-        if user:
-            await _routing.write_user_state(self, key, user)
+            await self._writer.delete_user_state(user_key, field)
 
     # -- summaries (reference §7; producer/_summaries.py) ---------------------------------
     @operation("create_session_summary", span=True)
@@ -595,7 +628,7 @@ class SessionService:
         """
         self._check_open()
         async with self._errors:
-            await _summaries.create_session_summary(self, session, filter_key, force)
+            await self._summaries.create(session, filter_key, force)
 
     @operation("enqueue_summary_job")
     async def enqueue_summary_job(
@@ -613,7 +646,7 @@ class SessionService:
         """
         self._check_open()
         async with self._errors:
-            return await _summaries.enqueue_summary_job(self, session, filter_key, force)
+            return await self._summaries.enqueue(session, filter_key, force)
 
     @operation("get_session_summary_text", span=True)
     async def get_session_summary_text(
@@ -623,7 +656,52 @@ class SessionService:
 
         In-memory summaries first, then the stored ones; errors give None (as in Go).
         """
-        return await _summaries.get_session_summary_text(self, session, filter_key)
+        return await self._summaries.text(session, filter_key)
+
+    # -- a user's data ------------------------------------------------------------------
+    async def export_user(self, user_key: UserKey) -> AsyncIterator[dict[str, Any]]:
+        """Everything held about one user, both layouts, as export records (JSON-ready
+        dicts, one per line of ``sessionstreams user export``): every session's keys (meta,
+        events, state, summaries, tracks), the user's keys (user state, index), and writes
+        still in flight in the streams. See :mod:`sessionstreams.common.userdata`.
+
+        This process's pending writes of the user are waited for first.
+        """
+        self._check_open()
+        validate_user_key(user_key)
+        if self._streams is not None:
+            for pending_key in self._streams.pending_keys(user_key):
+                await self._read_your_writes(pending_key)
+        async with self._errors:
+            async for record in self._user_data.export(user_key):
+                yield record
+
+    async def import_user(
+        self, records: Iterable[dict[str, Any]], *, replace: bool = False
+    ) -> ImportReport:
+        """Load export records back (e.g. into an empty Redis); existing keys are refused
+        unless ``replace``.
+
+        Raises:
+            SessionExistsError: a key of a record exists already.
+        """
+        self._check_open()
+        async with self._errors:
+            return await self._user_data.load(records, replace=replace)
+
+    async def erase_user(self, user_key: UserKey) -> EraseReport:
+        """Delete every key of one user in both layouts (sessions, events, tracks, summaries,
+        user state, the session index, our bookkeeping) and the user's entries in the
+        persist, summary and dead-letter streams, so none is applied afterwards. The app
+        state, shared by every user of the app, is left alone. Safe to rerun.
+        """
+        self._check_open()
+        validate_user_key(user_key)
+        if self._streams is not None:
+            for pending_key in self._streams.pending_keys(user_key):
+                self._streams.forget_session(pending_key)
+        async with self._errors:
+            return await self._user_data.erase(user_key)
 
     # -- receipts -----------------------------------------------------------------------
     async def wait_persisted(self, receipt: Receipt | str, timeout: float = 5.0) -> str:
@@ -708,7 +786,7 @@ def _entry_for(
 
 def _add_track_in_memory(session: Session, track_event: TrackEvent) -> None:
     name = track_event.track
-    names = _reads.track_names(session.state)
+    names = track_names(session.state)
     if name not in names:
         session.state["tracks"] = msgspec.json.encode([*names, name])
     if session.tracks is None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from topologies import cluster_target
 from workers_harness import WorkerProcess
 
 from sessionstreams.common.settings import Settings
@@ -62,5 +63,61 @@ async def persist_mode(
     finally:
         if worker.alive():
             worker.resume()  # a test may leave it paused; closing flushes through it
+        for service in reversed(built):
+            await service.close()
+
+
+#: Our persistence modes and topologies as conformance tests name them.
+OUR_MODES = ("sync", "async", "sync-cluster", "async-cluster")
+
+
+@dataclass
+class OurBackend:
+    """Our store in one mode (``sync``/``async``) on one topology (standalone/``-cluster``):
+    build any number of services on it, as several processes would (closed after the test)."""
+
+    mode: str
+    settings: Settings
+    worker: WorkerProcess | None
+    _built: list[SessionService]
+
+    @property
+    def is_async(self) -> bool:
+        return self.worker is not None
+
+    def service(self) -> SessionService:
+        """Another SessionService on the same store and key prefix."""
+        service = SessionService(self.settings)
+        self._built.append(service)
+        return service
+
+
+@pytest.fixture
+async def our_backend(
+    request: pytest.FixtureRequest,
+    make_settings: Callable[..., Settings],
+    pipeline_settings: Callable[..., Settings],
+    start_worker: Callable[..., WorkerProcess],
+) -> AsyncIterator[Callable[..., OurBackend]]:
+    """Build an :class:`OurBackend` for a mode of :data:`OUR_MODES` (settings as overrides).
+
+    The ``-cluster`` modes run on the shared 3-primary Cluster; ``async`` modes start one
+    worker process on the mode's settings.
+    """
+    built: list[SessionService] = []
+
+    def build(mode: str, **overrides: Any) -> OurBackend:
+        persist, _, topology = mode.partition("-")
+        if topology == "cluster":
+            cluster = request.getfixturevalue("redis_cluster")
+            overrides.setdefault("url", cluster_target(cluster).url)
+        if persist == "sync":
+            return OurBackend(mode, make_settings(**overrides), None, built)
+        settings = pipeline_settings(**overrides)
+        return OurBackend(mode, settings, start_worker(settings), built)
+
+    try:
+        yield build
+    finally:
         for service in reversed(built):
             await service.close()

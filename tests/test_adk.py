@@ -34,7 +34,10 @@ from google.adk.sessions.base_session_service import BaseSessionService, GetSess
 from google.adk.tools.tool_context import ToolContext
 from google.genai import types
 
+from sessionstreams.common.errors import ConfigError
 from sessionstreams.common.models import Event, Key
+from sessionstreams.common.settings import CompatMode
+from sessionstreams.producer import SessionService
 from sessionstreams.producer.adk import SessionStreamsSessionService
 
 APP, USER = "weather", "u1"
@@ -380,3 +383,36 @@ async def test_state_values_become_json(adk) -> None:
     stored = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
     assert stored.state == {"when": "2026-01-02T03:04:05Z", "raw": "AP8=", "nan": None,
                             "none": None}
+
+
+async def test_service_on_a_caller_client_refuses_another_loop(make_settings, redis_client):
+    """An adapter on a SessionService built around the caller's client serves that client's
+    event loop and refuses another loop with ConfigError (it cannot copy the client)."""
+    service = SessionService(make_settings(), client=redis_client)
+    adk = SessionStreamsSessionService(service)
+    await adk.create_session(app_name=APP, user_id=USER, state={"user:x": 1})
+    assert await adk.get_user_state(app_name=APP, user_id=USER) == {"x": 1}
+
+    def in_another_loop() -> Any:
+        return asyncio.run(adk.get_user_state(app_name=APP, user_id=USER))
+
+    with pytest.raises(ConfigError, match="several event loops"):
+        await asyncio.to_thread(in_another_loop)
+    await service.close()
+
+
+@pytest.mark.parametrize("mode", list(CompatMode), ids=lambda m: m.name.lower())
+async def test_concurrent_creates_one_wins_in_every_compat_mode(make_service, mode) -> None:
+    """In every compat mode (create script, or create lock with both layouts) concurrent
+    creates of one id from two services let exactly one win; the others raise
+    AlreadyExistsError and the winner's state is stored."""
+    adks = [SessionStreamsSessionService(await make_service(compat_mode=mode)) for _ in "ab"]
+    results = await asyncio.gather(*(
+        adk.create_session(app_name=APP, user_id=USER, session_id="race", state={"who": i})
+        for i, adk in enumerate(adks * 2)
+    ), return_exceptions=True)
+    won = [r for r in results if not isinstance(r, BaseException)]
+    assert len(won) == 1
+    assert all(isinstance(r, AlreadyExistsError) for r in results if r not in won)
+    stored = await adks[1].get_session(app_name=APP, user_id=USER, session_id="race")
+    assert stored.state == won[0].state

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(300)
 def test_bench_async_smoke() -> None:
     """Small sizes: the JSON report has every part, with positive figures and ratios that
-    are the quotients of the figures reported beside them."""
+    are the quotients of the figures reported beside them; each step is announced on stderr
+    while it runs."""
     proc = subprocess.run(
         [sys.executable, "-m", "sessionstreams.workers.cli", "bench", "async", "--samples", "60",
          "--burst-rounds", "2", "--backlog", "2000"],
@@ -40,6 +41,9 @@ def test_bench_async_smoke() -> None:
         drain["one_worker_per_s"] / drain["sync_append_rate_200way_per_s"], rel=0.01)
     recovery = out["recovery"]
     assert 0 < recovery["recovery_s"] < 60
+    progress = [ln for ln in proc.stderr.splitlines() if ln.startswith("bench async: [")]
+    assert progress[0].startswith("bench async: [1/8] latency")
+    assert progress[-1].startswith("bench async: [8/8] recovery after a worker SIGKILL: ")
 
 
 def test_bench_async_refuses_an_unknown_part() -> None:

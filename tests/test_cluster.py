@@ -12,8 +12,14 @@ import pytest
 from loadgen import WriteLoad
 from redis.crc import key_slot
 from topologies import CLI_TIMEOUT_S, RunningCluster, users_in_slots
+from workers_harness import eventually
 
+from redis_harness import start_redis_server, start_single_node_cluster
 from sessionstreams.common.models import Key
+from sessionstreams.common.settings import Settings
+
+#: How start_single_node_cluster runs its node (nodes.conf keeps the slots over a restart).
+CLUSTER_NODE_ARGS = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +151,32 @@ async def test_primary_sigkill_under_write_load(
     print(f"\ncluster primary SIGKILL: first success {first - killed_at:.2f}s after the kill; "
           f"{report.summary()}; errors {dict(errors)}")
     report.assert_ok()
+
+
+async def test_worker_outlives_an_unreachable_cluster(tmp_path, start_worker,
+                                                      key_prefix: str) -> None:
+    """A worker whose Cluster stops answering keeps retrying (redis-py's Cluster errors are
+    not RedisErrors) and takes its shards again once the node is back."""
+    node = start_single_node_cluster(tmp_path / "node")
+    try:
+        settings = Settings(url=node.url, key_prefix=key_prefix, enable_async_persist=True,
+                            async_persister_num=2, lease_ttl_s=2.0, heartbeat_interval_s=0.25,
+                            block_ms=200, client_retries=0)
+        worker = start_worker(settings)
+
+        async def shards_taken(count: int) -> bool:
+            return worker.log().count('"shard taken"') >= count
+
+        await eventually(lambda: shards_taken(2), 30, "both shards taken")
+        node.stop()
+
+        async def retrying() -> bool:
+            return worker.log().count("coordination failed; retrying") >= 3
+
+        await eventually(retrying, 30, "the worker to retry coordination")
+        assert worker.alive()
+        node = start_redis_server(tmp_path / "node", CLUSTER_NODE_ARGS, port=node.port)
+        await eventually(lambda: shards_taken(4), 60, "the shards taken again")
+        assert worker.alive()
+    finally:
+        node.stop()

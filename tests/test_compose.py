@@ -18,15 +18,13 @@ import pytest
 import yaml
 
 from sessionstreams.common._urls import parse_url
-from sessionstreams.common.settings import ENV_PREFIX, Settings
+from sessionstreams.common.settings import ENV_PREFIX, OTHER_VARIABLES, Settings
 from sessionstreams.workers.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose"
 STACKS = ["docker-compose.yml", "docker-compose.cluster.yml"]
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
-#: SESSIONSTREAMS_* variables that are not Settings fields.
-OTHER_VARIABLES = {"SESSIONSTREAMS_FAULTS"}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -118,7 +116,8 @@ def test_environment_names_settings_fields_and_parses(stack: str) -> None:
 def test_start_order_and_health_checks(stack: str) -> None:
     """depends_on names existing services with known conditions; service_healthy targets
     have a health check, service_completed_successfully targets run once; Redis nodes and
-    workers have health checks in exec form."""
+    workers have health checks in exec form, a worker's being `sessionstreams worker-health`
+    (its own heartbeat)."""
     all_services = services(stack)
     for name, service in all_services.items():
         for target, condition in depends(service).items():
@@ -133,6 +132,10 @@ def test_start_order_and_health_checks(stack: str) -> None:
             check = service.get("healthcheck", {})
             assert check.get("test", [""])[0] in ("CMD", "CMD-SHELL"), f"{name}: {check}"
             assert check.get("retries", 0) >= 1
+        if argv[:2] == ["sessionstreams", "worker"]:
+            # Healthy only while this container's worker has a live heartbeat.
+            assert service["healthcheck"]["test"] == ["CMD", "sessionstreams", "worker-health"]
+            assert build_parser().parse_args(["worker-health"]).command == "worker-health"
         if argv[:1] == ["sessionstreams"]:
             assert depends(service), f"{name} starts before Redis"
 
@@ -180,8 +183,9 @@ def test_cluster_stack_creates_a_cluster_of_every_node() -> None:
 
 
 def test_dockerfile_builds_the_package_on_python_slim() -> None:
-    """python:3.11-slim, every COPY source exists, the package is pip-installed, the default
-    command is a worker; the .dockerignore keeps what the COPYs need."""
+    """python:3.11-slim, every COPY source exists, the package is pip-installed with the
+    worker extra, the default command is a worker; the .dockerignore keeps what the COPYs
+    need."""
     lines = [ln.strip() for ln in (COMPOSE / "Dockerfile").read_text().splitlines()]
     lines = [ln for ln in lines if ln and not ln.startswith("#")]
     assert lines[0] == "FROM python:3.11-slim"
@@ -190,7 +194,8 @@ def test_dockerfile_builds_the_package_on_python_slim() -> None:
     assert {"pyproject.toml", "common", "producer", "workers"} <= set(sources)
     for src in sources:
         assert (ROOT / src).exists(), src
-    assert any(ln.startswith("RUN pip install .") for ln in lines)
+    # The worker extra: --metrics-port and --trace-file work in the image.
+    assert any(ln.startswith('RUN pip install ".[worker]"') for ln in lines)
     assert lines[-1] == 'CMD ["sessionstreams", "worker"]'
     ignore = (COMPOSE / "Dockerfile.dockerignore").read_text().splitlines()
     for src in sources:

@@ -4,6 +4,7 @@ error translation. Client behaviour is checked against a real redis-server."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,6 @@ import pytest
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 from redis.asyncio.sentinel import SentinelConnectionPool
-from structlog.testing import capture_logs
 
 from redis_harness import (
     RunningRedis,
@@ -45,7 +45,9 @@ from sessionstreams.common.errors import (
     SessionStoreError,
     StoreTimeoutError,
 )
+from sessionstreams.common.models import Event, Key, Session, UserKey
 from sessionstreams.common.settings import Settings
+from sessionstreams.producer import SessionService
 
 # -- URL parsing -----------------------------------------------------------------------------
 
@@ -437,7 +439,7 @@ async def test_check_server_refuses_evicting_policies(
 
 
 async def test_check_server_skips_policy_check_without_config_permission(
-    tmp_path: Path, closing: Callable[[Any], Any]
+    tmp_path: Path, closing: Callable[[Any], Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """When CONFIG is not permitted, the policy check is logged and skipped."""
     server = start_redis_server(tmp_path, ("--maxmemory-policy", "allkeys-lru"))
@@ -445,10 +447,10 @@ async def test_check_server_skips_policy_check_without_config_permission(
         server.command("ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@all", "-config")
         url = f"redis://limited:pw@127.0.0.1:{server.port}/0"
         client = closing(create_client(Settings(url=url)))
-        with capture_logs() as logs:
+        with caplog.at_level(logging.WARNING, logger="sessionstreams"):
             await check_server(client, url=url)
-        assert [e["event"] for e in logs] == ["maxmemory_policy_check_skipped"]
-        assert "pw@" not in str(logs)
+        assert [r.msg["event"] for r in caplog.records] == ["maxmemory_policy_check_skipped"]
+        assert "pw@" not in caplog.text
     finally:
         server.stop()
 
@@ -466,6 +468,60 @@ async def test_closed_port_gives_connection_failed_quickly(closing: Callable[[An
 
 
 # -- error translation -----------------------------------------------------------------------
+
+
+UNREACHABLE = {
+    "standalone": "redis://:pw@127.0.0.1:{port}/0",
+    "cluster": "redis+cluster://:pw@127.0.0.1:{port}",
+    "sentinel": "redis+sentinel://:pw@127.0.0.1:{port}/mymaster",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNREACHABLE))
+async def test_unreachable_server_is_a_short_connection_failed_error(kind: str) -> None:
+    """Create, append, get and list against a closed port (standalone, Cluster or Sentinel)
+    raise ConnectionFailedError: one short line naming the URL (password masked) and the
+    reason, without a client repr."""
+    url = UNREACHABLE[kind].format(port=free_port())
+    svc = SessionService(Settings(url=url, socket_connect_timeout_s=1.0, client_retries=0))
+    session = Session(id="s", app_name="app", user_id="u")
+    calls = {
+        "create": lambda: svc.create_session(Key("app", "u", "s")),
+        "append": lambda: svc.append_event(session, Event.message("user", "hi")),
+        "get": lambda: svc.get_session(Key("app", "u", "s")),
+        "list": lambda: svc.list_sessions(UserKey("app", "u")),
+    }
+    try:
+        for name, call in calls.items():
+            async with asyncio.timeout(20):
+                with pytest.raises(ConnectionFailedError) as info:
+                    await call()
+            text = str(info.value)
+            assert text.startswith(f"cannot reach Redis at {redact_url(url)}: "), (name, text)
+            assert "connection refused" in text, (name, text)
+            assert len(text) < 200, (name, text)
+            assert "<" not in text, (name, text)
+            assert ":pw@" not in text, (name, text)
+    finally:
+        await svc.close()
+
+
+def test_translation_covers_cluster_errors_and_strips_reprs() -> None:
+    """redis-py's Cluster errors (outside RedisError) and messages holding client reprs are
+    translated into our hierarchy, on one short line."""
+    unreachable = translate(rx.RedisClusterUnreachableError("no node"), "redis+cluster://h:1")
+    assert isinstance(unreachable, ConnectionFailedError)
+    assert str(unreachable) == "cannot reach Redis at redis+cluster://h:1: no node"
+    slot = translate(rx.SlotNotCoveredError('Slot "3" is not covered by the cluster.'))
+    assert isinstance(slot, ConnectionFailedError)
+    noisy = rx.ResponseError("bad <redis.asyncio.client.Redis(<ConnectionPool(<Connection("
+                             "host=h,port=1)>)>)> reply\n" + "x" * 400)
+    text = str(translate(noisy))
+    assert "<" not in text
+    assert "\n" not in text
+    assert len(text) < 200
+
+
 
 
 async def test_wrongtype_becomes_corrupt_data(

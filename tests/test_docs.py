@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from redis_harness import start_redis_server
-from sessionstreams.common.settings import _RULES, ENV_PREFIX, Settings
+from sessionstreams.common.settings import _RULES, ENV_PREFIX, Settings, env_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -78,6 +78,12 @@ def test_configuration_reference_names_variables_and_defaults() -> None:
         expected = f"`{ENV_PREFIX}{field.name.upper()}`" if _RULES[field.name].env else "—"
         assert variable == expected, field.name
         assert _documents_default(default, _default(field)), (field.name, default)
+
+
+def test_configuration_reference_names_every_variable() -> None:
+    """Every SESSIONSTREAMS_ variable sessionstreams reads is named in docs/configuration.md."""
+    text = CONFIGURATION.read_text()
+    assert sorted(v for v in env_variables() if f"`{v}`" not in text) == []
 
 
 def _quick_start() -> str:

@@ -23,6 +23,7 @@ from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.models import Event, Key, Summary, TrackEvent, UserKey
 from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import CompatMode
+from sessionstreams.common.store import Store
 from sessionstreams.workers._tooling import InjectedFault, stop_after
 from sessionstreams.workers.migrate import Migrator
 
@@ -84,7 +85,7 @@ async def test_migrate_copies_everything_and_none_mode_reads_the_same(
     await redis_client.hset(KeySpace(key_prefix).user_state(UserKey("app", "u1")), "tz", b"UTC")
     before_svc = await make_service(compat_mode=CompatMode.LEGACY)
     before = {k: _view(await before_svc.get_session(k)) for k in keys}
-    report = await Migrator(redis_client, make_settings()).run("app")
+    report = await Migrator(Store(make_settings(), client=redis_client)).run("app")
     assert report.complete
     assert (report.users, report.sessions, report.migrated) == (2, 6, 6)
     assert (report.events, report.track_events, report.summaries) == (18, 18, 6)
@@ -106,17 +107,39 @@ async def test_dry_run_writes_nothing(make_settings, go, redis_client, key_prefi
     """--dry-run counts what would be migrated and leaves every key as it was."""
     await _legacy_world(go)
     before = await _all_keys(redis_client, key_prefix)
-    report = await Migrator(redis_client, make_settings()).run("app", dry_run=True)
+    report = await Migrator(Store(make_settings(), client=redis_client)).run("app", dry_run=True)
     assert (report.sessions, report.migrated, report.events) == (6, 0, 18)
     assert await _all_keys(redis_client, key_prefix) == before
+
+
+class TotalRecorder:
+    """A progress stand-in recording the total it had at each counted session."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.seen: list[int | None] = []
+
+    def advance(self, n: int = 1) -> None:
+        self.seen += [self.total] * n
+
+
+async def test_progress_total_is_known_before_the_first_session(make_settings, go,
+                                                                redis_client) -> None:
+    """The progress total is every legacy session of the app, set before the first one is
+    counted (so the time left is right from the start)."""
+    await _legacy_world(go)
+    progress = TotalRecorder()
+    migrator = Migrator(Store(make_settings(), client=redis_client))
+    await migrator.run("app", dry_run=True, progress=progress)
+    assert progress.seen == [6] * 6
 
 
 async def test_rerun_is_idempotent(make_settings, go, redis_client, key_prefix) -> None:
     """A second run finds nothing left to migrate and changes nothing."""
     await _legacy_world(go)
-    await Migrator(redis_client, make_settings()).run("app")
+    await Migrator(Store(make_settings(), client=redis_client)).run("app")
     snapshot = await _all_keys(redis_client, key_prefix)
-    report = await Migrator(redis_client, make_settings()).run("app")
+    report = await Migrator(Store(make_settings(), client=redis_client)).run("app")
     assert (report.sessions, report.migrated) == (0, 0)
     assert await _all_keys(redis_client, key_prefix) == snapshot
 
@@ -131,11 +154,12 @@ async def test_interrupted_migration_loses_nothing_and_a_rerun_completes(
     keys = await _legacy_world(go)
     legacy_svc = await make_service(compat_mode=CompatMode.LEGACY)
     before = {k: _view(await legacy_svc.get_session(k)) for k in keys}
+    store = Store(make_settings(), client=redis_client)
     with pytest.raises(InjectedFault):
-        await Migrator(redis_client, make_settings(), fault=stop_after(point, 3)).run("app")
+        await Migrator(store, fault=stop_after(point, 3)).run("app")
     for k in keys:
         assert _view(await legacy_svc.get_session(k)) == before[k]
-    report = await Migrator(redis_client, make_settings()).run("app")
+    report = await Migrator(Store(make_settings(), client=redis_client)).run("app")
     assert report.complete
     assert report.migrated == (4 if point == "imported" else 3)
     none_svc = await make_service(compat_mode=CompatMode.NONE)
@@ -159,7 +183,8 @@ async def test_a_write_during_migration_is_carried_over(
         if point == "imported" and key == target and seen.count("imported") == 1:
             await legacy_svc.append_event(s, msg("user", 9, id="late"))
 
-    report = await Migrator(redis_client, make_settings(), fault=write_between).run("app", "u1")
+    store = Store(make_settings(), client=redis_client)
+    report = await Migrator(store, fault=write_between).run("app", "u1")
     assert (report.migrated, report.complete) == (3, True)
     assert seen.count("imported") == 4  # the target was copied twice
     none_svc = await make_service(compat_mode=CompatMode.NONE)
@@ -187,8 +212,8 @@ async def test_concurrent_writer_forces_a_fresh_copy(
             written.append(e.id)
             await asyncio.sleep(0)
 
-    report, _ = await asyncio.gather(Migrator(redis_client, make_settings()).run("app"),
-                                     writer())
+    store = Store(make_settings(), client=redis_client)
+    report, _ = await asyncio.gather(Migrator(store).run("app"), writer())
     assert report.complete or report.busy == [keys[0]]
     reader = await make_service(compat_mode=CompatMode.LEGACY)
     ids = [e.id for e in (await reader.get_session(keys[0], num_events=100)).events]
@@ -204,7 +229,7 @@ async def test_writes_routed_to_legacy_after_migration_reach_the_copy(
     legacy_svc = await make_service(compat_mode=CompatMode.LEGACY)
     s = await legacy_svc.get_session(keys[0])
     assert s.service_meta["storage_type"] == "zset"
-    await Migrator(redis_client, make_settings()).run("app")
+    await Migrator(Store(make_settings(), client=redis_client)).run("app")
     await legacy_svc.append_event(s, msg("user", 7, id="after", state_delta={"k": b"v"}))
     await legacy_svc.append_track_event(
         s, TrackEvent(track="tools", payload=b"9", timestamp=GoTime(T0 + 1)))
@@ -232,7 +257,7 @@ async def test_session_without_generation_keeps_its_incarnation(
     key = Key("app", "u1", "old")
     created = "2025-01-02T11:04:05.1234+08:00"
     await go.create(key, {"k": b"v"}, generation="", created=GoTime.parse(created))
-    report = await Migrator(redis_client, make_settings()).run("app")
+    report = await Migrator(Store(make_settings(), client=redis_client)).run("app")
     assert report.migrated == 1
     engines = Engines(redis_client, KeySpace(key_prefix), Scripts(), CompatMode.LEGACY)
     e = msg("user", 1, id="inflight")
@@ -259,7 +284,7 @@ async def test_request_record_survives_migration(make_settings, go, redis_client
                         session_delta=b"")
     opts = {"ttl_ms": 0, "storage_limit": 0, "user_state_ttl_ms": 0}
     assert await engines.legacy.append(keys[0], [entry], **opts) == ["applied"]
-    await Migrator(redis_client, make_settings()).run("app")
+    await Migrator(Store(make_settings(), client=redis_client)).run("app")
     assert await engines.legacy.append(keys[0], [entry], **opts) == ["duplicate"]
     assert await engines.hashidx.append(keys[0], [entry], **opts) == ["duplicate"]
 
@@ -272,7 +297,7 @@ async def test_conflicting_hashidx_copy_is_left_alone(make_service, make_setting
     none_svc = await make_service(compat_mode=CompatMode.NONE)
     clash = await none_svc.create_session(keys[0])
     await none_svc.append_event(clash, msg("user", 3, id="hashidx-only"))
-    report = await Migrator(redis_client, make_settings()).run("app", "u1")
+    report = await Migrator(Store(make_settings(), client=redis_client)).run("app", "u1")
     assert report.conflicts == [keys[0]]
     assert report.migrated == 2
     assert not report.complete
@@ -295,7 +320,7 @@ async def test_session_deleted_during_migration_is_not_resurrected(
             deleted.append(key)
             raise _WriteNow
 
-    migrator = Migrator(redis_client, make_settings(), fault=during)
+    migrator = Migrator(Store(make_settings(), client=redis_client), fault=during)
     with pytest.raises(_WriteNow):
         await migrator.run("app", "u1")
     # Between runs: the HashIdx copy exists, the legacy one too; delete via the LEGACY service
@@ -310,19 +335,25 @@ async def test_session_deleted_during_migration_is_not_resurrected(
 
 async def test_cli_migrate_dry_run_fault_and_rerun(go, redis_client, key_prefix,
                                                    redis_target) -> None:
-    """`sessionstreams migrate`: --dry-run reports, an injected fault exits 1, the rerun
-    completes (exit 0); a conflict exits 3."""
+    """`sessionstreams migrate`: --dry-run reports, without --yes (and no terminal) nothing is
+    changed (exit 1), an injected fault exits 1, the rerun completes (exit 0); a conflict
+    exits 3."""
     await _legacy_world(go)
     env = {**os.environ, "SESSIONSTREAMS_KEY_PREFIX": key_prefix}
-    base = ("--url", redis_target.url, "migrate", "--app", "app")
+    base = ("--url", redis_target.url, "migrate", "--app", "app", "--yes")
     code, out, _ = await _cli(env, *base, "--dry-run")
     assert (code, "would migrate 6" in out) == (0, True)
+    before = await _all_keys(redis_client, key_prefix)
+    code, out, err = await _cli(env, *base[:-1])
+    assert (code, out) == (1, "")
+    assert "pass --yes to confirm (nothing was changed)" in err
+    assert await _all_keys(redis_client, key_prefix) == before
     code, _, err = await _cli({**env, "SESSIONSTREAMS_ADMIN_FAULT": "imported:2"}, *base)
     assert code == 1
     assert "injected fault" in err
     code, out, err = await _cli(env, *base)
     assert code == 0, err
-    assert "migrate: sessions" in err
+    assert out.startswith("migrate: 2 users, ")
     await go.create(Key("app", "u1", "late"))
     keys = KeySpace(key_prefix)
     await redis_client.set(keys.meta(Key("app", "u1", "late")), b'{"id":"late"}')
@@ -335,7 +366,8 @@ async def test_cli_migrate_dry_run_fault_and_rerun(go, redis_client, key_prefix,
 async def _cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sessionstreams.workers.cli", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
+from sessionstreams.common import settings as settings_module
 from sessionstreams.common.errors import ConfigError
-from sessionstreams.common.settings import _RULES, CompatMode, Settings
+from sessionstreams.common.settings import _RULES, CompatMode, Settings, env_variables
 
 
 def test_defaults_match_the_go_service() -> None:
@@ -360,3 +362,34 @@ def test_equal_settings_compare_and_hash_equal() -> None:
     b = Settings(url="redis://h", extra_options={"x": 1})
     assert a == b
     assert hash(a) == hash(b)
+
+
+def test_unknown_variable_is_warned_once_with_the_closest_name(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelt SESSIONSTREAMS_ variable is logged (not printed) once per process, with the
+    closest valid name when there is one; variables other components read are not."""
+    monkeypatch.setattr(settings_module, "_warned", set())
+    env = {"SESSIONSTREAMS_ASYNC_PERSISTOR_NUM": "4", "SESSIONSTREAMS_ZZZQQQ": "1",
+           "SESSIONSTREAMS_FAULTS": "", "SESSIONSTREAMS_SUMMARIZER": "m:f",
+           "SESSIONSTREAMS_KEY_PREFIX": "p", "OTHER_THING": "x"}
+    with caplog.at_level(logging.WARNING, logger="sessionstreams"):
+        s = Settings.from_env(env)
+        Settings.from_env(env)  # the same variables again: no new warning
+    assert (s.key_prefix, s.async_persister_num) == ("p", 10)  # the misspelt one is ignored
+    assert [(r.name, r.levelno) for r in caplog.records] == [
+        ("sessionstreams.common.settings", logging.WARNING)] * 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "unknown environment variable SESSIONSTREAMS_ASYNC_PERSISTOR_NUM is ignored; "
+        "did you mean SESSIONSTREAMS_ASYNC_PERSISTER_NUM?",
+        "unknown environment variable SESSIONSTREAMS_ZZZQQQ is ignored",
+    ]
+
+
+def test_every_settings_variable_is_known() -> None:
+    """Each field read from the environment has its variable among the known ones (so it
+    is never reported as unknown)."""
+    known = env_variables()
+    for name, rule in _RULES.items():
+        if rule.env is not None:
+            assert f"SESSIONSTREAMS_{name.upper()}" in known, name

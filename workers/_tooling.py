@@ -5,9 +5,10 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import TextIO
+
+from tqdm import tqdm
 
 from sessionstreams.common.errors import SessionStoreError
 from sessionstreams.common.models import Key
@@ -61,42 +62,44 @@ def stop_after(point: str, count: int) -> FaultHook:
 
 
 class Progress:
-    """A one-line text progress bar on stderr (only redrawn every 0.2 s and when a TTY).
+    """Progress of an admin tool on stderr: count, rate and, once the total is known, the
+    percentage and the time left (a tqdm bar, drawn only on a terminal).
 
     Args:
         label: what is counted.
-        total: the expected count, or None when unknown (then the count and rate are shown).
+        total: the expected count, or None until it is known (then set :attr:`total`).
         stream: where to draw (default stderr).
+        unit: the name of one item.
+        enabled: draw even when ``stream`` is not a terminal (True) or never (False).
     """
 
-    def __init__(self, label: str, total: int | None, stream: TextIO | None = None) -> None:
-        self.label = label
-        self.total = total
-        self.done = 0
-        self.stream = stream if stream is not None else sys.stderr
-        self._start = time.monotonic()
-        self._drawn = 0.0
-        self._live = self.stream.isatty()
+    def __init__(self, label: str, total: int | None = None, stream: TextIO | None = None,
+                 *, unit: str = "session", enabled: bool | None = None) -> None:
+        self._bar = tqdm(total=total, desc=label, unit=f" {unit}s", unit_scale=False,
+                         file=stream if stream is not None else sys.stderr,
+                         disable=None if enabled is None else not enabled,
+                         mininterval=0.2, dynamic_ncols=True, leave=True)
+
+    @property
+    def total(self) -> int | None:
+        """The expected count (None while unknown)."""
+        total = self._bar.total
+        return None if total is None else int(total)
+
+    @total.setter
+    def total(self, value: int | None) -> None:
+        self._bar.total = value
+        self._bar.refresh()
+
+    @property
+    def done(self) -> int:
+        """How many items were counted so far."""
+        return int(self._bar.n)
 
     def advance(self, n: int = 1) -> None:
-        """Count ``n`` more items and redraw when due."""
-        self.done += n
-        now = time.monotonic()
-        if self._live and now - self._drawn >= 0.2:
-            self._drawn = now
-            self._draw(end="\r")
+        """Count ``n`` more items (the bar is redrawn at most every 0.2 s)."""
+        self._bar.update(n)
 
     def close(self) -> None:
         """Draw the final state on its own line."""
-        self._draw(end="\n")
-
-    def _draw(self, end: str) -> None:
-        rate = self.done / max(time.monotonic() - self._start, 1e-9)
-        if self.total:
-            filled = int(30 * min(self.done, self.total) / self.total)
-            bar = "#" * filled + "." * (30 - filled)
-            text = f"{self.label} [{bar}] {self.done}/{self.total}"
-        else:
-            text = f"{self.label} {self.done}"
-        self.stream.write(f"{text} ({rate:.0f}/s){end}")
-        self.stream.flush()
+        self._bar.close()

@@ -12,6 +12,7 @@ from redis.asyncio import RedisCluster
 from sessionstreams.common.entries import FIELD, decode_entry
 from sessionstreams.common.errors import ConfigError, DecodeError
 from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.outcomes import Outcome
 from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import (
@@ -23,8 +24,6 @@ from sessionstreams.common.shards import (
     stream_id,
     workers_key,
 )
-
-DEAD_LETTERED = 5
 
 
 def _text(value: Any) -> str:
@@ -129,14 +128,19 @@ async def status(client: Any, settings: Settings) -> Status:
     n = settings.async_persister_num
     shards = [await shard_status(client, ShardKeys(settings.key_prefix, i, n), settings)
               for i in range(n)]
+    return Status(shards=shards, workers=await live_workers(client, settings))
+
+
+async def live_workers(client: Any, settings: Settings) -> dict[str, float]:
+    """``{worker id: seconds its heartbeat stays valid}`` of the workers whose heartbeat has
+    not expired."""
     now_ms = time.time() * 1000
-    workers = {
+    return {
         _text(w): round((score - now_ms) / 1000, 1)
         for w, score in await client.zrange(workers_key(settings.key_prefix), 0, -1,
                                             withscores=True)
         if score > now_ms
     }
-    return Status(shards=shards, workers=workers)
 
 
 @dataclass
@@ -196,7 +200,7 @@ async def dlq_replay(client: Any, settings: Settings, ids: list[str] | None = No
             continue  # undecodable: nothing to replay; drop it instead
         record = keys.record(e.key, e.route)
         score = await client.zscore(record, e.rid)
-        if score is not None and int(score) % 8 == DEAD_LETTERED:
+        if score is not None and Outcome.from_score(score) is Outcome.DEAD_LETTERED:
             await client.zrem(record, e.rid)
         reply = await scripts.call(client, "stream_add", [sk.stream, sk.conf],
                                    [n, ENTRY_FORMAT, 0, letter.raw])

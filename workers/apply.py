@@ -16,16 +16,16 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from sessionstreams.common.compat import Engines
 from sessionstreams.common.entries import StreamEntry
 from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.models import Key
+from sessionstreams.common.outcomes import FINAL_STATUSES
 from sessionstreams.common.scripts import Scripts
-from sessionstreams.common.settings import Settings
+from sessionstreams.common.store import Store
 from sessionstreams.workers.faults import Faults
 
 #: Statuses that are a final outcome (the request record holds it).
-FINAL = frozenset({"applied", "duplicate", "session_gone", "superseded"})
+FINAL = FINAL_STATUSES
 
 
 class State(enum.Enum):
@@ -48,6 +48,7 @@ class Item:
     failures: int = 0
     retry_at: float = field(default=0.0)
     outcome: str = ""  # the final status once DONE (applied, duplicate, session_gone, ...)
+    erased: bool = False  # deleted from the stream while pending (a user's data erased)
 
     @property
     def key(self) -> Key | None:
@@ -93,12 +94,9 @@ class Applier:
         self.faults = faults
 
     @classmethod
-    def for_settings(
-        cls, client: Any, scripts: Scripts, settings: Settings, faults: Faults
-    ) -> Applier:
+    def for_store(cls, store: Store, faults: Faults) -> Applier:
         """An applier with both engines (entries carry the route of their session)."""
-        engines = Engines(client, KeySpace(settings.key_prefix), scripts, settings.compat_mode)
-        return cls(client, scripts, KeySpace(settings.key_prefix), dict(engines.items()), faults)
+        return cls(store.client, store.scripts, store.keys, dict(store.engines.items()), faults)
 
     async def apply(self, items: list[Item], check_lease: Callable[[], None]) -> None:
         """Apply ``items`` (already in stream order); set each item's state.
@@ -109,6 +107,9 @@ class Applier:
         """
         sessions: dict[Key, list[Item]] = {}
         for item in items:
+            if item.erased:
+                item.state, item.outcome = State.DONE, "erased"
+                continue
             if item.entry is None:
                 item.state, item.error = State.FAILED, "undecodable stream entry"
                 continue

@@ -1,18 +1,20 @@
-"""``sessionstreams status | dlq | shards`` sub-commands."""
+"""``sessionstreams status | worker-health | dlq | shards`` sub-commands."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from sessionstreams.common.connection import create_client
 from sessionstreams.common.settings import Settings
+from sessionstreams.common.store import Store
 from sessionstreams.workers import admin
+from sessionstreams.workers._cli import CommandError, add_yes, confirm
 
 _HEAD = (f"{'shard':>5} {'node':<21} {'backlog':>7} {'pending':>7} {'lag':>5} {'owner':<28} "
          f"{'fail':>4} {'dlq':>4} {'oldest unacked':>14} {'ttl':>6}")
@@ -64,11 +66,11 @@ def render_status(st: admin.Status, title: str = "") -> str:
 
 
 async def _with_client(settings: Settings, fn: Callable[[Any], Any]) -> Any:
-    client = create_client(settings)
+    store = Store(settings)
     try:
-        return await fn(client)
+        return await fn(store.client)
     finally:
-        await client.aclose()
+        await store.aclose()
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -92,6 +94,19 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_worker_health(args: argparse.Namespace, settings: Settings) -> int:
+    worker = args.worker
+    prefix = "" if worker else f"{args.host or socket.gethostname()}-"
+    live = asyncio.run(_with_client(settings, lambda c: admin.live_workers(c, settings)))
+    found = {w: ttl for w, ttl in live.items() if w == worker or (prefix and w.startswith(prefix))}
+    if not found:
+        what = f"worker {worker}" if worker else f"worker on host {prefix[:-1]}"
+        raise CommandError(f"no live heartbeat of a {what} ({len(live)} live worker(s) in all)")
+    for w, ttl in sorted(found.items()):
+        print(f"{w}: heartbeat valid {ttl}s")
+    return 0
+
+
 def _cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     async def go(client: Any) -> None:
         if args.action == "list":
@@ -101,6 +116,10 @@ def _cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
         elif args.action == "replay":
             print(f"replayed {await admin.dlq_replay(client, settings, args.ids or None)}")
         else:
+            if not args.ids:
+                count = len(await admin.dlq_list(client, settings))
+                if count:
+                    confirm(f"drop all {count} dead letter(s), for good", args.yes)
             print(f"dropped {await admin.dlq_drop(client, settings, args.ids or None)}")
 
     asyncio.run(_with_client(settings, go))
@@ -108,6 +127,9 @@ def _cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_shards(args: argparse.Namespace, settings: Settings) -> int:
+    confirm(f"resize from {settings.async_persister_num} to {args.to} shards: producers get "
+            "BackpressureError until every shard drained, then must restart with the new count",
+            args.yes)
     asyncio.run(_with_client(settings, lambda c: admin.resize(c, settings, args.to)))
     print(f"shard count is now {args.to}: restart producers and workers with "
           f"SESSIONSTREAMS_ASYNC_PERSISTER_NUM={args.to}")
@@ -126,12 +148,26 @@ def register(sub: Any, settings_of: Callable[[argparse.Namespace], Settings]) ->
                     help="refresh every SECONDS until interrupted")
     st.set_defaults(func=bind(_cmd_status))
 
+    health = sub.add_parser(
+        "worker-health", help="exit 0 only when a worker's heartbeat is live (health checks)")
+    health.add_argument("--worker", default="", metavar="ID",
+                        help="the worker id (default: any worker of this host, whose ids "
+                             "start with the host name)")
+    health.add_argument("--host", default="", metavar="NAME",
+                        help="the host name to look for (default: this host's)")
+    health.set_defaults(func=bind(_cmd_worker_health))
+
     dlq = sub.add_parser("dlq", help="list, replay or drop dead letters")
-    dlq.add_argument("action", choices=["list", "replay", "drop"])
+    dlq.add_argument("action", choices=["list", "replay", "drop"],
+                     help="list them, replay them into their shard streams, or drop them")
     dlq.add_argument("ids", nargs="*", help="dead-letter ids (default: all)")
+    add_yes(dlq)
     dlq.set_defaults(func=bind(_cmd_dlq))
 
     shards = sub.add_parser("shards", help="shard-count administration")
-    shards.add_argument("action", choices=["resize"])
-    shards.add_argument("--to", type=int, required=True)
+    shards.add_argument("action", choices=["resize"],
+                        help="resize: drain every shard, then change the shard count")
+    shards.add_argument("--to", type=int, required=True, metavar="N",
+                        help="the new shard count")
+    add_yes(shards)
     shards.set_defaults(func=bind(_cmd_shards))

@@ -22,11 +22,10 @@ import os
 import signal
 import time
 
-import structlog
-
 from sessionstreams.common.errors import ConfigError
+from sessionstreams.common.logs import get_logger
 
-log = structlog.get_logger("sessionstreams.faults")
+log = get_logger("sessionstreams.faults")
 
 POINTS = ("before_read", "after_apply", "after_app_state", "mid_batch", "summary_before_store",
           "summary_after_store")

@@ -15,7 +15,7 @@ writes them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +64,8 @@ async def rebuild_index(
         scripts: the scripts of the client.
         app: the app id.
         user: only this user's sessions.
-        progress: counts sessions as they are indexed.
+        progress: counts sessions as they are indexed; its total comes first, from a
+            counting SCAN pass.
         fault: called with ``("indexed", key)`` after each session (tests stop a run with it).
         batch_size: sessions per pipeline of index scripts.
     """
@@ -75,10 +76,9 @@ async def rebuild_index(
     users: set[str] = set()
     batch: list[Key] = []
     pattern = keys.meta_pattern(UserKey(app, user)) if user else keys.app_meta_pattern(app)
-    async for raw in client.scan_iter(match=pattern, count=500):
-        key = keys.parse_meta_key(app, raw.decode("utf-8", "replace"))
-        if key is None or (user is not None and key.user_id != user):
-            continue
+    if progress is not None:  # a counting pass, so the total (and time left) is known
+        progress.total = sum([1 async for _ in _sessions(client, keys, pattern, app, user)])
+    async for key in _sessions(client, keys, pattern, app, user):
         batch.append(key)
         users.add(key.user_id)
         if len(batch) >= batch_size:
@@ -96,6 +96,16 @@ async def rebuild_index(
     for user_id in sorted(users):
         report.pruned += await _prune(client, keys, scripts, UserKey(app, user_id))
     return report
+
+
+async def _sessions(
+    client: Any, keys: KeySpace, pattern: str, app: str, user: str | None
+) -> AsyncIterator[Key]:
+    """The sessions whose meta key matches ``pattern`` (SCAN: one may come twice)."""
+    async for raw in client.scan_iter(match=pattern, count=500):
+        key = keys.parse_meta_key(app, raw.decode("utf-8", "replace"))
+        if key is not None and (user is None or key.user_id == user):
+            yield key
 
 
 async def _add(

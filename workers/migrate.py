@@ -42,8 +42,7 @@ from typing import Any
 import msgspec
 
 from sessionstreams.common.errors import DecodeError
-from sessionstreams.common.hashidx import HashIdxEngine
-from sessionstreams.common.keys import KeySpace, validate_app, validate_user_key
+from sessionstreams.common.keys import validate_app, validate_user_key
 from sessionstreams.common.models import (
     Event,
     Key,
@@ -53,13 +52,14 @@ from sessionstreams.common.models import (
     UserKey,
 )
 from sessionstreams.common.readpath import track_names
-from sessionstreams.common.scripts import Scripts
-from sessionstreams.common.settings import Settings
+from sessionstreams.common.store import Store
 from sessionstreams.workers._tooling import FaultHook, Progress, reach
 
 _CHUNK = 500
 _READ_CHUNK = 1000
 _ATTEMPTS = 5
+#: HLEN commands per pipeline when counting the sessions to migrate.
+_COUNT_BATCH = 1000
 
 Member = tuple[bytes, float]
 
@@ -134,20 +134,17 @@ class Migrator:
     """Copies one app's legacy sessions into HashIdx (see the module docstring).
 
     Args:
-        client: a client from :func:`sessionstreams.common.connection.create_client`.
-        settings: TTLs, key prefix, index flag (as the services use them).
-        scripts: the scripts of the client (default: a new set).
+        store: the assembled store (its settings give the TTLs, key prefix and index flag,
+            as the services use them).
         fault: called at ``imported`` (steps 1-5 done) and ``retired`` (step 6 done).
     """
 
-    def __init__(
-        self, client: Any, settings: Settings, scripts: Scripts | None = None,
-        *, fault: FaultHook | None = None,
-    ) -> None:
-        self.client = client
-        self.settings = settings
-        self.keys = KeySpace(settings.key_prefix)
-        self.scripts = scripts or Scripts(disable_cache=settings.disable_script_cache)
+    def __init__(self, store: Store, *, fault: FaultHook | None = None) -> None:
+        self.store = store
+        self.client = store.client
+        self.settings = store.settings
+        self.keys = store.keys
+        self.scripts = store.scripts
         self.fault = fault
 
     async def run(
@@ -160,13 +157,11 @@ class Migrator:
         for u in users:
             validate_user_key(u)
         report = MigrateReport(dry_run=dry_run, users=len(users))
+        if progress is not None:
+            progress.total = await self.count(users)
         for u in users:
             sids = sorted(s.decode("utf-8", "replace")
                           for s in await self.client.hkeys(self.keys.legacy_sessions(u)))
-            if progress is not None and progress.total is None:
-                progress.total = 0
-            if progress is not None and progress.total is not None:
-                progress.total += len(sids)
             for sid in sids:
                 await self._session(Key(app, u.user_id, sid), report, dry_run)
                 if progress is not None:
@@ -174,6 +169,16 @@ class Migrator:
             if not dry_run:
                 report.user_states += await self._user_state(u)
         return report
+
+    async def count(self, users: list[UserKey]) -> int:
+        """How many legacy sessions ``users`` have (the progress total, known up front)."""
+        total = 0
+        for start in range(0, len(users), _COUNT_BATCH):
+            pipe = self.client.pipeline(transaction=False)
+            for u in users[start : start + _COUNT_BATCH]:
+                pipe.hlen(self.keys.legacy_sessions(u))
+            total += sum(int(n) for n in await pipe.execute())
+        return total
 
     async def _users(self, app: str) -> list[UserKey]:
         """Users with legacy sessions or an old user-state key (left by an interrupted run)."""
@@ -370,8 +375,7 @@ class Migrator:
     async def _drop_import(self, snap: _Snapshot) -> None:
         k, key = self.keys, snap.key
         if await self.client.hget(k.info(key), "imported") == snap.incarnation.encode():
-            engine = HashIdxEngine(self.client, self.keys, self.scripts)
-            await engine.delete(key, sorted(set(snap.tracks) | set(snap.hashidx_names)))
+            await self.store.hashidx.delete(key, sorted(set(snap.tracks) | set(snap.hashidx_names)))
 
     # -- user state -------------------------------------------------------------------
     async def _user_state(self, user: UserKey) -> int:

@@ -49,6 +49,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from sessionstreams.common.entries import SummaryJob
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import ShardKeys
 from sessionstreams.common.tracing import (
@@ -62,7 +63,7 @@ from sessionstreams.common.tracing import (
 from sessionstreams.workers import admin
 from sessionstreams.workers.apply import Item, State
 
-log = structlog.get_logger("sessionstreams.worker")
+log = get_logger("sessionstreams.worker")
 
 SPAN_NAMES = {"event": "apply_event", "track": "apply_track_event", "state": "apply_session_state"}
 

@@ -13,15 +13,13 @@ import asyncio
 import time
 from typing import Any
 
-import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from sessionstreams.common.connection import TRANSIENT_ERRORS
 from sessionstreams.common.entries import FIELD, decode_entry
 from sessionstreams.common.errors import DecodeError
 from sessionstreams.common.keys import KeySpace
-from sessionstreams.common.logs import session_fields
+from sessionstreams.common.logs import get_logger, session_fields
 from sessionstreams.common.models import Key
+from sessionstreams.common.outcomes import Outcome
 from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import PERSIST_GROUP, ShardKeys
@@ -30,9 +28,8 @@ from sessionstreams.workers.faults import Faults
 from sessionstreams.workers.leases import Lease
 from sessionstreams.workers.observe import NO_HOOKS, ConsumerHooks
 
-log = structlog.get_logger("sessionstreams.worker")
+log = get_logger("sessionstreams.worker")
 
-DEAD_LETTERED = 5  # outcome code (common/lua/_lib.lua)
 GONE_RECORD_TTL_MS = 86_400_000
 
 
@@ -87,7 +84,7 @@ class ShardConsumer:
             except LeaseLostError:
                 self.log.warning("lease lost; dropping the batch in hand")
                 return
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (*TRANSIENT_ERRORS, OSError) as exc:
                 self.log.warning("redis error; re-reading the pending list", error=str(exc))
                 self.held.clear()
                 self.poison.clear()
@@ -140,13 +137,15 @@ class ShardConsumer:
             if woke and self.settings.worker_linger_ms:
                 # Let a burst gather: fewer, larger batches cost less per entry.
                 await asyncio.sleep(self.settings.worker_linger_ms / 1000)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except TRANSIENT_ERRORS as exc:
             self.log.info("blocking read failed; polling again", error=str(exc))
             await asyncio.sleep(0.05)
 
     @staticmethod
     def _item(raw: Any) -> Item:
         entry_id = _text(raw[0])
+        if raw[1] is None:  # deleted from the stream while pending: erased, nothing to apply
+            return Item(entry_id=entry_id, raw=b"", entry=None, erased=True)
         fields = raw[1] or []
         data = b""
         for i in range(0, len(fields) - 1, 2):
@@ -209,8 +208,9 @@ class ShardConsumer:
         e = item.entry
         if e is not None:
             record = self.keys.record(e.key, e.route)
+            ttl_ms = e.ttl_ms or GONE_RECORD_TTL_MS
             await self.scripts.call(self.client, "record_outcome", [record],
-                                    [e.rid, DEAD_LETTERED, e.ttl_ms or GONE_RECORD_TTL_MS])
+                                    [e.rid, Outcome.DEAD_LETTERED.code, ttl_ms])
         item.state = State.DONE  # through, as far as its session is concerned
         self.hooks.dead_lettered(item)
         self.log.error("entry dead-lettered", entry=item.entry_id, error=item.error,

@@ -15,20 +15,17 @@ import socket
 import uuid
 from typing import Any
 
-import structlog
-from redis.exceptions import RedisError
-
 from sessionstreams.common.connection import (
+    REDIS_ERRORS,
     check_server,
-    create_client,
     redact_url,
     start_failover_watch,
 )
 from sessionstreams.common.errors import ConfigError
-from sessionstreams.common.keys import KeySpace
-from sessionstreams.common.scripts import Scripts
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import ShardKeys, check_conf, workers_key
+from sessionstreams.common.store import Store
 from sessionstreams.workers import telemetry
 from sessionstreams.workers.apply import Applier
 from sessionstreams.workers.faults import Faults
@@ -38,7 +35,7 @@ from sessionstreams.workers.persist import ShardConsumer
 from sessionstreams.workers.summaries import run_alongside
 from sessionstreams.workers.summary_jobs import SummaryJobs
 
-log = structlog.get_logger("sessionstreams.worker")
+log = get_logger("sessionstreams.worker")
 
 
 def shares(shards: int, live: list[str], me: str) -> int:
@@ -54,10 +51,12 @@ class Worker:
     def __init__(self, settings: Settings, worker_id: str | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.client = create_client(settings)
-        self.stream_client = create_client(settings, purpose="stream")
-        self.keys = KeySpace(settings.key_prefix)
-        self.scripts = Scripts(disable_cache=settings.disable_script_cache)
+        self.store = Store(settings)
+        self.stream_store = self.store.sibling("stream")
+        self.client = self.store.client
+        self.stream_client = self.stream_store.client
+        self.keys = self.store.keys
+        self.scripts = self.store.scripts
         self.faults = Faults()
         n = settings.async_persister_num
         self.shard_keys = [ShardKeys(settings.key_prefix, i, n) for i in range(n)]
@@ -66,10 +65,10 @@ class Worker:
                              workers_key(settings.key_prefix), self.worker_id,
                              settings.lease_ttl_s, on_change=self.obs.lease_changed)
         self.obs.count_held(lambda: len(self.leases.held))
-        self.applier = Applier.for_settings(self.client, self.scripts, settings, self.faults)
+        self.applier = Applier.for_store(self.store, self.faults)
         # Summary streams are consumed only by workers given a summarizer (--summarizer).
         self.summary_jobs = (
-            SummaryJobs(settings, self.client, self.scripts, self.faults, self.worker_id)
+            SummaryJobs(self.store, self.faults, self.worker_id)
             if settings.summarizer is not None else None
         )
         self.consumers: dict[int, tuple[ShardConsumer, asyncio.Task[None]]] = {}
@@ -124,7 +123,7 @@ class Worker:
                     self._stop_consumer(shard)
                 await self._rebalance(live)
                 await self._reap()
-            except (RedisError, OSError) as exc:
+            except (*REDIS_ERRORS, OSError) as exc:
                 # Redis unreachable for a while (failover, reshard): keep the process. A
                 # consumer whose lease is not renewed stops at its local deadline; the next
                 # successful pass renews, or finds the lease lost and takes shards again.
@@ -191,10 +190,8 @@ class Worker:
             await self.leases.release(shard)
         with contextlib.suppress(Exception):
             await self.leases.leave()
-        await self.client.aclose()
-        await self.stream_client.aclose()
-        if self.summary_jobs is not None:
-            await self.summary_jobs.close()
+        await self.store.aclose()
+        await self.stream_store.aclose()
         self.log.info("worker stopped")
 
 

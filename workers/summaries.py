@@ -15,24 +15,21 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from sessionstreams.common.connection import TRANSIENT_ERRORS
 from sessionstreams.common.entries import CUT_FIELD, FIELD, decode_job
 from sessionstreams.common.errors import ConnectionFailedError, DecodeError, StoreTimeoutError
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.shards import SUMMARY_GROUP, ShardKeys
 from sessionstreams.workers.leases import Lease
 from sessionstreams.workers.persist import ShardConsumer
 from sessionstreams.workers.summary_jobs import JobGroup, SummaryJobs
 
-log = structlog.get_logger("sessionstreams.summary")
+log = get_logger("sessionstreams.summary")
 
 #: Coalesced requests in hand per shard before reading pauses.
 MAX_IN_HAND = 256
 #: Errors after which a job stays pending and is simply tried again.
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionFailedError, StoreTimeoutError,
-              OSError)
+_TRANSIENT = (*TRANSIENT_ERRORS, ConnectionFailedError, StoreTimeoutError, OSError)
 
 
 class LeaseLostError(Exception):
@@ -81,7 +78,7 @@ class SummaryConsumer:
                     backoff = 0.05
                 except LeaseLostError:
                     return
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                except (*TRANSIENT_ERRORS, OSError) as exc:
                     self.log.warning("redis error; re-reading pending summary jobs",
                                      error=str(exc))
                     cursor = "0"
@@ -123,7 +120,7 @@ class SummaryConsumer:
         block_ms = max(self.jobs.settings.block_ms, 1)
         try:
             await self.stream_client.xread({self.sk.summary: last_id}, count=1, block=block_ms)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except TRANSIENT_ERRORS as exc:
             self.log.info("blocking read failed; polling again", error=str(exc))
             await asyncio.sleep(0.05)
 

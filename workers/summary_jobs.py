@@ -21,8 +21,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from sessionstreams.common.compat import ZSET
 from sessionstreams.common.entries import SummaryJob
 from sessionstreams.common.errors import (
@@ -31,20 +29,18 @@ from sessionstreams.common.errors import (
     StoreTimeoutError,
     SummarizeError,
 )
-from sessionstreams.common.keys import KeySpace
-from sessionstreams.common.models import Summary
-from sessionstreams.common.readpath import INCARNATION
-from sessionstreams.common.scripts import Scripts
-from sessionstreams.common.settings import Settings
+from sessionstreams.common.logs import get_logger
+from sessionstreams.common.models import Session, Summary
+from sessionstreams.common.readpath import INCARNATION, SessionReader
 from sessionstreams.common.shards import ShardKeys, workers_key
+from sessionstreams.common.store import Store
 from sessionstreams.common.summaries import run_cascade, summarizer_metadata
-from sessionstreams.common.tracing import tracer
-from sessionstreams.producer import SessionService
-from sessionstreams.producer._summaries import store_summary
+from sessionstreams.common.summary_store import store_summary
+from sessionstreams.common.tracing import traced_attributes, tracer
 from sessionstreams.workers.faults import Faults
 from sessionstreams.workers.observe import summary_job_span
 
-log = structlog.get_logger("sessionstreams.summary")
+log = get_logger("sessionstreams.summary")
 
 #: Polling of a parked request and of the cut wait (seconds, doubling up to the maximum).
 _POLL_MIN_S = 0.02
@@ -86,27 +82,23 @@ def _text(value: Any) -> str:
 class SummaryJobs:
     """Runs summary jobs for one worker process (``async_summary_num`` at a time)."""
 
-    def __init__(
-        self, settings: Settings, client: Any, scripts: Scripts, faults: Faults, worker_id: str
-    ) -> None:
+    def __init__(self, store: Store, faults: Faults, worker_id: str) -> None:
+        settings = store.settings
         self.settings = settings
         self.worker_id = worker_id
         self.summarizer = settings.summarizer
-        self.client = client
-        self.scripts = scripts
+        self.client = store.client
+        self.scripts = store.scripts
         self.faults = faults
-        self.keys = KeySpace(settings.key_prefix)
+        self.keys = store.keys
         self.timeout_s = settings.summary_job_timeout
         # The lock outlives a run (cut wait + summarizer + store) by a margin.
         self.lock_ms = int((self.timeout_s + max(2.0, 0.25 * self.timeout_s)) * 1000)
         self.slots = asyncio.Semaphore(settings.async_summary_num)
-        self.service = SessionService(settings)
+        self.reader = SessionReader(store)
+        self.store = store
         self._started = False
         self.tracer = tracer() if settings.enable_tracing else None
-
-    async def close(self) -> None:
-        """Close the reading service."""
-        await self.service.close(timeout=0)
 
     def _run_keys(self, job: SummaryJob) -> list[str]:
         key = job.key
@@ -121,7 +113,7 @@ class SummaryJobs:
         dirty cut stays for the next run) and leaves the request unacknowledged.
         """
         if not self._started:  # server checks and the Sentinel failover watch, once
-            await self.service.start()
+            await self.store.start()
             self._started = True
             log.info("running summary jobs", summarizer=summarizer_metadata(self.summarizer),
                      concurrency=self.settings.async_summary_num, timeout_s=self.timeout_s)
@@ -196,8 +188,18 @@ class SummaryJobs:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX_S)
 
+    async def _read(self, job: SummaryJob) -> Session | None:
+        """The stored session through the read path, under a ``get_session`` span (a child of
+        the job's span) when tracing is on."""
+        limit = max(self.settings.session_event_limit, 0)
+        span = (self.tracer.start_as_current_span("get_session",
+                                                  attributes=traced_attributes(job.key))
+                if self.tracer is not None else contextlib.nullcontext())
+        with span, self.store.errors:
+            return await self.reader.get_session(job.key, limit, None)
+
     async def _summarize(self, job: SummaryJob, force: bool, at: str) -> None:
-        session = await self.service.get_session(job.key)
+        session = await self._read(job)
         if session is None:
             log.info("summary skipped: session gone", session=job.sid)
             return
@@ -208,7 +210,7 @@ class SummaryJobs:
 
         async def persist(target: str, summary: Summary) -> None:
             await self.faults.hit("summary_before_store")
-            await store_summary(self.service, session, target, summary, cut=at)
+            await store_summary(self.reader, session, target, summary, cut=at)
             await self.faults.hit("summary_after_store")
 
         await run_cascade(self.summarizer, session, job.filter_key, force, job.targets, persist)

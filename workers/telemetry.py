@@ -9,52 +9,58 @@ instead (``Worker(settings).run()`` with the providers already set).
   implies ``enable_metrics``.
 - ``--trace-file``: a :class:`~opentelemetry.sdk.trace.TracerProvider` writing each finished
   span as one JSON line to a file; implies ``enable_tracing``.
+
+Both need the OpenTelemetry SDK (and the first the Prometheus exporter), which only the
+``worker`` extra installs: ``pip install 'sessionstreams[worker]'``. Without them a worker runs
+as long as neither option is given, and :func:`setup` says what to install when one is.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable, Sequence
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
-import structlog
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
 
+from sessionstreams.common.errors import ConfigError
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.settings import Settings
 
-log = structlog.get_logger("sessionstreams.worker")
+log = get_logger("sessionstreams.worker")
 
 SERVICE_NAME = "sessionstreams-worker"
 
+#: How to install what ``--metrics-port`` and ``--trace-file`` need.
+WORKER_EXTRA = "pip install 'sessionstreams[worker]'"
 
-class JsonLinesSpanExporter(SpanExporter):
-    """Appends each span as one line of JSON (``ReadableSpan.to_json``) to a file."""
+#: The modules each option needs, with the distribution that provides each.
+_NEEDS: dict[str, dict[str, str]] = {
+    "--metrics-port": {
+        "opentelemetry.sdk": "opentelemetry-sdk",
+        "opentelemetry.exporter.prometheus": "opentelemetry-exporter-prometheus",
+        "prometheus_client": "prometheus-client",
+    },
+    "--trace-file": {"opentelemetry.sdk": "opentelemetry-sdk"},
+}
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Write ``spans``; a write error fails the export (the SDK logs it)."""
-        text = "".join(span.to_json(indent=None) + "\n" for span in spans)
+def require_extra(option: str) -> None:
+    """Check that what ``option`` needs is installed.
+
+    Raises:
+        ConfigError: naming the missing distributions and the pip command that adds them.
+    """
+    missing = []
+    for module, distribution in _NEEDS[option].items():
         try:
-            with self._lock, self.path.open("a", encoding="utf-8") as out:
-                out.write(text)
-        except OSError:
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        """Nothing to release: the file is opened per export."""
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(distribution)
+    if missing:
+        raise ConfigError(f"{option} needs {' and '.join(missing)} (not installed): "
+                          f"{WORKER_EXTRA}")
 
 
 @dataclass
@@ -71,7 +77,9 @@ class Telemetry:
         self.closers.clear()
 
 
-def _resource() -> Resource:
+def _resource() -> Any:
+    from opentelemetry.sdk.resources import Resource
+
     return Resource.create({"service.name": SERVICE_NAME})
 
 
@@ -97,6 +105,11 @@ def serve_metrics(host: str, port: int) -> Callable[[], object]:
 
 def trace_to_file(path: str) -> Callable[[], object]:
     """Export the spans of the global tracer provider to ``path`` (JSON lines)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from sessionstreams.workers._span_file import JsonLinesSpanExporter
+
     provider = TracerProvider(resource=_resource())
     provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(path),
                                                    schedule_delay_millis=500))
@@ -112,7 +125,15 @@ def setup(
     metrics_host: str = "127.0.0.1",
     trace_file: str | None = None,
 ) -> Telemetry:
-    """Install the providers the options ask for; the returned settings enable what is on."""
+    """Install the providers the options ask for; the returned settings enable what is on.
+
+    Raises:
+        ConfigError: an option needs the ``worker`` extra, which is not installed.
+    """
+    if metrics_port is not None:
+        require_extra("--metrics-port")
+    if trace_file:
+        require_extra("--trace-file")
     tel = Telemetry(settings)
     if metrics_port is not None:
         tel.closers.append(serve_metrics(metrics_host, metrics_port))

@@ -1,16 +1,16 @@
-"""The read path: stored documents -> Session objects, with the reference filtering rules."""
+"""Stored documents -> Session objects, with the reference filtering rules (no I/O)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
-import structlog
 
 from sessionstreams.common.errors import DecodeError
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.hashidx import LoadResult
 from sessionstreams.common.keys import session_hash
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.models import (
     Event,
     Key,
@@ -23,7 +23,7 @@ from sessionstreams.common.models import (
 )
 from sessionstreams.common.state import merge_scopes
 
-log = structlog.get_logger("sessionstreams.read")
+log = get_logger("sessionstreams.read")
 
 STORAGE_TYPE = "storage_type"
 #: service_meta key of the incarnation (the meta generation) streamed writes are checked against.
