@@ -120,12 +120,35 @@ def quick_writes(client: Any) -> Any:
     return client
 
 
+#: What redis-py 8.0 and 8.1 say when no Cluster node answers (a bare RedisClusterException).
+_UNREACHABLE_TEXT = "Redis Cluster cannot be connected"
+
+if hasattr(rx, "RedisClusterUnreachableError"):
+    ClusterUnreachableError = rx.RedisClusterUnreachableError
+else:  # redis-py 8.0 and 8.1: ClusterClient raises this one instead of the bare exception
+
+    class ClusterUnreachableError(rx.RedisClusterException):  # type: ignore[no-redef]
+        """No node of the Cluster could be reached (redis-py 8.2 has this class itself)."""
+
+
 class ClusterClient(RedisCluster):
-    """``RedisCluster`` that initializes (reads the slot map) before routing any command."""
+    """``RedisCluster`` that initializes (reads the slot map) before routing any command, and
+    says "no node answered" with :data:`ClusterUnreachableError` on every supported redis-py."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         await self.initialize()  # a no-op once initialized
         return await super().execute_command(*args, **kwargs)
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> ClusterClient:
+        try:
+            await super().initialize(*args, **kwargs)
+        except ClusterUnreachableError:
+            raise
+        except rx.RedisClusterException as exc:
+            if str(exc).startswith(_UNREACHABLE_TEXT):
+                raise ClusterUnreachableError(str(exc)) from exc
+            raise
+        return self
 
 
 class EpochSentinel(Sentinel):

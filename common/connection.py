@@ -42,6 +42,9 @@ from sessionstreams.common._clients import (
     quick_writes,
 )
 from sessionstreams.common._clients import (
+    ClusterUnreachableError as ClusterUnreachableError,  # re-exported
+)
+from sessionstreams.common._clients import (
     SentinelPrimaryRedis as SentinelPrimaryRedis,  # re-exported
 )
 from sessionstreams.common._urls import ParsedURL as ParsedURL  # re-exported
@@ -69,7 +72,7 @@ REDIS_ERRORS = (rx.RedisError, rx.RedisClusterException)
 
 #: Redis errors a long-running loop retries after: the connection broke, a command timed
 #: out, or no Cluster node answered (a failover, a restart, a network cut).
-TRANSIENT_ERRORS = (rx.ConnectionError, rx.TimeoutError, rx.RedisClusterUnreachableError)
+TRANSIENT_ERRORS = (rx.ConnectionError, rx.TimeoutError, ClusterUnreachableError)
 
 MAX_CONNECTIONS = 2000
 HEALTH_CHECK_INTERVAL_S = 30
@@ -401,7 +404,7 @@ def translate(exc: BaseException, url: str | None = None) -> SessionStoreError:
 
 def _unreachable(exc: BaseException) -> bool:
     """True when ``exc`` says no server could be reached (as opposed to a broken command)."""
-    if isinstance(exc, rx.RedisClusterUnreachableError | MasterNotFoundError):
+    if isinstance(exc, ClusterUnreachableError | MasterNotFoundError):
         return True
     return isinstance(exc, rx.ConnectionError) and _reasons.os_reason(exc) is not None
 

@@ -24,6 +24,7 @@ from redis_harness import (
 from sessionstreams.common import connection
 from sessionstreams.common.connection import (
     ClientOptions,
+    ClusterUnreachableError,
     ParsedURL,
     check_server,
     create_client,
@@ -509,7 +510,7 @@ async def test_unreachable_server_is_a_short_connection_failed_error(kind: str) 
 def test_translation_covers_cluster_errors_and_strips_reprs() -> None:
     """redis-py's Cluster errors (outside RedisError) and messages holding client reprs are
     translated into our hierarchy, on one short line."""
-    unreachable = translate(rx.RedisClusterUnreachableError("no node"), "redis+cluster://h:1")
+    unreachable = translate(ClusterUnreachableError("no node"), "redis+cluster://h:1")
     assert isinstance(unreachable, ConnectionFailedError)
     assert str(unreachable) == "cannot reach Redis at redis+cluster://h:1: no node"
     slot = translate(rx.SlotNotCoveredError('Slot "3" is not covered by the cluster.'))

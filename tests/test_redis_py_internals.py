@@ -25,9 +25,13 @@ from redis.asyncio import cluster as aiocluster
 from redis.asyncio.connection import Connection, ConnectionPool
 from redis.asyncio.sentinel import SentinelConnectionPool
 
-from redis_harness import RunningRedis
+from redis_harness import RunningRedis, free_port
 from sessionstreams.common._clients import RecyclingSentinelPool
-from sessionstreams.common.connection import create_client
+from sessionstreams.common.connection import (
+    TRANSIENT_ERRORS,
+    ClusterUnreachableError,
+    create_client,
+)
 from sessionstreams.common.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +80,20 @@ async def test_quick_writes_only_on_checked_redis_py_releases(
     finally:
         await checked.aclose()
         await unchecked.aclose()
+
+
+async def test_a_cluster_without_a_reachable_node_is_cluster_unreachable() -> None:
+    """No seed node answers: the Cluster client raises ClusterUnreachableError (redis-py 8.2's
+    RedisClusterUnreachableError; on 8.0 and 8.1 ours, in place of a bare
+    RedisClusterException), which the workers retry after and translate_errors maps to
+    ConnectionFailedError."""
+    client = create_client(Settings(url=f"redis+cluster://127.0.0.1:{free_port()}"))
+    try:
+        with pytest.raises(ClusterUnreachableError):
+            await client.ping()
+    finally:
+        await client.aclose()
+    assert issubclass(ClusterUnreachableError, TRANSIENT_ERRORS)
 
 
 def test_cluster_internals_used_by_durable_writes() -> None:
