@@ -61,10 +61,14 @@ run_pytest() {
   for count in $(grep -oE '[0-9]+ (failed|errors?)' <<<"$line" | cut -d' ' -f1); do
     total_failed=$((total_failed + count))
   done
-  summary+=("$(printf '%-14s %4ss  %s' "$name" "$((SECONDS - started))" "${line:-no summary}")")
   if [ "$code" -ne 0 ]; then
     status=1
+    if ! grep -qE '[0-9]+ (failed|errors?)' <<<"$line"; then
+      total_failed=$((total_failed + 1))  # pytest stopped before its tests (exit code $code)
+      line="${line:+$line, }pytest exit code $code"
+    fi
   fi
+  summary+=("$(printf '%-14s %4ss  %s' "$name" "$((SECONDS - started))" "${line:-no summary}")")
 }
 
 echo "== ruff check"
