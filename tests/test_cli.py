@@ -36,6 +36,10 @@ COMMANDS = {
     ("index", "rebuild"): ["--app", "a"],
     ("migrate",): ["--app", "a"],
     ("bench",): ["async"],
+    ("user", "export"): ["--app", "a", "--user", "u"],
+    ("user", "erase"): ["--app", "a", "--user", "u"],
+    ("user", "import"): [],
+    ("retention",): ["--older-than", "30d"],
 }
 
 UNREACHABLE = {
