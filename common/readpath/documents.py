@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import msgspec
 import structlog
 
+from sessionstreams.common._codec import decode_events as decode_stored_events
 from sessionstreams.common.errors import DecodeError
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.hashidx import LoadResult
@@ -53,13 +54,11 @@ def apply_event_filtering(
 
 def decode_events(raws: Iterable[bytes], key: Key) -> list[Event]:
     """Decode stored events; an undecodable one is skipped with a warning (as Go does)."""
-    out: list[Event] = []
-    for raw in raws:
-        try:
-            out.append(Event.from_json(raw))
-        except DecodeError as exc:
-            log.warning("skipping undecodable event", session=key.session_id, error=str(exc))
-    return out
+
+    def skip(raw: bytes, exc: DecodeError) -> None:
+        log.warning("skipping undecodable event", session=key.session_id, error=str(exc))
+
+    return decode_stored_events(raws, skip)
 
 
 def decode_meta(raw: bytes, key: Key) -> SessionMeta:
