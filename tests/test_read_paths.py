@@ -14,7 +14,7 @@ import sessionstreams.common.hashidx as hashidx_module
 from sessionstreams.common import _codec
 from sessionstreams.common.errors import CorruptDataError, DecodeError
 from sessionstreams.common.gotime import GoTime
-from sessionstreams.common.models import Event, Key, UserKey
+from sessionstreams.common.models import Event, FunctionDef, Key, ToolCall, UserKey
 from sessionstreams.common.settings import CompatMode
 
 pytestmark = pytest.mark.topologies("cluster")
@@ -64,6 +64,24 @@ def test_event_list_decoding_skips_only_the_broken_event() -> None:
                                lambda raw, exc: errors.append(exc))
     assert got == [a, b]
     assert len(errors) == 1
+
+
+@pytest.mark.parametrize("key", [b"extra_fields", b"extra\\u005ffields"])
+def test_extra_field_numbers_decode_as_floats_however_the_key_is_spelled(key: bytes) -> None:
+    """A tool call's extra_fields numbers are float64 as in Go, with the key written plainly
+    or with a JSON escape (the shortcut that skips documents without the key sees both)."""
+    call = Event.message("assistant", "")
+    assert call.response is not None
+    call.response.choices[0].message.tool_calls = [ToolCall(
+        type="function", id="c1", function=FunctionDef(name="f", arguments="{}"),
+        extra_fields={"n": 1.0, "nested": {"m": [2.0]}})]
+    raw = call.to_json().replace(b'"extra_fields"', b'"' + key + b'"')
+    (got,) = _codec.decode_events([raw], lambda raw, exc: None)
+    assert got.response is not None
+    (decoded,) = got.response.choices[0].message.tool_calls or []
+    assert decoded.extra_fields == {"n": 1.0, "nested": {"m": [2.0]}}
+    assert type(decoded.extra_fields["n"]) is float
+    assert type(decoded.extra_fields["nested"]["m"][0]) is float
 
 
 def test_memoised_times_keep_each_texts_offset() -> None:

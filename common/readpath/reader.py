@@ -52,6 +52,7 @@ from sessionstreams.common.readpath.documents import (
     decode_events,
     decode_meta,
     decode_tracks,
+    newest_first,
     pick_summary,
     track_names,
     window_events,
@@ -368,7 +369,7 @@ class SessionReader:
             for sid, raw in docs.items():
                 add(Key(app, user.user_id, sid), raw, ZSET)
         sessions = list(found.values())
-        sessions.sort(key=lambda s: (s.updated_at, s.id), reverse=True)
+        sessions.sort(key=newest_first, reverse=True)
         return sessions
 
     # -- tracks -------------------------------------------------------------------------
