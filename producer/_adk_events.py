@@ -141,15 +141,14 @@ def from_store_event(event: Event) -> AdkEvent:
     if patch:
         try:
             fields.update(_decode_patch(patch))
-        except (msgspec.DecodeError, TypeError) as exc:
+            return AdkEvent.model_validate_json(msgspec.json.encode(fields))
+        except (msgspec.DecodeError, TypeError, pydantic.ValidationError) as exc:
             log.warning("unreadable ADK patch kept, using the message", event_id=event.id,
                         error=str(exc))
-    try:
-        return AdkEvent.model_validate_json(msgspec.json.encode(fields))
-    except pydantic.ValidationError as exc:
-        log.warning("unreadable ADK patch kept, using the message", event_id=event.id,
-                    error=str(exc))
-        return AdkEvent.model_validate_json(msgspec.json.encode(_rebuilt(event)))
+            fields = _rebuilt(event)
+    # A rebuilt event holds only JSON-native values (no bytes, no enums): validating the dict
+    # gives what validating its JSON gives, without encoding it.
+    return AdkEvent.model_validate(fields)
 
 
 _decode_patch = msgspec.json.Decoder(dict[str, Any]).decode
