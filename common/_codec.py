@@ -407,7 +407,10 @@ def _event_from_wire(w: _EventIn, data: bytes | bytearray | memoryview | str) ->
     if not (
         ob is u and cr is u and mo is u and ch is u and us is u and sf is u and er is u
     ) or not (dn is u and ip is u):
-        if ch is not u and ch and _may_have_extra_fields(data):
+        # Only a document holding the key (plain, or with a \u escape: the spellings the fast
+        # path takes) can carry tool-call extra_fields: one substring search, no choice walk.
+        if ch is not u and ch and (type(data) is not bytes or b"extra_fields" in data
+                                   or b"\\u" in data):
             _floatify_choices(ch, data)
         resp = Response(
             "",
@@ -449,15 +452,6 @@ def _event_from_wire(w: _EventIn, data: bytes | bytearray | memoryview | str) ->
         w.filterKey,
         w.version,
     )
-
-
-def _may_have_extra_fields(data: bytes | bytearray | memoryview | str) -> bool:
-    """False when a document cannot hold a tool call's ``extra_fields`` (the fast path takes
-    only that exact key, spelled plainly or with ``\\u`` escapes): one substring search
-    instead of walking every choice."""
-    if type(data) is not bytes:
-        return True
-    return b"extra_fields" in data or b"\\u" in data
 
 
 def _floatify_choices(choices: list[Choice], data: bytes | bytearray | memoryview | str) -> None:
