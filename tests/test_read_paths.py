@@ -198,3 +198,25 @@ async def test_meta_listing_of_legacy_sessions_uses_their_documents(
     listed = {s.id: s for s in await svc.list_sessions(UserKey("app", "u"), only_meta=True)}
     assert {k: (s.state["k"], s.service_meta["storage_type"]) for k, s in listed.items()} == {
         "old": (b"legacy", "zset"), "new": (b"hashidx", "hashidx")}
+
+
+# -- one-call pipelines -----------------------------------------------------------------------
+async def test_a_one_call_pipeline_answers_like_a_longer_one(make_service, redis_client) -> None:
+    """A pipeline of one call (sent without a pipeline) gives the reply the same call gets in
+    a longer pipeline, reloads a script the server lost, and with raise_errors=False leaves
+    a command error in place."""
+    svc = await make_service()
+    scripts = svc.store.scripts
+    await svc.create_session(Key("app", "u", "s"), {"k": b"v"})
+    call = svc.store.hashidx.load_call(Key("app", "u", "s"), 5, None, "estu")
+    hash_call = ("cmd", "HGETALL", svc.keys.user_state(UserKey("app", "u")))
+    (alone,) = await scripts.run_pipeline(svc.client, [call])
+    together, _ = await scripts.run_pipeline(svc.client, [call, hash_call])
+    assert alone == together
+    assert await scripts.run_pipeline(svc.client, [hash_call]) == [{}]
+    await redis_client.script_flush()
+    assert await scripts.run_pipeline(svc.client, [call]) == [together]
+    await redis_client.set(svc.keys.user_state(UserKey("app", "u")), b"not a hash")
+    (error,) = await scripts.run_pipeline(svc.client, [hash_call], raise_errors=False)
+    assert isinstance(error, Exception)
+    assert "WRONGTYPE" in str(error)
