@@ -23,6 +23,7 @@ import logging
 import re
 import types
 import typing
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import msgspec
@@ -71,9 +72,26 @@ def _enc_hook(obj: Any) -> Any:
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
+#: Parsed times by their text. GoTime is immutable, so one instance serves every document
+#: that carries the same text (a session's recent events are read again on every turn).
+_TIMES: dict[str, GoTime] = {}
+_TIMES_MAX: Final = 8192
+
+
+def _time(text: str) -> GoTime:
+    """``GoTime.parse(text)``, memoised (bounded: the memo is cleared when full)."""
+    t = _TIMES.get(text)
+    if t is None:
+        t = GoTime.parse(text)
+        if len(_TIMES) >= _TIMES_MAX:
+            _TIMES.clear()
+        _TIMES[text] = t
+    return t
+
+
 def _dec_hook(tp: type, obj: Any) -> Any:
     if tp is GoTime and type(obj) is str:
-        return GoTime.parse(obj)
+        return _time(obj)
     raise TypeError(f"cannot decode {type(obj).__name__} as {tp.__name__}")
 
 
@@ -350,6 +368,28 @@ def decode_event(data: bytes | bytearray | memoryview | str) -> Event:
     return ev
 
 
+def decode_events(
+    raws: Iterable[bytes], on_error: Callable[[bytes, DecodeError], None]
+) -> list[Event]:
+    """Decode stored events in order (as :func:`decode_event` each, without its call
+    overhead); an event Go would refuse is left out and passed to ``on_error``."""
+    out: list[Event] = []
+    append = out.append
+    fast = _decode_event_in
+    wire = _event_from_wire
+    for raw in raws:
+        try:
+            append(wire(fast(raw), raw))
+            continue
+        except Exception:
+            pass
+        try:
+            append(_slow(raw, lambda dec, tree: dec.event(tree)))
+        except DecodeError as exc:
+            on_error(raw, exc)
+    return out
+
+
 def _event_from_wire(w: _EventIn, data: bytes | bytearray | memoryview | str) -> Event:
     ob, cr, mo, ch, us, sf, er, dn, ip = (
         w.object,
@@ -367,7 +407,10 @@ def _event_from_wire(w: _EventIn, data: bytes | bytearray | memoryview | str) ->
     if not (
         ob is u and cr is u and mo is u and ch is u and us is u and sf is u and er is u
     ) or not (dn is u and ip is u):
-        if ch is not u and ch:
+        # Only a document holding the key (plain, or with a \u escape: the spellings the fast
+        # path takes) can carry tool-call extra_fields: one substring search, no choice walk.
+        if ch is not u and ch and (type(data) is not bytes or b"extra_fields" in data
+                                   or b"\\u" in data):
             _floatify_choices(ch, data)
         resp = Response(
             "",
@@ -387,7 +430,7 @@ def _event_from_wire(w: _EventIn, data: bytes | bytearray | memoryview | str) ->
         if resp is None:
             resp = Response()
         resp.id = meta.id
-        resp.timestamp = _ZERO if meta.timestamp is u else GoTime.parse(meta.timestamp)
+        resp.timestamp = _ZERO if meta.timestamp is u else _time(meta.timestamp)
     lrt = w.longRunningToolIDs
     ext = w.extensions
     return Event(
@@ -398,7 +441,7 @@ def _event_from_wire(w: _EventIn, data: bytes | bytearray | memoryview | str) ->
         w.parentMetadata,
         w.author,
         w.id,
-        _ZERO if w.timestamp is u else GoTime.parse(w.timestamp),
+        _ZERO if w.timestamp is u else _time(w.timestamp),
         w.branch,
         w.tag,
         w.requiresCompletion,
@@ -483,7 +526,7 @@ def _track_event_from_wire(w: _TrackEventIn) -> TrackEvent:
     return TrackEvent(
         track=w.track,
         payload=None if w.payload is UNSET else _raw_norm(bytes(w.payload)),
-        timestamp=_ZERO if w.timestamp is UNSET else GoTime.parse(w.timestamp),
+        timestamp=_ZERO if w.timestamp is UNSET else _time(w.timestamp),
     )
 
 

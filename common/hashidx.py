@@ -26,6 +26,8 @@ from sessionstreams.common.scripts import Arg, Scripts
 
 #: TTL of an outcome recorded for a session that does not exist (and has no TTL of its own).
 GONE_RECORD_TTL_MS = 86_400_000
+#: HSCAN COUNT of a session index page: a user's sessions are listed in one or a few pages.
+INDEX_PAGE = 1000
 #: Attempts of a summary compare-and-set before giving up (each one is a fresh read).
 SUMMARY_CAS_ATTEMPTS = 16
 
@@ -108,6 +110,7 @@ class HashIdxEngine:
         # back with the session read, saving a pipelined command.
         self.single_node = not isinstance(client, RedisCluster)
         self._append_keys: dict[Key, list[str]] = {}
+        self._load_keys: dict[tuple[Key, bool], list[str]] = {}
 
     # -- create / delete ----------------------------------------------------------------
     async def create(
@@ -123,6 +126,35 @@ class HashIdxEngine:
         if isinstance(result, bytes):
             raise CorruptDataError(f"create session {key}: {_status(result)}")
         return bool(result)
+
+    def create_read_call(
+        self, key: Key, meta_json: bytes, ttl_ms: int, index_entry: bytes | None, *,
+        user_state_ttl_s: int, app_state_ttl_s: int,
+    ) -> tuple[Any, ...]:
+        """A pipeline call creating the session and reading back its user state (and, on a
+        single node, the app state), refreshing their TTLs; see :meth:`parse_create_read`."""
+        k = self.keys
+        keys = [k.meta(key), k.session_index(key), k.user_state(key)]
+        if self.single_node:
+            keys.append(k.app_state(key.app_name))
+        args: list[Arg] = [meta_json, key.session_id, ttl_ms, index_entry or b"",
+                           "1" if index_entry else "0", "1", user_state_ttl_s, app_state_ttl_s]
+        return ("script", "hashidx_create", keys, args)
+
+    @staticmethod
+    def parse_create_read(
+        key: Key, raw: Any
+    ) -> tuple[bool, dict[str, bytes], dict[str, bytes]]:
+        """(created, user state, app state) from a :meth:`create_read_call` reply.
+
+        Raises:
+            CorruptDataError: a key of the session has the wrong Redis type.
+        """
+        if isinstance(raw, bytes):
+            raise CorruptDataError(f"create session {key}: {_status(raw)}")
+        if not isinstance(raw, list):
+            return False, {}, {}
+        return True, _pairs_to_dict(raw[1]), _pairs_to_dict(raw[2])
 
     async def track_names_for_delete(self, key: Key) -> tuple[bytes | None, list[bytes]]:
         """The meta document and the stored track-name SET, read together."""
@@ -159,20 +191,26 @@ class HashIdxEngine:
 
         Flag ``a`` (app state) is only honoured on a single node; see :attr:`single_node`.
         """
-        k = self.keys
-        keys = [
-            k.meta(key),
-            k.event_data(key),
-            k.event_index(key),
-            k.summary(key),
-            k.user_state(key),
-            k.track_names(key),
-        ]
-        if "a" in flags:
-            if self.single_node:
+        with_app = "a" in flags
+        if with_app and not self.single_node:
+            flags = flags.replace("a", "")
+            with_app = False
+        keys = self._load_keys.get((key, with_app))
+        if keys is None:
+            if len(self._load_keys) > 4096:  # a small cache of hot sessions' key names
+                self._load_keys.clear()
+            k = self.keys
+            keys = [
+                k.meta(key),
+                k.event_data(key),
+                k.event_index(key),
+                k.summary(key),
+                k.user_state(key),
+                k.track_names(key),
+            ]
+            if with_app:
                 keys.append(k.app_state(key.app_name))
-            else:
-                flags = flags.replace("a", "")
+            self._load_keys[(key, with_app)] = keys
         return (
             "script",
             "hashidx_load",
@@ -215,12 +253,25 @@ class HashIdxEngine:
         args: list[Arg] = [max(limit, 0), "" if after_ns is None else str(after_ns)]
         return ("script", "hashidx_load_tracks", keys, args)
 
+    def index_page_call(self, user: UserKey, cursor: int = 0) -> tuple[Any, ...]:
+        """A pipeline call reading one page of the user's session index (HSCAN); parse the
+        reply with :meth:`parse_index_page`."""
+        return ("cmd", "HSCAN", self.keys.session_index(user), cursor, "COUNT", INDEX_PAGE)
+
+    @staticmethod
+    def parse_index_page(reply: Any) -> tuple[int, list[str]]:
+        """(next cursor, session ids) of an :meth:`index_page_call` reply (0: no more)."""
+        cursor, fields = reply
+        names = list(fields) if isinstance(fields, dict) else fields[0::2]  # dict or flat list
+        return int(cursor), [n.decode("utf-8", "replace") for n in names]
+
     async def session_ids_from_index(self, user: UserKey) -> list[str]:
         """Every session id in the user's session index (HSCAN, no SCAN)."""
-        ids: list[str] = []
-        async for field, _ in self.client.hscan_iter(self.keys.session_index(user), count=100):
-            ids.append(field.decode())
-        return ids
+        ids: dict[str, None] = {}
+        async for field, _ in self.client.hscan_iter(self.keys.session_index(user),
+                                                     count=INDEX_PAGE):
+            ids.setdefault(field.decode(), None)
+        return list(ids)
 
     async def prune_index(self, user: UserKey, stale: Sequence[str]) -> None:
         """Remove index entries whose session is gone."""

@@ -54,6 +54,8 @@ never as a field of a Go hash, never inside a Go JSON document.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from sessionstreams.common.errors import InvalidKeyError
 from sessionstreams.common.models import Key, UserKey
 
@@ -112,8 +114,10 @@ def fnv1a32(text: str) -> int:
     return h
 
 
+@lru_cache(maxsize=8192)
 def session_hash(key: Key) -> int:
-    """The Go ``Session.Hash``: FNV-1a 32 of ``app:user:sid``."""
+    """The Go ``Session.Hash``: FNV-1a 32 of ``app:user:sid`` (memoised: a listing or a read
+    builds it for every session it returns)."""
     return fnv1a32(f"{key.app_name}:{key.user_id}:{key.session_id}")
 
 

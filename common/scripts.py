@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 Arg = str | bytes | int | float
 
@@ -125,6 +125,8 @@ class Scripts:
         is raised after the whole pipeline ran, or, with ``raise_errors=False``, left in its
         place in the result list.
         """
+        if len(calls) == 1:  # one call: no pipeline object, the same reply and errors
+            return [await self._run_one(client, calls[0], raise_errors)]
         pipe = client.pipeline(transaction=False)
         for call in calls:
             if call[0] == "script":
@@ -141,3 +143,13 @@ class Scripts:
                 if isinstance(result, Exception):
                     raise result
         return results
+
+    async def _run_one(self, client: Any, call: tuple[Any, ...], raise_errors: bool) -> Any:
+        try:
+            if call[0] == "script":
+                return await self.call(client, call[1], call[2], call[3])
+            return await client.execute_command(*call[1:])
+        except ResponseError as exc:
+            if raise_errors:
+                raise
+            return exc

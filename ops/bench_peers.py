@@ -10,19 +10,23 @@ package is missing is reported as not installed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
+from sessionstreams.common._codec import _decode_event_in
 from sessionstreams.common.models import Event, Key, UserKey
 from sessionstreams.common.settings import CompatMode, Settings
 from sessionstreams.common.shards import PERSIST_GROUP, ShardKeys
@@ -53,7 +57,12 @@ class Peer:
 
     supports_state: bool = True
     supports_list: bool = True
+    supports_create: bool = True
     closers: list[Callable[[], Any]] = field(default_factory=list)
+    #: The Redis the peer stores in (its memory is measured there), if any.
+    url: str = ""
+    #: The physical limit of ``get_last`` on the same data (see NativePeer), if measured.
+    limit_get: Callable[[Any, int], Awaitable[int]] | None = None
 
     async def start(self) -> None:
         """Called once before the workload (e.g. wait until worker processes apply)."""
@@ -75,11 +84,32 @@ class Peer:
     async def list_user(self, user: str) -> int:
         raise NotImplementedError
 
+    async def stored_bytes(self, user: str, events: int) -> float | None:
+        """Bytes per stored event the store holds for ``user``'s one session of ``events``
+        events: by default the Redis ``MEMORY USAGE`` (every sample) of each key whose name
+        holds the user id."""
+        if not self.url:
+            return None
+        return await redis_bytes(self.url, user) / max(events, 1)
+
     async def close(self) -> None:
         for close in reversed(self.closers):
             result = close()
             if hasattr(result, "__await__"):
                 await result
+
+
+async def redis_bytes(url: str, needle: str) -> int:
+    """The summed ``MEMORY USAGE ... SAMPLES 0`` of the keys whose name contains ``needle``
+    (letters, digits and dashes only: no glob character)."""
+    client = aioredis.Redis.from_url(url)
+    total = 0
+    try:
+        async for name in client.scan_iter(match=f"*{needle}*", count=1000):
+            total += await client.memory_usage(name, samples=0) or 0
+    finally:
+        await client.aclose()
+    return total
 
 
 def text(i: int) -> str:
@@ -132,9 +162,20 @@ class NativePeer(Peer):
 
     @classmethod
     def build(cls, url: str, scratch: str, **extra: Any) -> NativePeer:
-        peer = cls(svc=SessionService(_settings(url, **extra)))
+        peer = cls(svc=SessionService(_settings(url, **extra)), url=url)
+        peer.limit_get = peer.physical_limit_get
         peer.closers.append(peer.svc.close)
         return peer
+
+    async def physical_limit_get(self, handle: Any, n: int) -> int:
+        """The floor of ``get_last``: one round trip of the load script ``get_session``
+        sends, and msgspec decoding of the bytes it returns (the events into typed structs,
+        the meta untyped), without building a session."""
+        store = self.svc.store
+        _, name, keys, args = store.hashidx.load_call(handle.key, n, None, "estua")
+        reply = await store.scripts.call(store.client, name, keys, args)
+        msgspec.json.decode(reply[0])
+        return len([_decode_event_in(raw) for raw in reply[4]])
 
     async def new_session(self, user: str, sid: str) -> Any:
         return await self.svc.create_session(Key(APP, user, sid))
@@ -170,7 +211,7 @@ class AsyncNativePeer(NativePeer):
         # within seconds; they do not change the latency of an append.
         settings = _settings(url, enable_async_persist=True, read_your_writes_wait_s=120.0,
                              lease_ttl_s=3.0, heartbeat_interval_s=0.5)
-        peer = cls(svc=SessionService(settings), settings=settings)
+        peer = cls(svc=SessionService(settings), settings=settings, url=url)
         peer.procs = start_workers(settings, ASYNC_WORKERS)
         peer.closers.append(lambda: stop_workers(peer.procs))  # after the service's flush
         peer.closers.append(peer.svc.close)
@@ -278,7 +319,7 @@ def adk_adapter(url: str, scratch: str) -> Peer:
     from sessionstreams.producer.adk import SessionStreamsSessionService
 
     svc = SessionService(_settings(url))
-    peer = AdkPeer(service=SessionStreamsSessionService(svc))
+    peer = AdkPeer(service=SessionStreamsSessionService(svc), url=url)
     peer.closers.append(svc.close)
     return peer
 
@@ -286,23 +327,58 @@ def adk_adapter(url: str, scratch: str) -> Peer:
 def adk_in_memory(url: str, scratch: str) -> Peer:
     from google.adk.sessions import InMemorySessionService
 
-    return AdkPeer(service=InMemorySessionService())
+    return InMemoryAdkPeer(service=InMemorySessionService())
+
+
+@dataclass
+class InMemoryAdkPeer(AdkPeer):
+    """ADK's InMemorySessionService; its memory is the Python heap's growth over 1,000
+    appends to a fresh session (tracemalloc, outside the timed phases)."""
+
+    async def stored_bytes(self, user: str, events: int) -> float | None:
+        handle = await self.new_session(f"{user}-mem", "s")
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(events):
+                await self.append(handle, i, i % 10 == 0)
+            handle.events.clear()  # the caller's list; the events stay in the store's copy
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        await self.service.delete_session(app_name=APP, user_id=handle.user_id,
+                                          session_id=handle.id)
+        return grown / max(events, 1)
 
 
 def adk_database(url: str, scratch: str) -> Peer:
     from google.adk.sessions import DatabaseSessionService
 
     service = DatabaseSessionService(db_url=f"sqlite+aiosqlite:///{scratch}/adk.db")
-    peer = AdkPeer(service=service)
+    peer = SqliteAdkPeer(service=service, path=Path(scratch) / "adk.db")
     peer.closers.append(service.close)
     return peer
+
+
+@dataclass
+class SqliteAdkPeer(AdkPeer):
+    """ADK's DatabaseSessionService on sqlite; its memory is the database file (which holds
+    only the measured session when it is measured)."""
+
+    path: Path | None = None
+
+    async def stored_bytes(self, user: str, events: int) -> float | None:
+        assert self.path is not None
+        return self.path.stat().st_size / max(events, 1)
 
 
 def adk_redis(url: str, scratch: str) -> Peer:
     from google.adk.integrations.redis import RedisSessionService, RedisSessionServiceConfig
 
     service = RedisSessionService(RedisSessionServiceConfig(uri=url, ttl_seconds=0))
-    peer = AdkPeer(service=service)
+    peer = AdkPeer(service=service, url=url)
     peer.closers.append(lambda: service._get_redis().aclose())
     return peer
 
@@ -317,6 +393,7 @@ class AgentsPeer(Peer):
     def __post_init__(self) -> None:
         self.supports_state = False
         self.supports_list = False
+        self.supports_create = False
 
     async def new_session(self, user: str, sid: str) -> Any:
         assert self.factory is not None
@@ -334,7 +411,7 @@ def agents_adapter(url: str, scratch: str) -> Peer:
 
     svc = SessionService(_settings(url))
     peer = AgentsPeer(factory=lambda user, sid: SessionStreamsSession(
-        sid, svc, app_name=APP, user_id=user))
+        sid, svc, app_name=APP, user_id=user), url=url)
     peer.closers.append(svc.close)
     return peer
 
@@ -344,7 +421,7 @@ def agents_redis(url: str, scratch: str) -> Peer:
 
     client = aioredis.Redis.from_url(url)
     peer = AgentsPeer(factory=lambda user, sid: RedisSession(
-        f"{user}:{sid}", redis_client=client))
+        f"{user}:{sid}", redis_client=client), url=url)
     peer.closers.append(client.aclose)
     return peer
 

@@ -3,10 +3,14 @@
 An ADK event becomes an event a Go reader understands: its text as the message content (role
 ``user`` or ``assistant``), thoughts as reasoning content, function calls as ``tool_calls``,
 function responses as ``tool`` messages (one choice each), with author, invocation id (also
-the request id), branch, timestamp (ns) and state delta (JSON bytes per key). The whole ADK
-event is kept in ``extensions["adk_event"]`` (its pydantic JSON), and reading prefers it, so
-an event read back equals the one appended. Events another writer stored (a Go service) are
-converted the other way, from their message.
+the request id), branch, timestamp (ns) and state delta (JSON bytes per key). Only what the
+stored event cannot give back is kept beside it: ``extensions["adk_patch"]``, the fields of the
+ADK event's JSON that differ from the ADK event rebuilt from the stored one (none at all for a
+plain text message), so an event read back equals the one appended at little more than the
+Go event's size. Reading rebuilds the ADK event from the message and lays the patch over it;
+events another writer stored (a Go service) are read the same way, without a patch. Events
+stored by earlier versions keep the whole ADK event JSON in ``extensions["adk_event"]``,
+which reading still prefers.
 """
 
 from __future__ import annotations
@@ -41,10 +45,13 @@ from sessionstreams.producer._interop import (
     seconds_from_ns,
 )
 
-__all__ = ["ADK_EXTENSION", "encode_state", "from_store_event", "to_store_event"]
+__all__ = ["ADK_EXTENSION", "ADK_PATCH", "encode_state", "from_store_event", "to_store_event"]
 
-#: The extensions key holding the ADK event's own JSON.
+#: The extensions key holding an ADK event's whole JSON (events stored by earlier versions).
 ADK_EXTENSION = "adk_event"
+#: The extensions key holding the fields of an ADK event's JSON the stored event cannot give
+#: back (a JSON object laid over the ADK event rebuilt from the stored one).
+ADK_PATCH = "adk_patch"
 
 log = get_logger("sessionstreams.adk")
 
@@ -79,7 +86,7 @@ def to_store_event(event: AdkEvent) -> Event:
         timestamp=ts,
         done=True,
     )
-    return Event(
+    stored = Event(
         response=response,
         request_id=event.invocation_id,
         invocation_id=event.invocation_id,
@@ -89,25 +96,63 @@ def to_store_event(event: AdkEvent) -> Event:
         branch=event.branch or "",
         long_running_tool_ids=set(event.long_running_tool_ids or ()) or None,
         state_delta=encode_state(delta) or None,
-        extensions={ADK_EXTENSION: event.model_dump_json(exclude_none=True).encode()},
         actions=(
             EventActions(skip_summarization=True)
             if event.actions and event.actions.skip_summarization else None
         ),
         version=1,
     )
+    stored.extensions = _kept(event, stored)
+    return stored
+
+
+def _kept(event: AdkEvent, stored: Event) -> dict[str, bytes | None] | None:
+    """The extensions keeping what ``stored`` cannot give back of ``event`` (None: nothing).
+
+    A patch holds each top-level field of the event's JSON that differs from the rebuilt one
+    (null: the event has no value there). A value msgspec cannot write as pydantic would
+    keeps the whole event JSON instead.
+    """
+    full = event.model_dump(mode="json", exclude_none=True)
+    rebuilt = _rebuilt(stored)
+    patch = {k: v for k, v in full.items() if rebuilt.get(k, _ABSENT) != v}
+    patch.update({k: None for k in rebuilt if k not in full})
+    if not patch:
+        return None
+    try:
+        return {ADK_PATCH: msgspec.json.encode(patch)}
+    except (TypeError, ValueError, OverflowError):
+        return {ADK_EXTENSION: event.model_dump_json(exclude_none=True).encode()}
 
 
 def from_store_event(event: Event) -> AdkEvent:
-    """The ADK event of a stored event: the kept ADK JSON, else one built from the message."""
-    raw = (event.extensions or {}).get(ADK_EXTENSION)
+    """The ADK event of a stored event: rebuilt from its message with the kept patch laid
+    over it (or, for earlier versions' events, the whole kept ADK JSON)."""
+    ext = event.extensions or {}
+    raw = ext.get(ADK_EXTENSION)
     if raw:
         try:
             return AdkEvent.model_validate_json(raw)
         except pydantic.ValidationError as exc:
             log.warning("unreadable ADK event kept, using its message", event_id=event.id,
                         error=str(exc))
-    return _from_message(event)
+    fields = _rebuilt(event)
+    patch = ext.get(ADK_PATCH)
+    if patch:
+        try:
+            fields.update(_decode_patch(patch))
+            return AdkEvent.model_validate_json(msgspec.json.encode(fields))
+        except (msgspec.DecodeError, TypeError, pydantic.ValidationError) as exc:
+            log.warning("unreadable ADK patch kept, using the message", event_id=event.id,
+                        error=str(exc))
+            fields = _rebuilt(event)
+    # A rebuilt event holds only JSON-native values (no bytes, no enums): validating the dict
+    # gives what validating its JSON gives, without encoding it.
+    return AdkEvent.model_validate(fields)
+
+
+_decode_patch = msgspec.json.Decoder(dict[str, Any]).decode
+_ABSENT = object()
 
 
 # -- ADK -> stored --------------------------------------------------------------------------
@@ -184,48 +229,69 @@ def _as_object(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"result": value}
 
 
-def _message_parts(message: Message) -> list[types.Part]:
-    parts: list[types.Part] = []
+def _message_parts(message: Message) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
     if message.reasoning_content:
-        parts.append(types.Part(text=message.reasoning_content, thought=True))
+        parts.append({"text": message.reasoning_content, "thought": True})
     if message.content:
-        parts.append(types.Part(text=message.content))
-    parts.extend(types.Part(text=p.text) for p in message.content_parts or () if p.text)
-    parts.extend(
-        types.Part(function_call=types.FunctionCall(
-            id=c.id or None, name=c.function.name, args=_as_object(c.function.arguments or "{}"),
-        ))
-        for c in message.tool_calls or ()
-    )
+        parts.append({"text": message.content})
+    parts.extend({"text": p.text} for p in message.content_parts or () if p.text)
+    for c in message.tool_calls or ():
+        call: dict[str, Any] = {"args": _as_object(c.function.arguments or "{}"),
+                                "name": c.function.name}
+        if c.id:
+            call["id"] = c.id
+        parts.append({"function_call": call})
     return parts
 
 
-def _from_message(event: Event) -> AdkEvent:
+def _tool_part(message: Message) -> dict[str, Any]:
+    response: dict[str, Any] = {"name": message.tool_name,
+                                "response": _as_object(message.content)}
+    if message.tool_id:
+        response["id"] = message.tool_id
+    return {"function_response": response}
+
+
+def _rebuilt(event: Event) -> dict[str, Any]:
+    """The JSON (as pydantic dumps it, without nulls) of the ADK event a stored event gives
+    back: ids, author, branch, time, state delta and the content its message carries."""
     choices = event.response.choices or [] if event.response else []
     role, parts = "model", []
     if choices and choices[0].message.role == "tool":
         role = "user"
-        parts = [
-            types.Part(function_response=types.FunctionResponse(
-                id=c.message.tool_id or None, name=c.message.tool_name,
-                response=_as_object(c.message.content),
-            ))
-            for c in choices if c.message.role == "tool"
-        ]
+        parts = [_tool_part(c.message) for c in choices if c.message.role == "tool"]
     elif choices:
         message = choices[0].message
         role = "user" if message.role == "user" else "model"
         parts = _message_parts(message)
-    return AdkEvent(
-        id=event.id,
-        invocation_id=event.invocation_id,
-        author=event.author or ("user" if role == "user" else ""),
-        branch=event.branch or None,
-        timestamp=seconds_from_ns(event.timestamp.unix_ns),
-        content=types.Content(role=role, parts=parts) if parts else None,
-        actions=AdkActions(state_delta=decode_json_state(event.state_delta or {})),
-        long_running_tool_ids=set(event.long_running_tool_ids or ()) or None,
-    )
+    fields = dict(_EVENT_DEFAULTS)
+    fields["id"] = event.id
+    fields["invocation_id"] = event.invocation_id
+    fields["author"] = event.author or ("user" if role == "user" else "")
+    fields["timestamp"] = seconds_from_ns(event.timestamp.unix_ns)
+    if event.branch:
+        fields["branch"] = event.branch
+    if parts:
+        fields["content"] = {"parts": parts, "role": role}
+    actions = dict(_ACTIONS_DEFAULTS)
+    actions["state_delta"] = decode_json_state(event.state_delta or {})
+    if event.actions is not None and event.actions.skip_summarization:
+        actions["skip_summarization"] = True
+    fields["actions"] = actions
+    if event.long_running_tool_ids:
+        fields["long_running_tool_ids"] = sorted(event.long_running_tool_ids)
+    return fields
+
+
+#: What ADK writes for the fields a stored event does not set (taken from ADK itself, so a
+#: newer ADK's defaults are followed).
+_EVENT_DEFAULTS: dict[str, Any] = {
+    k: v for k, v in AdkEvent(author="", invocation_id="").model_dump(
+        mode="json", exclude_none=True).items()
+    if k not in ("id", "timestamp", "invocation_id", "author", "actions")
+}
+_ACTIONS_DEFAULTS: dict[str, Any] = AdkActions().model_dump(mode="json", exclude_none=True)
 
 
 def session_seconds(value: GoTime) -> float:

@@ -19,6 +19,7 @@ from sessionstreams.common.compat import (
     ZSET,
     create_route,
     user_state_delete_keys,
+    user_state_read_keys,
     user_state_write_keys,
     uses_legacy,
 )
@@ -33,7 +34,7 @@ from sessionstreams.common.models import (
     SessionStateDoc,
     UserKey,
 )
-from sessionstreams.common.readpath import SessionReader, build_session
+from sessionstreams.common.readpath import SessionReader, build_session, hash_reply
 from sessionstreams.common.state import TEMP_PREFIX, StateMap, split_scopes
 from sessionstreams.common.store import Store
 from sessionstreams.common.tracing import annotate
@@ -113,6 +114,11 @@ class SessionWriter:
             state=scoped.session, generation=str(uuid.uuid4()), created_at=now, updated_at=now,
         )
         route = create_route(mode)
+        # A compat-mode HashIdx create also asks whether a legacy copy appeared meanwhile (a
+        # TRANSITION node creating the same id): readers prefer that copy, so it is returned.
+        probe = route == HASHIDX and given_id and uses_legacy(mode)
+        if route == HASHIDX and not (scoped.app or scoped.user or probe):
+            return await self._create_at_once(key, meta, values, exclusive)
         ttl_ms = self.settings.session_ttl_ms
         if route == ZSET:
             doc = SessionStateDoc(id=meta.id, state=meta.state, generation=meta.generation,
@@ -130,9 +136,6 @@ class SessionWriter:
                 return _existing(existing, exclusive)
             raise SessionNotFoundError(f"session {key} vanished while being created")
         await self.write_scopes(key, scoped.app, scoped.user)
-        # A compat-mode HashIdx create also asks whether a legacy copy appeared meanwhile (a
-        # TRANSITION node creating the same id): readers prefer that copy, so it is returned.
-        probe = route == HASHIDX and given_id and uses_legacy(mode)
         calls = self.reader.scope_calls(key, refresh=True)
         if probe:
             calls.append(("cmd", "HEXISTS", self.keys.legacy_sessions(key), key.session_id))
@@ -143,6 +146,45 @@ class SessionWriter:
             if existing is not None:
                 return _existing(existing, exclusive)
         session = build_session(key, meta, [], user_state, app_state, storage=route)
+        session.state.update({k: v for k, v in values.items() if k.startswith(TEMP_PREFIX)})
+        return session
+
+    async def _create_at_once(
+        self, key: Key, meta: SessionMeta, values: StateMap, exclusive: bool
+    ) -> Session:
+        """A HashIdx create without app/user-state writes in one round trip: the script
+        creates the meta (and index entry) and reads the scopes back; scope keys of other
+        slots (the legacy user state, the app state on Cluster) are pipelined beside it."""
+        s = self.settings
+        engine = self.store.hashidx
+        index = (SessionIndexEntry(created_at=meta.created_at).to_json()
+                 if s.enable_user_session_index else None)
+        calls = [engine.create_read_call(
+            key, meta.to_json(), s.session_ttl_ms, index,
+            user_state_ttl_s=s.user_state_ttl_s, app_state_ttl_s=s.app_state_ttl_s)]
+        own = self.keys.user_state(key)
+        others = [k for k in user_state_read_keys(self.keys, s.compat_mode, key) if k != own]
+        ttls = [(k, s.user_state_ttl_s) for k in others]
+        if not engine.single_node:
+            others.append(self.keys.app_state(key.app_name))
+            ttls.append((others[-1], s.app_state_ttl_s))
+        calls += [("cmd", "HGETALL", k) for k in others]
+        calls += [("cmd", "EXPIRE", k, ttl) for k, ttl in ttls if ttl > 0]
+        replies = await self._pipeline(calls)
+        created, user_state, app_state = engine.parse_create_read(key, replies[0])
+        if not created:
+            if exclusive:
+                raise SessionExistsError(f"session {key} already exists")
+            existing = await self._load(key)
+            if existing is not None:
+                return _existing(existing, exclusive)
+            raise SessionNotFoundError(f"session {key} vanished while being created")
+        read = [hash_reply(r) for r in replies[1 : 1 + len(others)]]
+        if not engine.single_node:
+            app_state = read.pop()
+        for older in reversed(read):  # the session's own user-state key wins
+            user_state = {**older, **user_state}
+        session = build_session(key, meta, [], user_state, app_state, storage=HASHIDX)
         session.state.update({k: v for k, v in values.items() if k.startswith(TEMP_PREFIX)})
         return session
 

@@ -8,9 +8,10 @@ One line in an Agents SDK app::
 
 It implements the SDK's ``Session`` protocol (``get_items(limit)``, ``add_items``,
 ``pop_item``, ``clear_session``). Each item is one stored event of the session
-``Key(app_name, user_id, session_id)``: the item's JSON is kept whole in
-``extensions["openai_item"]`` (an item read back equals the one added), and the event's message
-is what a Go reader understands: user/assistant/system text, ``function_call`` items as
+``Key(app_name, user_id, session_id)``: the event's message is what a Go reader understands,
+and the item's JSON is kept in ``extensions["openai_item"]`` when the message does not give
+it back exactly (a plain ``{"role", "content"}`` message needs nothing more), so an item read
+back equals the one added. The message: user/assistant/system text, ``function_call`` items as
 ``tool_calls``, ``function_call_output`` items as ``tool`` messages, reasoning summaries as
 reasoning content. Events stored by another writer (a Go service) are read back as items built
 from their message. Only :class:`~sessionstreams.producer.service.SessionService` methods are
@@ -244,14 +245,18 @@ class SessionStreamsSession:
         choice = self._choice_for(item)
         role = choice.message.role or "assistant"
         kind = "tool.response" if role == "tool" else "chat.completion"
-        return Event(
+        event = Event(
             response=Response(object=kind, choices=[choice], done=True, timestamp=GoTime.now()),
             # One request per item: trim_conversations(count=1) then removes exactly it.
             request_id=event_id,
             author="user" if role == "user" else "assistant",
             id=event_id,
-            extensions={OPENAI_EXTENSION: msgspec.json.encode(item, enc_hook=_enc_hook)},
         )
+        # The item's JSON is kept only when its message does not give it back exactly.
+        encoded = msgspec.json.encode(item, enc_hook=_enc_hook)
+        if _items_from_message(event) != [msgspec.json.decode(encoded)]:
+            event.extensions = {OPENAI_EXTENSION: encoded}
+        return event
 
     def _choice_for(self, item: Mapping[str, Any]) -> Choice:
         kind = item.get("type", "message")

@@ -37,7 +37,13 @@ from sessionstreams.common.models import (
     UserKey,
 )
 from sessionstreams.common.outcomes import Outcome
-from sessionstreams.common.readpath import INCARNATION, SessionReader, decode_events, track_names
+from sessionstreams.common.readpath import (
+    INCARNATION,
+    SessionReader,
+    decode_events,
+    newest_first,
+    track_names,
+)
 from sessionstreams.common.receipt import Receipt
 from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import Settings
@@ -348,7 +354,7 @@ class SessionService:
             sessions = await self._reader.list_sessions(
                 user_key, only_meta, events_limit, _as_gotime(after)
             )
-        sessions.sort(key=lambda s: (s.updated_at, s.id), reverse=True)
+        sessions.sort(key=newest_first, reverse=True)
         end = None if limit == 0 else offset + limit
         return sessions[offset:end]
 

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(180)
 def test_bench_compare_smoke(tmp_path: Path) -> None:
     """The smoke run finishes, writes the table and the PNG, and measures every peer (the
-    async-mode row with its worker processes, whose state is reported with the appends)."""
+    async-mode row with its worker processes, whose state is reported with the appends), the
+    physical limit of a read, and every store's memory per event."""
     proc = subprocess.run(
         [sys.executable, "-m", "sessionstreams.workers.cli", "bench", "compare", "--smoke",
          "--budget-s", "8",
@@ -32,8 +33,12 @@ def test_bench_compare_smoke(tmp_path: Path) -> None:
                  "ADK Database (sqlite)", "ADK Redis", "sessionstreams Agents adapter",
                  "Agents RedisSession"):
         assert f"| {name} |" in table
-    for label in ("append, first 60", "get last 20, 200 events", "list 1 user of 50 sessions"):
+    for label in ("append, first 60", "get last 20, 200 events", "create_session (empty)",
+                  "list 1 user's 5 of 50 sessions", "list 1 user's 50 sessions (meta)",
+                  "Redis memory per stored event"):
         assert label in table
+    assert "| physical limit: load script + msgspec decode |" in table
+    assert "not measured" not in table  # every target has its figures
     assert "—" not in table  # no peer skipped
     assert "sessionstreams async: appends timed as the producer sees them" in table
     assert "with 2 worker processes running" in table

@@ -18,6 +18,7 @@ from sessionstreams.common.readpath.documents import (
     decode_events,
     decode_meta,
     decode_tracks,
+    newest_first,
     pick_summary,
     track_names,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "decode_tracks",
     "hash_reply",
     "meta_from_doc",
+    "newest_first",
     "pick_summary",
     "track_names",
 ]

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
+from sessionstreams.common._codec import decode_events as decode_stored_events
 from sessionstreams.common.errors import DecodeError
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.hashidx import LoadResult
@@ -53,13 +54,11 @@ def apply_event_filtering(
 
 def decode_events(raws: Iterable[bytes], key: Key) -> list[Event]:
     """Decode stored events; an undecodable one is skipped with a warning (as Go does)."""
-    out: list[Event] = []
-    for raw in raws:
-        try:
-            out.append(Event.from_json(raw))
-        except DecodeError as exc:
-            log.warning("skipping undecodable event", session=key.session_id, error=str(exc))
-    return out
+
+    def skip(raw: bytes, exc: DecodeError) -> None:
+        log.warning("skipping undecodable event", session=key.session_id, error=str(exc))
+
+    return decode_stored_events(raws, skip)
 
 
 def decode_meta(raw: bytes, key: Key) -> SessionMeta:
@@ -134,6 +133,12 @@ def build_session(
         hash=session_hash(key),
         service_meta={STORAGE_TYPE: storage, INCARNATION: meta.generation},
     )
+
+
+def newest_first(session: Session) -> tuple[int, str]:
+    """Sort key of a listing, ``reverse=True`` for newest ``updated_at`` first (then id): the
+    instant as an int, as GoTime comparisons in Python cost a call each."""
+    return session.updated_at.unix_ns, session.id
 
 
 def decode_tracks(

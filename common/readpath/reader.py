@@ -17,6 +17,7 @@ the script calls and parse their raw replies.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,7 @@ from sessionstreams.common.readpath.documents import (
     decode_events,
     decode_meta,
     decode_tracks,
+    newest_first,
     pick_summary,
     track_names,
     window_events,
@@ -235,6 +237,8 @@ class SessionReader:
     async def _list_layout(
         self, route: str, user: UserKey, only_meta: bool, limit: int, after: GoTime | None
     ) -> list[Session]:
+        if only_meta:
+            return await self._list_metas(route, user)
         ids = await self._session_ids(route, user)
         if not ids:
             return []
@@ -267,6 +271,51 @@ class SessionReader:
         if route == HASHIDX and self.settings.enable_user_session_index:
             await self.store.hashidx.prune_index(user, stale)
         await self._attach_tracks(route, sessions, names_of, limit, after)
+        return sessions
+
+    async def _list_metas(self, route: str, user: UserKey) -> list[Session]:
+        """Sessions without events: the ids (or the legacy documents) and the state scopes
+        in one pipeline, then (HashIdx) every meta in one MGET, as a user's HashIdx keys
+        share one slot. Two round trips for up to :data:`INDEX_PAGE` indexed sessions."""
+        scopes = self.scope_calls(user, refresh=route == HASHIDX)
+        hashidx = self.store.hashidx
+        raws: list[Any]
+        if route == ZSET:
+            first, *scope_replies = await self._pipeline(
+                [("cmd", "HGETALL", self.keys.legacy_sessions(user)), *scopes])
+            docs = hash_reply(first)
+            ids, raws = list(docs), list(docs.values())
+        elif self.settings.enable_user_session_index:
+            first, *scope_replies = await self._pipeline([hashidx.index_page_call(user), *scopes])
+            cursor, found = hashidx.parse_index_page(first)
+            while cursor:
+                cursor, more = hashidx.parse_index_page(
+                    (await self._pipeline([hashidx.index_page_call(user, cursor)]))[0])
+                found += more
+            ids = list(dict.fromkeys(found))
+        else:
+            ids, scope_replies = await asyncio.gather(
+                hashidx.scan_session_ids(user), self._pipeline(scopes))
+        if not ids:
+            return []
+        keys = [Key(user.app_name, user.user_id, sid) for sid in ids]
+        if route == HASHIDX:
+            raws = (await self._pipeline([("cmd", "MGET", *map(self.keys.meta, keys))]))[0]
+        app_state, user_state = self.parse_scopes(user, scope_replies)
+        decode = meta_from_doc if route == ZSET else decode_meta
+        sessions: list[Session] = []
+        stale: list[str] = []
+        for key, raw in zip(keys, raws, strict=True):
+            if raw is None:
+                stale.append(key.session_id)  # deleted or expired since the id was listed
+                continue
+            try:
+                meta = decode(raw, key)
+            except DecodeError:
+                continue  # one bad document hides only itself (Go hides the whole list)
+            sessions.append(build_session(key, meta, [], user_state, app_state, storage=route))
+        if route == HASHIDX and self.settings.enable_user_session_index:
+            await hashidx.prune_index(user, stale)
         return sessions
 
     async def _attach_tracks(
@@ -320,7 +369,7 @@ class SessionReader:
             for sid, raw in docs.items():
                 add(Key(app, user.user_id, sid), raw, ZSET)
         sessions = list(found.values())
-        sessions.sort(key=lambda s: (s.updated_at, s.id), reverse=True)
+        sessions.sort(key=newest_first, reverse=True)
         return sessions
 
     # -- tracks -------------------------------------------------------------------------

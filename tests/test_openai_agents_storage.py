@@ -1,0 +1,59 @@
+"""How the OpenAI Agents SDK adapter stores an item beside the Go event: the item's JSON only
+when the message does not give it back exactly, and every item reads back equal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("agents")
+
+from sessionstreams.common.models import Event
+from sessionstreams.producer.openai_agents import OPENAI_EXTENSION, SessionStreamsSession
+
+PLAIN: list[Any] = [
+    {"role": "user", "content": "Weather?"},
+    {"role": "assistant", "content": "It is sunny."},
+    {"role": "system", "content": "Be brief."},
+    {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+    {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"},
+]
+KEPT: list[Any] = [
+    {"role": "developer", "content": "Be brief."},  # its message says "system"
+    {"type": "message", "role": "user", "content": "typed"},
+    {"role": "user", "content": [{"type": "input_text", "text": "parts"}]},
+    {"type": "function_call", "call_id": "c1", "name": "get_weather",
+     "arguments": '{"city":"Zurich"}', "id": "fc_1", "status": "completed"},
+    {"type": "reasoning", "id": "rs_1", "summary": []},
+    {"role": "user", "content": ""},
+]
+
+
+@pytest.fixture
+async def session(make_service) -> SessionStreamsSession:
+    """The adapter on a fresh SessionService (sync mode, every event kept)."""
+    svc = await make_service(session_event_storage_limit=0)
+    return SessionStreamsSession("conv-1", svc, app_name="agents", user_id="u1")
+
+
+async def _stored(session: SessionStreamsSession) -> list[Event]:
+    got = await session.service.get_session(session.key, exact_window=True)
+    assert got is not None
+    return [Event.from_json(e.to_json()) for e in got.events]
+
+
+async def test_plain_items_keep_nothing_beside_the_go_event(session) -> None:
+    """Plain messages, tool calls and tool outputs live in the Go event alone and read back
+    equal."""
+    await session.add_items(PLAIN)
+    assert [e.extensions for e in await _stored(session)] == [None] * len(PLAIN)
+    assert await session.get_items() == PLAIN
+
+
+async def test_other_items_keep_their_json(session) -> None:
+    """Items whose message does not give them back keep their JSON and read back equal."""
+    await session.add_items(KEPT)
+    stored = await _stored(session)
+    assert all(OPENAI_EXTENSION in (e.extensions or {}) for e in stored)
+    assert await session.get_items() == KEPT
