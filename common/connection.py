@@ -291,15 +291,18 @@ def _retry(retries: int) -> Retry:
 
 # -- server checks -------------------------------------------------------------------------
 
-_SAFE_POLICIES = ("noeviction", "volatile-")
+#: The only safe policy. ``allkeys-*`` evicts anything; ``volatile-*`` evicts keys with a TTL,
+#: which are every session key when ``session_ttl > 0`` and always our shard leases, create
+#: locks and bookkeeping records (an evicted lease lets two workers apply one shard).
+_SAFE_POLICY = "noeviction"
 
 
 async def check_server(client: Any, *, url: str | None = None) -> None:
     """PING the server and refuse a ``maxmemory-policy`` that could evict our keys.
 
-    Accepted policies are ``noeviction`` and ``volatile-*`` (our keys without a TTL are never
-    evicted). When CONFIG GET is not permitted (ACL, managed services) the check is logged and
-    skipped.
+    Only ``noeviction`` is accepted: every other policy may evict keys we wrote (``volatile-*``
+    those with a TTL: sessions with ``session_ttl``, shard leases, bookkeeping records). When
+    CONFIG GET is not permitted (ACL, managed services) the check is logged and skipped.
 
     Args:
         client: a client from :func:`create_client`.
@@ -320,11 +323,13 @@ async def check_server(client: Any, *, url: str | None = None) -> None:
         log.warning("maxmemory_policy_check_skipped", reason=str(exc))
         return
     for node, policy in reply.items():
-        if not policy.startswith(_SAFE_POLICIES):
+        if policy != _SAFE_POLICY:
             where = f" on {node}" if node else ""
+            what = "keys with a TTL (sessions, leases, bookkeeping)" if policy.startswith(
+                "volatile-") else "any key"
             raise ConfigError(
-                f"redis maxmemory-policy is {policy!r}{where}: it may evict session data; "
-                "use noeviction or a volatile-* policy"
+                f"redis maxmemory-policy is {policy!r}{where}: it may evict {what} and lose "
+                "acknowledged writes silently; use noeviction"
             )
 
 
