@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from sessionstreams.common.compat import uses_legacy
 from sessionstreams.common.entries import Kind, StatePayload, StreamEntry, TrackPayload
 from sessionstreams.common.errors import (
     ClosedError,
@@ -26,7 +27,14 @@ from sessionstreams.common.errors import (
 )
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.hashidx import AppendEntry, HashIdxEngine
-from sessionstreams.common.keys import KeySpace, validate_app, validate_key, validate_user_key
+from sessionstreams.common.keys import (
+    KeySpace,
+    validate_app,
+    validate_key,
+    validate_track,
+    validate_user_key,
+    validate_write_key,
+)
 from sessionstreams.common.models import (
     Event,
     Key,
@@ -242,6 +250,20 @@ class SessionService:
         if self._closed:
             raise ClosedError("the session service is closed")
 
+    def _check_writable(self, key: Key) -> None:
+        """Refuse ids that would share keys with another session in the layouts this compat
+        mode writes (``common.keys``: ':' in track names, and in user ids with the legacy
+        layout)."""
+        validate_write_key(key, legacy_layout=uses_legacy(self.settings.compat_mode))
+
+    def _check_summary_target(self, session: Session | None) -> None:
+        if session is None:
+            return  # refused by the summary requests ("session is nil")
+        try:
+            self._check_writable(session.key)
+        except InvalidKeyError as exc:
+            raise InvalidKeyError(f"check session key failed: {exc}") from exc
+
     @property
     def _ttl_ms(self) -> int:
         return self.settings.session_ttl_ms
@@ -259,10 +281,9 @@ class SessionService:
         self._check_open()
         validate_user_key(key)
         given_id = bool(key.session_id)
-        if given_id:
-            validate_key(key)
-        else:
+        if not given_id:
             key = Key(key.app_name, key.user_id, str(uuid.uuid4()))
+        self._check_writable(key)
         values = copy_state(state)
         async with self._errors:
             return await self._writer.create(key, values, given_id)
@@ -364,7 +385,7 @@ class SessionService:
         ``session_gone`` or ``superseded``); reads in this process stop waiting for them.
         """
         self._check_open()
-        validate_key(key)
+        self._check_writable(key)
         async with self._errors:
             await self._writer.delete(key)
         if self._streams is not None:
@@ -388,7 +409,7 @@ class SessionService:
         if event is None:
             raise InvalidArgumentError("event is nil")
         key = session.key
-        validate_key(key)
+        self._check_writable(key)
         hooks = self.settings.append_event_hooks
         if not hooks:
             return (await self._append_many(session, [event], key))[0]
@@ -409,7 +430,7 @@ class SessionService:
         if any(e is None for e in events):
             raise InvalidArgumentError("event is nil")
         key = session.key
-        validate_key(key)
+        self._check_writable(key)
         return await self._append_many(session, list(events), key)
 
     async def _append_many(self, session: Session, events: list[Event], key: Key) -> list[Receipt]:
@@ -451,9 +472,10 @@ class SessionService:
         if track_event is None:
             raise InvalidArgumentError("append track event: track event is nil")
         key = session.key
-        validate_key(key)
+        self._check_writable(key)
         if not track_event.track:
             raise InvalidArgumentError("append track event: track name is required")
+        validate_track(track_event.track)
         _add_track_in_memory(session, track_event)
         rid = _rid()
         s = self.settings
@@ -498,7 +520,7 @@ class SessionService:
         Returns the deleted events oldest first; an unknown session gives ``[]``.
         """
         self._check_open()
-        validate_key(key)
+        self._check_writable(key)
         count = max(count, 1)
         await self._read_your_writes(key)
         async with self._errors:
@@ -513,7 +535,7 @@ class SessionService:
     async def update_session_state(self, key: Key, state: Mapping[str, Any]) -> Receipt:
         """Merge ``state`` into the session state (``app:``/``user:`` keys are refused)."""
         self._check_open()
-        validate_key(key)
+        self._check_writable(key)
         values = copy_state(state)
         for k in values:
             if not k:
@@ -609,6 +631,7 @@ class SessionService:
             SummarizeError: the summarizer failed (the stored summary is kept).
         """
         self._check_open()
+        self._check_summary_target(session)
         async with self._errors:
             await self._summaries.create(session, filter_key, force)
 
@@ -627,6 +650,7 @@ class SessionService:
             SummaryTimeoutError: a job run here exceeded ``summary_job_timeout``.
         """
         self._check_open()
+        self._check_summary_target(session)
         async with self._errors:
             return await self._summaries.enqueue(session, filter_key, force)
 
