@@ -186,6 +186,14 @@ class SessionWriter:
         if user:
             await self.write_user_state(key, user)
 
+    async def check_app_state(self, app: str) -> None:
+        """Refuse (before any write) an app-state key that holds another Redis type.
+
+        Raises:
+            CorruptDataError: naming the key.
+        """
+        await self.store.hashidx.check_hashes([self.keys.app_state(app)])
+
     async def write_app_state(self, app: str, pairs: list[tuple[str, bytes]]) -> None:
         """Set app-state fields; refreshes the app-state TTL."""
         await self.store.hashidx.set_hash(

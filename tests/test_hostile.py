@@ -7,12 +7,32 @@ restarts are its own (``start_redis_server`` in ``tmp_path``), never the shared 
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import math
+
 import pytest
 
 from redis_harness import start_redis_server
-from sessionstreams.common.errors import ConfigError, InvalidKeyError
+from sessionstreams.common.errors import (
+    ConfigError,
+    CorruptDataError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    PersistTimeoutError,
+    SessionNotFoundError,
+)
 from sessionstreams.common.gotime import GoTime
-from sessionstreams.common.models import Event, Key, Session, TrackEvent
+from sessionstreams.common.models import (
+    Event,
+    FunctionDef,
+    Key,
+    Logprobs,
+    Session,
+    TokenLogprob,
+    ToolCall,
+    TrackEvent,
+)
 from sessionstreams.common.settings import CompatMode, Settings
 from sessionstreams.producer import SessionService
 from sessionstreams.workers.runner import Worker
@@ -120,3 +140,207 @@ async def test_colliding_ids_written_by_go_stay_readable(make_service, redis_cli
     assert [e.id for e in got.events] == [event.id]
     tracks = await svc.get_track_events(key, "a:b")
     assert tracks.events == [track]
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+async def snapshot(client, prefix: str) -> dict[bytes, tuple[bytes, bool]]:
+    """Every key under ``prefix``: its DUMP and whether it has a TTL."""
+    out: dict[bytes, tuple[bytes, bool]] = {}
+    async for name in client.scan_iter(match=f"{prefix}:*", count=500):
+        dumped = await client.dump(name)
+        if dumped is not None:
+            out[name] = (dumped, await client.pttl(name) > 0)
+    return out
+
+
+MODES = [pytest.param(False, id="sync"), pytest.param(True, id="async")]
+
+
+def message(text: str = "hi", **delta: bytes) -> Event:
+    return Event.message("user", text, state_delta=delta or None)
+
+
+def with_field(event: Event, path: str, value: object) -> Event:
+    """``event`` with one (dotted) attribute replaced, bypassing any check."""
+    target: object = event
+    *head, last = path.split(".")
+    for part in head:
+        target = getattr(target, part)
+        if isinstance(target, list):
+            target = target[0]
+    setattr(target, last, value)
+    return event
+
+
+def deep_list(levels: int) -> list[object]:
+    root: list[object] = []
+    cur = root
+    for _ in range(levels - 1):
+        nxt: list[object] = []
+        cur.append(nxt)
+        cur = nxt
+    return root
+
+
+# -- 3, 5, 6, 12. what will be encoded is checked first ------------------------------------
+
+
+BAD_EVENTS = {
+    "int id": lambda: with_field(message(), "id", 7),
+    "bytes author": lambda: with_field(message(), "author", b"bob"),
+    "bytes content": lambda: with_field(message(), "response.choices.message.content", b"x"),
+    "str timestamp": lambda: with_field(message(), "timestamp", "2020-01-01T00:00:00Z"),
+    "int bool": lambda: with_field(message(), "requires_completion", 1),
+    "non-JSON extension": lambda: with_field(message(), "extensions", {"x": b"not json"}),
+    "NaN logprob": lambda: with_field(
+        message(), "response.choices.logprobs",
+        Logprobs(content=[TokenLogprob(token="a", logprob=math.nan)])),
+    "inf extra field": lambda: with_field(
+        message(), "response.choices.message.tool_calls",
+        [ToolCall(function=FunctionDef(name="f"), extra_fields={"x": math.inf})]),
+    "deep extra field": lambda: with_field(
+        message(), "response.choices.message.tool_calls",
+        [ToolCall(function=FunctionDef(name="f"), extra_fields={"x": deep_list(2000)})]),
+    "deep extension": lambda: with_field(message(), "extensions", {"x": b"[" * 3000 + b"]" * 3000}),
+    "lone surrogate": lambda: message("a\ud800b"),
+    "surrogate delta key": lambda: Event.message("user", "x", state_delta={"a\udc00": b"1"}),
+    "empty delta key": lambda: message(**{"": b"1"}),
+    "year 10000": lambda: with_field(message(), "timestamp", GoTime(253402300800 * 10**9)),
+    "dict response": lambda: with_field(message(), "response", {"object": "x"}),
+    "huge created": lambda: with_field(message(), "response.created", 1 << 70),
+}
+
+
+@pytest.mark.parametrize("async_mode", MODES)
+@pytest.mark.parametrize("case", list(BAD_EVENTS))
+async def test_bad_event_is_refused_with_our_error_and_writes_nothing(
+    make_service, redis_client, async_mode, case
+) -> None:
+    """Wrong field types (int id, bytes author, str timestamp), NaN, deep nesting, non-JSON
+    extensions, lone surrogates: InvalidArgumentError in both modes, nothing written or
+    acknowledged, the caller's session unchanged."""
+    svc = await make_service(enable_async_persist=async_mode, read_your_writes_wait_s=1)
+    s = await svc.create_session(Key("app", "u", "s"))
+    before = await snapshot(redis_client, svc.keys.prefix)
+    with pytest.raises((InvalidArgumentError, InvalidKeyError)):
+        await svc.append_events(s, [message("fine"), BAD_EVENTS[case]()])
+    assert await snapshot(redis_client, svc.keys.prefix) == before
+    assert s.events == []
+    assert s.state == {}
+    got = await svc.get_session(s.key)  # nothing pending: no read-your-writes wait
+    assert got is not None
+    assert got.events == []
+
+
+@pytest.mark.parametrize("async_mode", MODES)
+async def test_failed_append_leaves_the_callers_session_alone(make_service, async_mode) -> None:
+    """An append that raises (refused input, or a session deleted meanwhile) leaves
+    session.events and session.state as they were."""
+    svc = await make_service(enable_async_persist=async_mode)
+    s = await svc.create_session(Key("app", "u", "s"))
+    with pytest.raises(InvalidArgumentError):
+        await svc.append_event(s, with_field(message(seq=b"1"), "author", 5))
+    assert (s.events, s.state) == ([], {})
+    await svc.delete_session(s.key)
+    if not async_mode:  # async: the write is acknowledged, then dropped by the workers
+        with pytest.raises(SessionNotFoundError):
+            await svc.append_event(s, message(seq=b"2"))
+        assert (s.events, s.state) == ([], {})
+    with pytest.raises(InvalidArgumentError):
+        await svc.append_track_event(s, TrackEvent(track="", payload=b"1"))
+    with pytest.raises(InvalidArgumentError):
+        await svc.append_track_event(s, TrackEvent(track="t", payload=b"{"))
+    assert s.tracks is None
+    assert "tracks" not in s.state
+
+
+@pytest.mark.parametrize("async_mode", MODES)
+async def test_extreme_timestamps_get_one_verdict_in_both_modes(
+    make_service, redis_client, async_mode
+) -> None:
+    """Year-1 and year-9999 event timestamps and a track event without a timestamp are
+    stored by both modes (async used to raise OverflowError), in append order."""
+    svc = await make_service(enable_async_persist=async_mode)
+    s = await svc.create_session(Key("app", "u", "s"))
+    early = Event.message("user", "early", timestamp=GoTime.ZERO)
+    late = Event.message("user", "late", timestamp=GoTime.parse("9999-12-31T23:59:59Z"))
+    receipts = await svc.append_events(s, [early, late])
+    receipts.append(await svc.append_track_event(s, TrackEvent(track="t", payload=b"1")))
+    if async_mode:
+        assert await redis_client.xlen(_stream_of(svc, s.key)) == 3
+        with contextlib.suppress(PersistTimeoutError):  # no worker here
+            await svc.close(timeout=0.1)
+        return
+    got = await svc.get_session(s.key)
+    assert got is not None
+    assert [e.id for e in got.events] == [early.id, late.id]
+    tracks = await svc.get_track_events(s.key, "t")
+    assert [e.payload for e in tracks.events or []] == [b"1"]
+
+
+def _stream_of(svc: SessionService, key: Key) -> str:
+    from sessionstreams.common.shards import ShardKeys, shard_of
+
+    n = svc.settings.async_persister_num
+    return ShardKeys(svc.settings.key_prefix, shard_of(key, n), n).stream
+
+
+async def test_bytes_in_string_fields_are_refused(make_service) -> None:
+    """author = b"bob" used to be stored as "Ym9i": bytes where Go has a string are refused."""
+    svc = await make_service()
+    s = await svc.create_session(Key("app", "u", "s"))
+    with pytest.raises(InvalidArgumentError, match=r"event\.author must be a str, not bytes"):
+        await svc.append_event(s, with_field(message(), "author", b"bob"))
+
+
+async def test_untyped_errors_of_other_arguments_become_ours(make_service) -> None:
+    """A naive datetime, an int id or a lone surrogate in an id raise our errors."""
+    svc = await make_service()
+    with pytest.raises(InvalidArgumentError):
+        await svc.get_session(Key("app", "u", "s"), after=datetime.datetime(2020, 1, 1))
+    with pytest.raises(InvalidKeyError):
+        await svc.get_session(Key("app", 7, "s"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidKeyError):
+        await svc.create_session(Key("app", "u\ud800", "s"))
+    with pytest.raises(InvalidKeyError):
+        await svc.create_session(Key("app", "u", "s"), state={"": b"x"})
+    with pytest.raises(InvalidKeyError):
+        await svc.create_session(Key("app", "u", "s"), state={"app:": b"x"})
+    with pytest.raises(InvalidArgumentError):
+        await svc.update_session_state(Key("app", "u", "s"), {"k": "\ud800"})
+
+
+# -- 4. a refused append writes no app state ------------------------------------------------
+
+
+@pytest.mark.parametrize("async_mode", MODES)
+async def test_refused_append_writes_no_app_state(make_service, redis_client, async_mode) -> None:
+    """A write refused by the session script (here: a corrupt meta) leaves the app state
+    alone: it is written after the script, for what the script applied."""
+    svc = await make_service(enable_async_persist=async_mode)
+    s = await svc.create_session(Key("app", "u", "s"))
+    await redis_client.set(svc.keys.meta(s.key), b"not json")
+    if async_mode:
+        return  # the worker side is tests/test_hostile_pipeline.py
+    with pytest.raises(CorruptDataError):
+        await svc.append_event(s, message(**{"app:x": b"1", "user:y": b"2"}))
+    assert await redis_client.exists(svc.keys.app_state("app")) == 0
+    assert await redis_client.exists(svc.keys.user_state(s.key)) == 0
+    await svc.delete_session(s.key)
+    with pytest.raises(SessionNotFoundError):
+        await svc.append_event(s, message(**{"app:x": b"1"}))
+    assert await redis_client.exists(svc.keys.app_state("app")) == 0
+
+
+async def test_wrong_type_app_state_key_refuses_the_append(make_service, redis_client) -> None:
+    """An app-state key of another Redis type is found before the session script: the event
+    is not stored either."""
+    svc = await make_service()
+    s = await svc.create_session(Key("app", "u", "s"))
+    await redis_client.set(svc.keys.app_state("app"), b"x")
+    with pytest.raises(CorruptDataError):
+        await svc.append_event(s, message(**{"app:x": b"1"}))
+    assert await redis_client.exists(svc.keys.event_data(s.key)) == 0
+    assert s.events == []

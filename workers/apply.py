@@ -110,8 +110,6 @@ class Applier:
                 item.state, item.error = State.FAILED, "undecodable stream entry"
                 continue
             sessions.setdefault(item.entry.key, []).append(item)
-        await self._write_app_state(items, check_lease)
-        await self.faults.hit("after_app_state")
         for item in items:
             if item.entry is not None:
                 item.state, item.error = State.HELD, ""
@@ -134,20 +132,35 @@ class Applier:
                     survivors[k] = runs
             queues = survivors
 
-    async def _write_app_state(self, items: list[Item], check_lease: Callable[[], None]) -> None:
-        # App state lives in another slot: written first and idempotently; a crash before
-        # the session script repeats the write rather than losing it.
+    async def _write_app_state(self, runs: list[list[Item]]) -> None:
+        """App state lives in another slot: written after the session script, for the entries
+        it applied (or had applied). A refused entry changes nothing; a crash before this
+        write leaves the entry unacknowledged, and its redelivery (``duplicate``) writes it."""
         calls: list[tuple[Any, ...]] = []
-        for item in items:
-            e = item.entry
-            if e is not None and e.app_pairs:
-                args: list[Any] = [e.app_state_ttl_ms]
-                for name, value in e.app_pairs:
-                    args += [name, value]
-                calls.append(("script", "hash_set", [self.keys.app_state(e.app)], args))
+        for run in runs:
+            for item in run:
+                e = item.entry
+                if (e is not None and e.app_pairs and item.state is State.DONE
+                        and item.outcome in ("applied", "duplicate")):
+                    args: list[Any] = [e.app_state_ttl_ms]
+                    for name, value in e.app_pairs:
+                        args += [name, value]
+                    calls.append(("script", "hash_set", [self.keys.app_state(e.app)], args))
         if calls:
-            check_lease()
+            await self.faults.hit("before_app_state")
             await self.scripts.run_pipeline(self.client, calls)
+
+    async def _check_other_slots(self, run: list[Item]) -> str | None:
+        """Before the script: the keys of other slots the run writes after it (app state,
+        user state of the other layout) must be usable; else the run's ``invalid:`` status."""
+        entry = run[0].entry
+        assert entry is not None
+        engine = self.engines[entry.route]
+        problem: str | None = await engine.prepare_append(
+            entry.key, [i.entry.event for i in run])  # type: ignore[union-attr]
+        if problem is None and any(i.entry.app_pairs for i in run):  # type: ignore[union-attr]
+            problem = await self.engines["hashidx"].hash_problem([self.keys.app_state(entry.app)])
+        return problem
 
     async def _round(self, batch: list[list[Item]]) -> None:
         """One pipeline: the next run of each session."""
@@ -160,9 +173,10 @@ class Applier:
             if entry.kind == "event":
                 engine = self.engines[entry.route]
                 events = [i.entry.event for i in run]  # type: ignore[union-attr]
-                # Writes in other slots that must precede the script (legacy user state).
-                await engine.prepare_append(entry.key, events,
-                                            user_state_ttl_ms=entry.user_state_ttl_ms)
+                problem = await self._check_other_slots(run)
+                if problem is not None:
+                    self._settle(run, [problem] * len(run))
+                    continue
                 calls.append(engine.append_call(entry.key, events, **_opts(entry)))
                 piped.append(run)
             else:
@@ -179,6 +193,7 @@ class Applier:
                         **_opts(entry),
                     )
                 self._settle(run, result)
+            await self._write_app_state(piped)
         for run in direct:
             try:
                 status = await self._apply_single(run[0])
