@@ -9,14 +9,15 @@ one apply call per session per pipeline.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from sessionstreams.common.entries import StreamEntry
+from sessionstreams.common.entries import EntryHeader, StreamEntry
 from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.models import Key
 from sessionstreams.common.outcomes import FINAL_STATUSES
@@ -26,6 +27,8 @@ from sessionstreams.workers.faults import Faults
 
 #: Statuses that are a final outcome (the request record holds it).
 FINAL = FINAL_STATUSES
+
+log = structlog.get_logger("sessionstreams.worker")
 
 
 class State(enum.Enum):
@@ -43,6 +46,7 @@ class Item:
     entry_id: str
     raw: bytes
     entry: StreamEntry | None  # None: undecodable (poison)
+    header: EntryHeader | None = None  # what an undecodable entry still tells
     state: State = State.HELD
     error: str = ""
     failures: int = 0
@@ -51,8 +55,23 @@ class Item:
 
     @property
     def key(self) -> Key | None:
-        """The session of the entry (None when undecodable)."""
-        return self.entry.key if self.entry is not None else None
+        """The session of the entry (None when not even its header reads)."""
+        if self.entry is not None:
+            return self.entry.key
+        return self.header.key if self.header is not None else None
+
+
+def entry_problem(item: Item, routes: Collection[str]) -> str | None:
+    """Why an entry cannot be applied at all (then it fails until dead-lettered), or None."""
+    e = item.entry
+    if e is None:
+        return "undecodable stream entry"
+    if e.route not in routes:
+        return f"invalid:unknown route {e.route!r}"
+    payload = {"event": e.event, "track": e.track, "state": e.state}.get(e.kind)
+    if payload is None:
+        return f"invalid:{e.kind} entry without its payload"
+    return None
 
 
 class LeaseLostError(Exception):
@@ -104,16 +123,24 @@ class Applier:
             LeaseLostError: from ``check_lease``, before any apply call past the deadline.
             redis ConnectionError / TimeoutError: the batch must be re-read from the PEL.
         """
-        sessions: dict[Key, list[Item]] = {}
+        sessions: dict[Key | None, list[Item]] = {}
         for item in items:
-            if item.entry is None:
-                item.state, item.error = State.FAILED, "undecodable stream entry"
-                continue
-            sessions.setdefault(item.entry.key, []).append(item)
-        for item in items:
-            if item.entry is not None:
-                item.state, item.error = State.HELD, ""
-        queues = {key: _runs(group) for key, group in sessions.items()}
+            item.state, item.error = State.HELD, ""
+            problem = entry_problem(item, self.engines)
+            if problem is not None:
+                item.state, item.error = State.FAILED, problem
+            sessions.setdefault(item.key, []).append(item)
+        queues: dict[Key | None, list[list[Item]]] = {}
+        for key, group in sessions.items():
+            # An entry that cannot be applied stops its session here: what follows it stays
+            # HELD until it is dead-lettered (gap-free order).
+            usable = []
+            for item in group:
+                if item.state is State.FAILED:
+                    break
+                usable.append(item)
+            if key is not None and usable:
+                queues[key] = _runs(usable)
         while queues:
             keys = list(queues)
             half = (len(keys) + 1) // 2
@@ -125,7 +152,7 @@ class Applier:
                     await self.faults.hit("mid_batch")
             # A session goes on only while everything of it went through; the rest of a
             # stopped session stays HELD (neither applied nor acknowledged).
-            survivors: dict[Key, list[list[Item]]] = {}
+            survivors: dict[Key | None, list[list[Item]]] = {}
             for k, runs in queues.items():
                 done = runs.pop(0)
                 if runs and all(i.state is State.DONE for i in done):
@@ -148,7 +175,9 @@ class Applier:
                     calls.append(("script", "hash_set", [self.keys.app_state(e.app)], args))
         if calls:
             await self.faults.hit("before_app_state")
-            await self.scripts.run_pipeline(self.client, calls)
+            for result in await self.scripts.run_pipeline(self.client, calls):
+                if isinstance(result, bytes):  # the key's type changed since it was checked
+                    log.error("app state not written", error=result.decode(errors="replace"))
 
     async def _check_other_slots(self, run: list[Item]) -> str | None:
         """Before the script: the keys of other slots the run writes after it (app state,
@@ -170,28 +199,30 @@ class Applier:
         for run in batch:
             entry = run[0].entry
             assert entry is not None
-            if entry.kind == "event":
-                engine = self.engines[entry.route]
-                events = [i.entry.event for i in run]  # type: ignore[union-attr]
-                problem = await self._check_other_slots(run)
-                if problem is not None:
-                    self._settle(run, [problem] * len(run))
-                    continue
-                calls.append(engine.append_call(entry.key, events, **_opts(entry)))
-                piped.append(run)
-            else:
+            if entry.kind != "event":
                 direct.append(run)
+                continue
+            try:
+                problem = await self._check_other_slots(run)
+                if problem is None:
+                    events = [i.entry.event for i in run]  # type: ignore[union-attr]
+                    call = self.engines[entry.route].append_call(entry.key, events,
+                                                                 **_opts(entry))
+            except (RedisConnectionError, RedisTimeoutError):
+                raise
+            except Exception as exc:  # whatever is wrong with it is this run's failure
+                self._settle(run, exc)
+                continue
+            if problem is not None:
+                self._settle(run, [problem] * len(run))
+                continue
+            calls.append(call)
+            piped.append(run)
         if calls:
             results = await self.scripts.run_pipeline(self.client, calls, raise_errors=False)
             for run, result in zip(piped, results, strict=True):
                 if isinstance(result, list):
-                    entry = run[0].entry
-                    assert entry is not None
-                    result = await self.engines[entry.route].finish_append(
-                        entry.key, [i.entry.event for i in run],  # type: ignore[union-attr]
-                        [s.decode() if isinstance(s, bytes) else str(s) for s in result],
-                        **_opts(entry),
-                    )
+                    result = await self._finish(run, result)
                 self._settle(run, result)
             await self._write_app_state(piped)
         for run in direct:
@@ -203,6 +234,22 @@ class Applier:
                 self._settle(run, exc)
             else:
                 self._settle(run, [status])
+
+    async def _finish(self, run: list[Item], result: list[Any]) -> Any:
+        """The engine's step after the script (other slots, migrated sessions); an error
+        other than Redis's is the run's failure (retried, then dead-lettered)."""
+        entry = run[0].entry
+        assert entry is not None
+        try:
+            return await self.engines[entry.route].finish_append(
+                entry.key, [i.entry.event for i in run],  # type: ignore[union-attr]
+                [s.decode() if isinstance(s, bytes) else str(s) for s in result],
+                **_opts(entry),
+            )
+        except (RedisConnectionError, RedisTimeoutError):
+            raise
+        except Exception as exc:
+            return exc
 
     async def _apply_single(self, item: Item) -> Any:
         e = item.entry

@@ -17,7 +17,8 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from sessionstreams.common.entries import FIELD, decode_entry
+from sessionstreams.common.compat import ROUTES
+from sessionstreams.common.entries import FIELD, decode_entry, decode_entry_header
 from sessionstreams.common.errors import DecodeError
 from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.logs import session_fields
@@ -89,11 +90,19 @@ class ShardConsumer:
                 return
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 self.log.warning("redis error; re-reading the pending list", error=str(exc))
-                self.held.clear()
-                self.poison.clear()
-                cursor = "0"
-                await asyncio.sleep(backoff)
+                cursor = await self._restart(backoff)
                 backoff = min(backoff * 2, 2.0)
+            except Exception:  # a bug, not bad data (each entry's failures are its own)
+                self.log.exception("consumer step failed; re-reading the pending list")
+                cursor = await self._restart(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _restart(self, backoff: float) -> str:
+        """Forget what is in hand and start over from the pending list, after a pause."""
+        self.held.clear()
+        self.poison.clear()
+        await asyncio.sleep(backoff)
+        return "0"
 
     def _check_lease(self) -> None:
         if not self.lease.valid:
@@ -153,10 +162,10 @@ class ShardConsumer:
             if fields[i] == FIELD:
                 data = fields[i + 1]
         try:
-            entry = decode_entry(data)
+            return Item(entry_id=entry_id, raw=data, entry=decode_entry(data))
         except DecodeError:
-            entry = None
-        return Item(entry_id=entry_id, raw=data, entry=entry)
+            return Item(entry_id=entry_id, raw=data, entry=None,
+                        header=decode_entry_header(data))
 
     # -- applying -----------------------------------------------------------------------
     async def _process(self, items: list[Item]) -> None:
@@ -202,20 +211,29 @@ class ShardConsumer:
         return False
 
     async def _dead_letter(self, item: Item) -> None:
+        """Move the entry to the dead-letter stream with its session and request id (read
+        from its header when it does not decode), and record the outcome for its writer."""
+        e = item.entry
+        header = item.header
+        key, route, rid, ttl_ms = (
+            (e.key, e.route, e.rid, e.ttl_ms) if e is not None
+            else (header.key, header.route, header.rid, header.ttl_ms) if header is not None
+            else (None, "", "", 0)
+        )
+        session = f"{key.app_name}/{key.user_id}/{key.session_id}" if key is not None else ""
         await self.scripts.call(
             self.client, "stream_dead_letter", [self.sk.stream, self.sk.failures, self.sk.dlq],
-            [item.entry_id, item.raw, item.error, item.failures],
+            [item.entry_id, item.raw, item.error, item.failures, session, rid],
         )
-        e = item.entry
-        if e is not None:
-            record = self.keys.record(e.key, e.route)
-            ttl_ms = e.ttl_ms or GONE_RECORD_TTL_MS
+        if key is not None and rid:
+            record = self.keys.record(key, route if route in ROUTES else "hashidx")
             await self.scripts.call(self.client, "record_outcome", [record],
-                                    [e.rid, Outcome.DEAD_LETTERED.code, ttl_ms])
+                                    [rid, Outcome.DEAD_LETTERED.code,
+                                     ttl_ms or GONE_RECORD_TTL_MS])
         item.state = State.DONE  # through, as far as its session is concerned
         self.hooks.dead_lettered(item)
         self.log.error("entry dead-lettered", entry=item.entry_id, error=item.error,
-                       **session_fields(item.entry))
+                       session=session or "?", rid=rid or "?")
 
     async def _retry_held(self) -> None:
         """Retry the head of every held session, one entry at a time, in order."""
