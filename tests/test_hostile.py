@@ -33,6 +33,7 @@ from sessionstreams.common.models import (
     ToolCall,
     TrackEvent,
 )
+from sessionstreams.common.outcomes import RECORD_CAP
 from sessionstreams.common.settings import CompatMode, Settings
 from sessionstreams.producer import SessionService
 from sessionstreams.workers.runner import Worker
@@ -344,3 +345,21 @@ async def test_wrong_type_app_state_key_refuses_the_append(make_service, redis_c
         await svc.append_event(s, message(**{"app:x": b"1"}))
     assert await redis_client.exists(svc.keys.event_data(s.key)) == 0
     assert s.events == []
+
+
+# -- 8. the request record stays capped ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [16, 7, 1])
+async def test_request_record_stays_capped_whatever_the_batch_size(
+    make_service, redis_client, batch
+) -> None:
+    """300 calls of append_events with 16 events used to leave 4,800 request ids (the cap is
+    1,024, trimmed only when a call ended on a multiple of 16)."""
+    svc = await make_service(session_event_storage_limit=0)
+    s = await svc.create_session(Key("app", "u", "s"))
+    calls = 1300 // batch + 1
+    for i in range(calls):
+        await svc.append_events(s, [message(f"m{i}-{j}") for j in range(batch)])
+    size = await redis_client.zcard(svc.keys.applied(s.key))
+    assert RECORD_CAP <= size <= RECORD_CAP + 16

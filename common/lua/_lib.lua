@@ -13,6 +13,8 @@ local function ss_recorded(akey, rid)
   return nil
 end
 
+-- The first and last sequence numbers this script call recorded (nil: none yet).
+local ss_first_seq = nil
 local ss_last_seq = nil
 
 local function ss_record(akey, rid, code)
@@ -22,13 +24,15 @@ local function ss_record(akey, rid, code)
     seq = math.floor(tonumber(top[2]) / 8) + 1
   end
   redis.call('ZADD', akey, seq * 8 + code, rid)
+  ss_first_seq = ss_first_seq or seq
   ss_last_seq = seq
 end
 
--- Keeps the newest SS_RECORD_CAP rids; trimmed every 16th record (a record may briefly hold
--- a few more), which spares most writes a command.
+-- Keeps the newest SS_RECORD_CAP rids. Trimmed when this call recorded a multiple of 16
+-- (whatever the number of records per call), so a record holds at most 16 more and most
+-- writes are spared a command.
 local function ss_record_cap(akey)
-  if ss_last_seq ~= nil and ss_last_seq % 16 ~= 0 then
+  if ss_last_seq ~= nil and math.floor(ss_last_seq / 16) == math.floor((ss_first_seq - 1) / 16) then
     return
   end
   redis.call('ZREMRANGEBYRANK', akey, 0, -(SS_RECORD_CAP + 1))
