@@ -29,11 +29,12 @@ from sessionstreams.common.models import (
     Key,
     Logprobs,
     Session,
+    Summary,
     TokenLogprob,
     ToolCall,
     TrackEvent,
 )
-from sessionstreams.common.outcomes import RECORD_CAP
+from sessionstreams.common.outcomes import KEEP_MS, RECORD_CAP
 from sessionstreams.common.settings import CompatMode, Settings
 from sessionstreams.producer import SessionService
 from sessionstreams.workers.runner import Worker
@@ -363,3 +364,39 @@ async def test_request_record_stays_capped_whatever_the_batch_size(
         await svc.append_events(s, [message(f"m{i}-{j}") for j in range(batch)])
     size = await redis_client.zcard(svc.keys.applied(s.key))
     assert RECORD_CAP <= size <= RECORD_CAP + 16
+
+
+# -- 11. our bookkeeping keys do not outlive their session ---------------------------------------
+
+
+async def _ours(client, prefix: str) -> dict[bytes, int]:
+    """Every ``ss:`` key under ``prefix`` (sync mode: no shard keys) with its PTTL."""
+    return {name: await client.pttl(name)
+            async for name in client.scan_iter(match=f"{prefix}:ss:*", count=500)}
+
+
+@pytest.mark.parametrize("mode", [CompatMode.NONE, CompatMode.TRANSITION])
+async def test_bookkeeping_keys_expire_even_without_session_ttl(
+    make_service, redis_client, mode
+) -> None:
+    """With session_ttl 0, a session deleted by another service (which leaves our ss: keys)
+    used to leave ss:applied and ss:info forever: they now expire within KEEP_MS of our
+    last write, and with the session's TTL when it has one."""
+    svc = await make_service(compat_mode=mode, session_event_storage_limit=5)
+    s = await svc.create_session(Key("app", "u", "s"))
+    for i in range(8):
+        await svc.append_event(s, message(f"m{i}", seq=str(i).encode()))
+    await svc.append_track_event(s, TrackEvent(track="t", payload=b"1", timestamp=GoTime.now()))
+    await svc.update_session_state(s.key, {"k": b"v"})
+    await svc.trim_conversations(s.key)
+    engine = svc.store.engines["zset" if mode is CompatMode.TRANSITION else "hashidx"]
+    await engine.set_summary(s.key, filter_key="", ttl_ms=0, cut="1-0",
+                             summary=Summary(summary="x", updated_at=GoTime.now()))
+    ours = await _ours(redis_client, svc.keys.prefix)
+    assert len(ours) >= 3, ours  # request record, info, summary runs
+    assert all(0 < ttl <= KEEP_MS for ttl in ours.values()), ours
+    with_ttl = await make_service(compat_mode=mode, session_ttl=60, key_prefix=svc.keys.prefix)
+    s2 = await with_ttl.create_session(Key("app", "u", "s2"))
+    await with_ttl.append_event(s2, message("x"))
+    record = svc.keys.record(s2.key, "zset" if mode is CompatMode.TRANSITION else "hashidx")
+    assert 0 < await redis_client.pttl(record) <= 60_000

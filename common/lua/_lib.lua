@@ -44,6 +44,19 @@ local function ss_pexpire(key, ttl_ms)
   end
 end
 
+-- Our per-session bookkeeping keys (ss:applied, ss:info, ss:summary) always expire: with the
+-- session's TTL, else SS_KEEP_MS (7 days) after our last write to them. So none outlives its
+-- session by more than that bound, whoever deletes the session (a Go service leaves ours).
+local SS_KEEP_MS = 604800000
+
+local function ss_keep(key, ttl_ms)
+  if ttl_ms > 0 then
+    redis.call('PEXPIRE', key, ttl_ms)
+  else
+    redis.call('PEXPIRE', key, SS_KEEP_MS)
+  end
+end
+
 -- Returns nil when every key is absent or of its expected type, else an 'invalid:' status.
 local function ss_check_types(spec)
   for i = 1, #spec, 2 do
@@ -417,6 +430,17 @@ local function ss_id_cmp(a, b)
     return as < bs and -1 or 1
   end
   return 0
+end
+
+-- Our bookkeeping `key` takes the remaining TTL of `src` (at least min_ms), else SS_KEEP_MS
+-- (at least min_ms) when `src` has none or is missing.
+local function ss_follow_keep(key, src, min_ms)
+  local t = redis.call('PTTL', src)
+  if t > 0 then
+    redis.call('PEXPIRE', key, math.max(t, min_ms))
+  else
+    redis.call('PEXPIRE', key, math.max(SS_KEEP_MS, min_ms))
+  end
 end
 
 -- Gives `key` the remaining TTL of `src` (at least min_ms), or no TTL when `src` has none.
