@@ -277,7 +277,13 @@ class StreamWriter:
         done: dict[str, str] = {}
         delay = 0.001
         while todo:
-            found = await self._outcomes(list(todo.values()))
+            try:  # a poll never outlasts the deadline (Redis may be slow or paused)
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                    found = await self._outcomes(list(todo.values()))
+            except TimeoutError:
+                found = {}
+                if time.monotonic() < deadline:
+                    raise  # a command's own timeout (StoreTimeoutError is raised above us)
             for rid, outcome in found.items():
                 receipt = todo.pop(rid)
                 done[rid] = outcome

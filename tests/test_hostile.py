@@ -7,9 +7,12 @@ restarts are its own (``start_redis_server`` in ``tmp_path``), never the shared 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import math
+import signal
+import time
 
 import pytest
 
@@ -400,3 +403,42 @@ async def test_bookkeeping_keys_expire_even_without_session_ttl(
     await with_ttl.append_event(s2, message("x"))
     record = svc.keys.record(s2.key, "zset" if mode is CompatMode.TRANSITION else "hashidx")
     assert 0 < await redis_client.pttl(record) <= 60_000
+
+
+# -- 9. close and SIGTERM keep their bounds while Redis is paused ----------------------------------
+
+
+@contextlib.contextmanager
+def paused(server):
+    """SIGSTOP the server for the block (its clients' commands hang), then SIGCONT it."""
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+
+
+async def test_close_respects_its_timeout_while_redis_is_paused(tmp_path) -> None:
+    """close(timeout=1) with a write pending and Redis paused used to take about 50 s
+    (each poll waited out socket timeouts and retries): it now returns, reporting the pending
+    write, within its timeout plus the time to close the connections."""
+    server = start_redis_server(tmp_path)
+    svc = SessionService(Settings(url=server.url, enable_async_persist=True,
+                                  async_persister_num=2))
+    try:
+        await svc.start()
+        s = await svc.create_session(Key("app", "u", "s"))
+        await svc.append_event(s, message())  # no worker: it stays pending
+        with paused(server):
+            started = time.monotonic()
+            with pytest.raises(PersistTimeoutError):
+                await asyncio.wait_for(svc.close(timeout=1), 60)
+            elapsed = time.monotonic() - started
+        assert elapsed < 1 + CLOSE_SLACK_S, elapsed
+    finally:
+        server.stop()
+
+
+#: What closing may add to a timeout (closing sockets, scheduling on a loaded machine); a
+#: paused server used to cost 50 s.
+CLOSE_SLACK_S = 4.0

@@ -7,10 +7,15 @@ applying the shard's other entries; nothing it acknowledged is lost.
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import time
+
 import msgspec
 import pytest
 from workers_harness import eventually
 
+from redis_harness import start_redis_server
 from sessionstreams.common.entries import StreamEntry, encode_entry
 from sessionstreams.common.errors import DeadLetteredError
 from sessionstreams.common.hashidx import AppendEntry
@@ -158,3 +163,42 @@ async def test_crash_before_the_app_state_write_repeats_it(
 
 async def _has_app_field(client, key: str) -> bool:
     return await client.hget(key, "x") == b"1"
+
+
+# -- 9. SIGTERM keeps its bound while Redis is paused ---------------------------------------------
+
+
+async def test_sigterm_exits_within_the_lease_ttl_while_redis_is_paused(
+    tmp_path, pipeline_settings, start_worker
+) -> None:
+    """A worker told to stop while Redis is paused used to take about 160 s: it now gives up
+    after lease_ttl_s (the leases expire, the next owner re-reads), says so and exits 1;
+    with Redis answering it drains and exits 0."""
+    server = start_redis_server(tmp_path)
+    try:
+        settings = pipeline_settings(url=server.url, lease_ttl_s=2.0, heartbeat_interval_s=0.2)
+        worker = start_worker(settings)
+        await eventually(lambda: _logged(worker, "shard taken"), 30, "the worker to take shards")
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            code = await asyncio.to_thread(worker.terminate, 60)
+            elapsed = time.monotonic() - started
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        assert code == 1, worker.log()
+        assert elapsed < settings.lease_ttl_s + SIGTERM_SLACK_S, elapsed
+        assert "shutdown incomplete" in worker.log()
+        healthy = start_worker(settings, name="healthy")
+        await eventually(lambda: _logged(healthy, "shard taken"), 30, "the next worker")
+        assert await asyncio.to_thread(healthy.terminate, 60) == 0
+    finally:
+        server.stop()
+
+
+#: Process start-up and exit on a loaded machine, beyond the lease TTL.
+SIGTERM_SLACK_S = 6.0
+
+
+async def _logged(worker, text: str) -> bool:
+    return text in worker.log()
