@@ -60,6 +60,16 @@ class PersistTimeoutError(SessionStoreError, TimeoutError):
     """A streamed write was not persisted within the allowed wait."""
 
 
+class PersistLostError(SessionStoreError):
+    """Redis lost acknowledged streamed writes before they were applied (a restart without
+    persistence, a failover before replication): they will never be applied. Reported once;
+    ``receipts`` names them."""
+
+    def __init__(self, message: str, receipts: tuple[object, ...] = ()) -> None:
+        super().__init__(message)
+        self.receipts = receipts
+
+
 class PersistUncertainError(SessionStoreError):
     """Fewer replicas than required confirmed a write; it may be lost on failover."""
 

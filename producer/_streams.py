@@ -8,6 +8,7 @@ producer remembers its own pending receipts so that reads in this process see it
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from sessionstreams.common.errors import (
     BackpressureError,
     ConfigError,
     DeadLetteredError,
+    PersistLostError,
     PersistTimeoutError,
     PersistUncertainError,
     SessionNotFoundError,
@@ -43,6 +45,13 @@ from sessionstreams.common.tracing import current_traceparent
 
 #: Most entries one grouped stream_add carries (a larger queue leaves in several calls).
 GROUP_MAX = 256
+#: A wait looks for lost entries after this long, then at this interval.
+LOSS_CHECK_S = 0.25
+#: An entry is lost when it was missing from its stream, with no outcome, on two checks this
+#: far apart (a dead letter is acknowledged a moment before its outcome is recorded).
+LOSS_CONFIRM_S = 0.4
+#: Receipts one loss check looks at (the oldest waiting; a big flush is checked in turns).
+LOSS_CHECK_MAX = 100
 
 
 class _Queued(NamedTuple):
@@ -85,6 +94,8 @@ class StreamWriter:
         self._in_flight = [False] * self.shards
         self._queued: list[deque[_Queued]] = [deque() for _ in range(self.shards)]
         self._senders: set[asyncio.Task[None]] = set()  # strong references while they run
+        # rid -> when its entry was first found missing from its stream with no outcome.
+        self._missing: dict[str, float] = {}
 
     async def check_conf(self) -> None:
         """Refuse a shard count or entry format other than the one in force (once).
@@ -273,6 +284,7 @@ class StreamWriter:
             rid -> outcome for every receipt.
         """
         deadline = time.monotonic() + timeout
+        next_loss_check = time.monotonic() + LOSS_CHECK_S
         todo = {r.rid: r for r in receipts}
         done: dict[str, str] = {}
         delay = 0.001
@@ -293,6 +305,9 @@ class StreamWriter:
                     raise error
             if not todo:
                 break
+            if time.monotonic() >= next_loss_check:
+                next_loss_check = time.monotonic() + LOSS_CHECK_S
+                await self._report_lost(todo, deadline)
             if time.monotonic() >= deadline:
                 first = next(iter(todo.values()))
                 raise PersistTimeoutError(
@@ -303,6 +318,49 @@ class StreamWriter:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
         return done
+
+    async def _report_lost(self, todo: dict[str, Receipt], deadline: float) -> None:
+        """Raise PersistLostError (once: they are forgotten) for receipts whose entry left its
+        stream without reaching an outcome, seen on two checks LOSS_CONFIRM_S apart.
+
+        An entry leaves its stream only after its outcome is recorded, unless Redis lost it.
+        """
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                gone = await self._gone_without_outcome(
+                    list(itertools.islice(todo.values(), LOSS_CHECK_MAX)))
+        except TimeoutError:
+            return
+        now = time.monotonic()
+        gone_rids = {r.rid for r in gone}
+        for rid in [rid for rid in self._missing if rid in todo and rid not in gone_rids]:
+            del self._missing[rid]
+        lost = [r for r in gone if now - self._missing.setdefault(r.rid, now) >= LOSS_CONFIRM_S]
+        if not lost:
+            return
+        for receipt in lost:
+            todo.pop(receipt.rid, None)
+            self._missing.pop(receipt.rid, None)
+            self._forget(receipt)
+        first = lost[0]
+        raise PersistLostError(
+            f"{len(lost)} acknowledged write(s) lost by Redis before they were applied (e.g. "
+            f"{first.rid} of {first.key} on shard {first.shard}, entry {first.entry_id}): "
+            "gone from the stream with no outcome (a restart without persistence or a "
+            "failover before replication); they will not be applied",
+            tuple(lost),
+        )
+
+    async def _gone_without_outcome(self, receipts: Sequence[Receipt]) -> list[Receipt]:
+        """Receipts whose entry is not in its stream and whose write has no outcome."""
+        calls = [("cmd", "XRANGE", self._shard_keys[r.shard].stream, r.entry_id, r.entry_id)
+                 for r in receipts if 0 <= r.shard < self.shards]
+        found = await self.scripts.run_pipeline(self.client, calls)
+        absent = [r for r, reply in zip(receipts, found, strict=True) if not reply]
+        if not absent:
+            return []
+        outcomes = await self._outcomes(absent)  # asked after the stream: no race with a trim
+        return [r for r in absent if r.rid not in outcomes]
 
     async def _outcomes(self, receipts: Sequence[Receipt]) -> dict[str, str]:
         by_key: dict[Key, list[Receipt]] = {}
@@ -356,6 +414,7 @@ class StreamWriter:
         return out
 
     def _forget(self, receipt: Receipt) -> None:
+        self._missing.pop(receipt.rid, None)
         per_key = self._pending.get(receipt.key)
         if per_key is not None:
             per_key.pop(receipt.rid, None)

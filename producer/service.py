@@ -200,8 +200,9 @@ class SessionService:
         """Flush (up to ``timeout``, default ``read_your_writes_wait_s``), then close the clients.
 
         Writes still pending then stay durable in their shard streams (workers apply them
-        later); close reports them with PersistTimeoutError after closing. A second call does
-        nothing.
+        later); close reports them with PersistTimeoutError after closing (PersistLostError
+        for writes Redis lost). It returns within ``timeout`` even when Redis does not answer.
+        A second call does nothing.
         """
         if self._closed:
             return

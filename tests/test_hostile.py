@@ -22,6 +22,7 @@ from sessionstreams.common.errors import (
     CorruptDataError,
     InvalidArgumentError,
     InvalidKeyError,
+    PersistLostError,
     PersistTimeoutError,
     SessionNotFoundError,
 )
@@ -442,3 +443,45 @@ async def test_close_respects_its_timeout_while_redis_is_paused(tmp_path) -> Non
 #: What closing may add to a timeout (closing sockets, scheduling on a loaded machine); a
 #: paused server used to cost 50 s.
 CLOSE_SLACK_S = 4.0
+
+
+# -- 10. writes Redis lost are reported once, then reads are served -------------------------------
+
+
+async def test_lost_stream_entries_are_reported_once_then_reads_served(tmp_path) -> None:
+    """After a restart without persistence lost an acknowledged entry, every read of its
+    session used to wait read_your_writes_wait_s and raise PersistTimeoutError, for the life of
+    the process: the loss is now raised once (PersistLostError naming the write), then reads
+    are served, including the effect of a later write the workers applied."""
+    server = start_redis_server(tmp_path)
+    settings = Settings(url=server.url, enable_async_persist=True, async_persister_num=2,
+                        read_your_writes_wait_s=10, lease_ttl_s=2, heartbeat_interval_s=0.2,
+                        block_ms=100)
+    svc = SessionService(settings)
+    try:
+        await svc.start()
+        s = await svc.create_session(Key("app", "u", "s"))
+        lost = await svc.append_event(s, message("lost"))
+        server.stop()
+        server = start_redis_server(tmp_path, port=server.port)  # empty: no AOF, no RDB
+        started = time.monotonic()
+        with pytest.raises(PersistLostError, match=lost.rid):
+            await svc.get_session(s.key)
+        assert time.monotonic() - started < settings.read_your_writes_wait_s
+        assert await svc.get_session(s.key) is None  # the session was lost too
+        s = await svc.create_session(Key("app", "u", "s"))
+        await svc.append_event(s, message("kept"))
+        worker = Worker(settings)
+        running = asyncio.create_task(worker.run())
+        try:
+            got = await svc.get_session(s.key)
+            assert got is not None
+            assert [e.response.choices[0].message.content for e in got.events] == ["kept"]
+            with pytest.raises(PersistLostError):
+                await svc.wait_persisted(str(lost), timeout=10)
+        finally:
+            worker.stopping.set()
+            await asyncio.wait_for(running, 30)
+    finally:
+        await svc.close()
+        server.stop()
