@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import datetime
 import math
+import re
 import signal
 import time
+import urllib.parse
 
 import pytest
 
 from redis_harness import start_redis_server
+from sessionstreams.common.connection import redact_url
 from sessionstreams.common.errors import (
     ConfigError,
     CorruptDataError,
@@ -485,3 +488,42 @@ async def test_lost_stream_entries_are_reported_once_then_reads_served(tmp_path)
     finally:
         await svc.close()
         server.stop()
+
+
+# -- 13. secrets stay out of messages ---------------------------------------------------------
+
+
+SECRET = "s3cr?etV4lue#tail@x/y"
+
+
+def _leaks(text: str, secret: str) -> list[str]:
+    """Pieces (4+ characters) of the secret, split at URL delimiters, found in ``text``."""
+    pieces = [p for p in re.split(r"[?#@/:&=]", secret) if len(p) >= 4]
+    return [p for p in pieces if p in text]
+
+
+@pytest.mark.parametrize("secret", [SECRET, "qz?Xk7Wv9", "Jm3q#Zr8tY", "Hv7k?w=Rq2#x1y2"])
+@pytest.mark.parametrize("scheme", ["redis", "rediss", "redis+cluster", "redis+sentinel"])
+def test_unencoded_password_never_appears_in_config_errors(scheme, secret) -> None:
+    """A password with an unencoded '?' or '#' used to appear (whole or in pieces) in the
+    ConfigError message: the URL is refused (ambiguous), the password masked."""
+    path = "/mymaster/0" if scheme == "redis+sentinel" else "/0"
+    url = f"{scheme}://user:{secret}@127.0.0.1:6379{path}"
+    assert not _leaks(redact_url(url), secret), redact_url(url)
+    with pytest.raises(ConfigError, match="percent-encode") as info:
+        Settings(url=url)
+    assert not _leaks(str(info.value), secret), str(info.value)
+    encoded = Settings(url=url.replace(secret, urllib.parse.quote(secret, safe="")))
+    assert not _leaks(repr(encoded), secret), repr(encoded)
+
+
+def test_sentinel_password_in_extra_options_is_masked_in_repr() -> None:
+    """A Sentinel password passed in extra_options (sentinel_kwargs) appeared in repr."""
+    settings = Settings(url="redis+sentinel://127.0.0.1:26379/mymaster/0", extra_options={
+        "sentinel_kwargs": {"password": "sentinelSecret1", "username": "admin"},
+        "password": "primarySecret2",
+    })
+    text = repr(settings)
+    assert "sentinelSecret1" not in text
+    assert "primarySecret2" not in text
+    assert "admin" in text
