@@ -89,6 +89,21 @@ class LoadResult(msgspec.Struct):
     app_state: dict[str, bytes]
 
 
+async def _read_for_delete(
+    client: Any, doc: tuple[str, ...], names: tuple[str, ...]
+) -> tuple[bytes | None, list[bytes]]:
+    """A session document and its track-name SET; wrong-type replies read as missing."""
+    pipe = client.pipeline(transaction=False)
+    pipe.execute_command(*doc)
+    pipe.execute_command(*names)
+    raw, members = await pipe.execute(raise_on_error=False)
+    for reply in (raw, members):
+        if isinstance(reply, Exception) and "WRONGTYPE" not in str(reply):
+            raise reply
+    return (raw if isinstance(raw, bytes) else None,
+            sorted(members) if isinstance(members, set | list) else [])
+
+
 def _pairs_to_dict(flat: Sequence[bytes]) -> dict[str, bytes]:
     return {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
 
@@ -125,12 +140,10 @@ class HashIdxEngine:
         return bool(result)
 
     async def track_names_for_delete(self, key: Key) -> tuple[bytes | None, list[bytes]]:
-        """The meta document and the stored track-name SET, read together."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keys.meta(key))
-        pipe.smembers(self.keys.track_names(key))
-        meta, names = await pipe.execute()
-        return meta, sorted(names)
+        """The meta document and the stored track-name SET, read together (a key of the
+        wrong type reads as missing: the session is deleted all the same)."""
+        return await _read_for_delete(self.client, ("GET", self.keys.meta(key)),
+                                      ("SMEMBERS", self.keys.track_names(key)))
 
     async def delete(self, key: Key, tracks: Iterable[str]) -> int:
         """Delete the session's keys, its track keys and its index entry."""

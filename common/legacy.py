@@ -29,6 +29,7 @@ from sessionstreams.common.hashidx import (
     AppendEntry,
     HashIdxEngine,
     LoadResult,
+    _read_for_delete,
     merge_summary,
 )
 from sessionstreams.common.keys import KeySpace
@@ -83,12 +84,11 @@ class LegacyEngine:
         return bool(result)
 
     async def read_for_delete(self, key: Key) -> tuple[bytes | None, list[bytes]]:
-        """The session document and the stored track-name SET, read together."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.keys.legacy_sessions(key), key.session_id)
-        pipe.smembers(self.keys.legacy_track_names(key))
-        doc, names = await pipe.execute()
-        return doc, sorted(names)
+        """The session document and the stored track-name SET, read together (a key of the
+        wrong type reads as missing)."""
+        return await _read_for_delete(
+            self.client, ("HGET", self.keys.legacy_sessions(key), key.session_id),
+            ("SMEMBERS", self.keys.legacy_track_names(key)))
 
     async def delete(self, key: Key, tracks: Iterable[str]) -> int:
         """Delete the session's fields, keys, track keys and our bookkeeping (``ss:``)."""

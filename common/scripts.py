@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 Arg = str | bytes | int | float
 
@@ -135,7 +135,12 @@ class Scripts:
         for i, result in enumerate(results):
             if isinstance(result, NoScriptError) and calls[i][0] == "script":
                 _, name, keys, args = calls[i]
-                results[i] = await self.call(client, name, keys, args)
+                try:
+                    results[i] = await self.call(client, name, keys, args)
+                except ResponseError as exc:  # the script's own error, like any other call's
+                    if raise_errors:
+                        raise
+                    results[i] = exc
         if raise_errors:
             for result in results:
                 if isinstance(result, Exception):

@@ -23,6 +23,7 @@ from sessionstreams.common.connection import redact_url
 from sessionstreams.common.errors import (
     ConfigError,
     CorruptDataError,
+    DecodeError,
     InvalidArgumentError,
     InvalidKeyError,
     PersistLostError,
@@ -40,6 +41,7 @@ from sessionstreams.common.models import (
     TokenLogprob,
     ToolCall,
     TrackEvent,
+    UserKey,
 )
 from sessionstreams.common.outcomes import KEEP_MS, RECORD_CAP
 from sessionstreams.common.settings import CompatMode, Settings
@@ -527,3 +529,87 @@ def test_sentinel_password_in_extra_options_is_masked_in_repr() -> None:
     assert "sentinelSecret1" not in text
     assert "primarySecret2" not in text
     assert "admin" in text
+
+
+# -- 14. weaknesses --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+async def test_one_wrong_type_key_hides_only_its_session_in_listings(
+    make_service, redis_client, indexed
+) -> None:
+    """A key of the wrong Redis type in one session made list_sessions fail for the whole
+    user and list_app_sessions for the whole app; now only that session is left out (as
+    Go does), and delete_session removes it."""
+    svc = await make_service(enable_user_session_index=indexed)
+    good = await svc.create_session(Key("app", "u", "good"))
+    await svc.append_event(good, message("hi"))
+    bad = await svc.create_session(Key("app", "u", "bad"))
+    await svc.append_event(bad, message("hi"))
+    other = await svc.create_session(Key("app", "v", "x"))
+    await redis_client.delete(svc.keys.event_data(bad.key))
+    await redis_client.set(svc.keys.event_data(bad.key), b"not a hash")
+    assert [s.id for s in await svc.list_sessions(UserKey("app", "u"))] == ["good"]
+    meta = await redis_client.get(svc.keys.meta(bad.key))
+    await redis_client.delete(svc.keys.meta(bad.key))
+    await redis_client.hset(svc.keys.meta(bad.key), "x", meta)
+    assert [s.id for s in await svc.list_sessions(UserKey("app", "u"))] == ["good"]
+    listed = {s.id for s in await svc.list_app_sessions("app")}
+    assert listed == {good.id, other.id}
+    await svc.delete_session(bad.key)
+    assert await redis_client.exists(svc.keys.meta(bad.key), svc.keys.event_data(bad.key)) == 0
+
+
+BAD_METAS = {
+    "array": b"[]",
+    "array state": b'{"id":"s","state":[]}',
+    "non-base64 state": b'{"id":"s","state":{"k":"not base64!"}}',
+    "number state value": b'{"id":"s","state":{"k":5}}',
+    "garbage createdAt": b'{"id":"s","state":{},"createdAt":"yesterday"}',
+    "month 13": b'{"id":"s","state":{},"createdAt":"2024-13-01T00:00:00Z"}',
+    "number id": b'{"id":5,"state":{}}',
+}
+
+
+@pytest.mark.parametrize("layout", ["hashidx", "zset"])
+@pytest.mark.parametrize("case", list(BAD_METAS))
+async def test_write_scripts_refuse_a_document_the_reader_refuses(
+    make_service, redis_client, layout, case
+) -> None:
+    """Appends, track appends and state updates used to apply onto a session document the
+    reader refuses ('[]', non-base64 state, a garbage createdAt): they are refused (nothing
+    written), as the read is."""
+    mode = CompatMode.TRANSITION if layout == "zset" else CompatMode.NONE
+    svc = await make_service(compat_mode=mode)
+    s = await svc.create_session(Key("app", "u", "s"))
+    if layout == "zset":
+        await redis_client.hset(svc.keys.legacy_sessions(s.key), "s", BAD_METAS[case])
+    else:
+        await redis_client.set(svc.keys.meta(s.key), BAD_METAS[case])
+    with pytest.raises(DecodeError):
+        await svc.get_session(s.key)
+    before = await snapshot(redis_client, svc.keys.prefix)
+    with pytest.raises(CorruptDataError):
+        await svc.append_event(s, message(seq=b"1"))
+    with pytest.raises(CorruptDataError):
+        await svc.append_track_event(s, TrackEvent(track="t", payload=b"1",
+                                                   timestamp=GoTime.now()))
+    with pytest.raises(CorruptDataError):
+        await svc.update_session_state(s.key, {"k": b"v"})
+    assert await snapshot(redis_client, svc.keys.prefix) == before
+
+
+async def test_valid_documents_written_by_go_still_take_writes(make_service, redis_client) -> None:
+    """Documents Go writes (one-digit hours, comma fractions, offsets, null state) are not
+    refused by the stricter check."""
+    svc = await make_service(compat_mode=CompatMode.NONE)
+    for i, created in enumerate(["2024-02-29T1:02:03,5+08:00", "2024-01-01T00:00:00.123456789Z",
+                                 "0001-01-01T00:00:00Z"]):
+        key = Key("app", "u", f"s{i}")
+        doc = (f'{{"id":"s{i}","appName":"app","userID":"u","state":null,'
+               f'"createdAt":"{created}","updatedAt":"{created}"}}')
+        await redis_client.set(svc.keys.meta(key), doc.encode())
+        s = await svc.get_session(key)
+        assert s is not None
+        await svc.append_event(s, message(seq=b"1"))
+        await svc.update_session_state(key, {"k": b"v"})

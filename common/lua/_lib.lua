@@ -68,11 +68,75 @@ local function ss_check_types(spec)
   return nil
 end
 
+-- True when `text` is a time Go's Time.UnmarshalJSON accepts (RFC 3339, one- or two-digit
+-- hour, '.' or ',' before the fraction, Z or +hh:mm, fields in range).
+local SS_MONTH_DAYS = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
+
+local function ss_valid_time(text)
+  local y, mo, d, h, mi, s, rest = string.match(text,
+    '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d?):(%d%d):(%d%d)(.*)$')
+  if not y then
+    return false
+  end
+  rest = string.gsub(rest, '^[%.,]%d+', '', 1)
+  if rest ~= 'Z' then
+    local oh, om = string.match(rest, '^[%+%-](%d%d):(%d%d)$')
+    if not oh or tonumber(oh) > 24 or tonumber(om) > 60 then
+      return false
+    end
+  end
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  if mo < 1 or mo > 12 or d < 1 or d > SS_MONTH_DAYS[mo] then
+    return false
+  end
+  if mo == 2 and d == 29 and not (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) then
+    return false
+  end
+  return tonumber(h) <= 23 and tonumber(mi) <= 59 and tonumber(s) <= 59
+end
+
+-- True when `v` is standard padded base64 (line breaks skipped, as Go's decoder does).
+local function ss_valid_b64(v)
+  v = string.gsub(v, '[\r\n]', '')
+  return #v % 4 == 0 and string.find(v, '^[A-Za-z0-9+/]*=?=?$') ~= nil
+end
+
+-- Why the reader would refuse a decoded session document (nil when it would not): the
+-- shapes and types of its fields. `raw` tells an empty state object from an empty array.
+local function ss_doc_problem(doc, raw)
+  for _, f in ipairs({'id', 'appName', 'userID', 'generation'}) do
+    local v = doc[f]
+    if v ~= nil and v ~= cjson.null and type(v) ~= 'string' then
+      return 'invalid:session document field ' .. f .. ' is not a string'
+    end
+  end
+  for _, f in ipairs({'createdAt', 'updatedAt'}) do
+    local v = doc[f]
+    if v ~= nil and v ~= cjson.null and not (type(v) == 'string' and ss_valid_time(v)) then
+      return 'invalid:session document field ' .. f .. ' is not a time'
+    end
+  end
+  local st = doc['state']
+  if next(st) == nil and string.find(raw, '"state"%s*:%s*%[') then
+    return 'invalid:session state is not a JSON object'
+  end
+  for k, v in pairs(st) do
+    if type(k) ~= 'string' then
+      return 'invalid:session state is not a JSON object'
+    end
+    if v ~= cjson.null and not (type(v) == 'string' and ss_valid_b64(v)) then
+      return 'invalid:session state value ' .. k .. ' is not base64'
+    end
+  end
+  return nil
+end
+
 -- Decodes a session document (HashIdx meta or legacy SessionState) and normalises its state.
--- Returns the table, or nil and a reason.
+-- Returns the table, or nil and a reason: a document the reader would refuse is refused here
+-- too, so no write applies onto it.
 local function ss_decode_doc(raw)
   local ok, doc = pcall(cjson.decode, raw)
-  if not ok or type(doc) ~= 'table' then
+  if not ok or type(doc) ~= 'table' or not string.find(raw, '^%s*{') then
     return nil, 'invalid:session document is not a JSON object'
   end
   local st = doc['state']
@@ -80,6 +144,10 @@ local function ss_decode_doc(raw)
     doc['state'] = {}
   elseif type(st) ~= 'table' then
     return nil, 'invalid:session state is not a JSON object'
+  end
+  local why = ss_doc_problem(doc, raw)
+  if why then
+    return nil, why
   end
   return doc, nil
 end
