@@ -21,6 +21,8 @@ would override a pinned value is a :class:`~sessionstreams.common.errors.ConfigE
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -312,6 +314,9 @@ async def check_server(client: Any, *, url: str | None = None) -> None:
         ConfigError: the policy evicts keys.
         ConnectionFailedError, StoreTimeoutError: the server does not answer.
     """
+    parsed = parse_url(url) if url else None
+    if parsed is not None and parsed.tls and parsed.hosts:
+        await _refuse_plain_server(parsed)
     with translate_errors(url):
         await client.ping()
     try:
@@ -331,6 +336,46 @@ async def check_server(client: Any, *, url: str | None = None) -> None:
                 f"redis maxmemory-policy is {policy!r}{where}: it may evict {what} and lose "
                 "acknowledged writes silently; use noeviction"
             )
+
+
+#: How long the plain-text probe of a TLS URL's server may take (connect, then the reply).
+TLS_PROBE_S = 1.0
+
+
+async def _refuse_plain_server(parsed: ParsedURL) -> None:
+    """Refuse a TLS URL whose (first) server answers in plain text: the TLS handshake would
+    otherwise wait for an answer that never comes, through every retry, with no hint.
+
+    A PING in plain text gets a RESP reply from a server without TLS; a TLS server answers
+    with an alert or closes the connection, and anything unreachable is left to the PING.
+
+    Raises:
+        ConfigError: the server speaks without TLS.
+    """
+    host, port = parsed.hosts[0]
+    writer = None
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                TLS_PROBE_S)
+        writer.write(b"PING\r\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), TLS_PROBE_S)
+    except (OSError, TimeoutError):
+        return
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), TLS_PROBE_S)
+    if line[:1] in (b"+", b"-"):
+        raise ConfigError(
+            f"redis url {parsed.redacted}: {_host_port(host, port)} answers without TLS; use "
+            f"{parsed.scheme.replace('rediss', 'redis', 1)}:// or enable TLS on the server"
+        )
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _config_get_policy(client: Any) -> dict[str, str]:

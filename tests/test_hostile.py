@@ -613,3 +613,14 @@ async def test_valid_documents_written_by_go_still_take_writes(make_service, red
         assert s is not None
         await svc.append_event(s, message(seq=b"1"))
         await svc.update_session_state(key, {"k": b"v"})
+
+
+async def test_tls_url_to_a_plain_server_fails_fast_with_a_hint(redis_server) -> None:
+    """rediss:// to a server without TLS timed out after every retry (~20 s) with no hint:
+    start() now says the server answers without TLS."""
+    svc = SessionService(Settings(url=f"rediss://127.0.0.1:{redis_server.port}/0"))
+    try:
+        with pytest.raises(ConfigError, match="without TLS"):
+            await asyncio.wait_for(svc.start(), 60)
+    finally:
+        await svc.close()
