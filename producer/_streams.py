@@ -15,7 +15,10 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from sessionstreams.common.connection import BACKOFF_CAP_S
 from sessionstreams.common.durable import call_and_wait
 from sessionstreams.common.entries import StreamEntry, encode_entry
 from sessionstreams.common.errors import (
@@ -26,6 +29,7 @@ from sessionstreams.common.errors import (
     PersistTimeoutError,
     PersistUncertainError,
     SessionNotFoundError,
+    StoreTimeoutError,
 )
 from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.models import Key, UserKey
@@ -94,6 +98,12 @@ class StreamWriter:
         self._in_flight = [False] * self.shards
         self._queued: list[deque[_Queued]] = [deque() for _ in range(self.shards)]
         self._senders: set[asyncio.Task[None]] = set()  # strong references while they run
+        # What one stream_add may take: every attempt's socket timeout, the backoff between
+        # them, the backpressure wait and a durable WAIT. A queued write waits no longer.
+        s = settings
+        self._call_budget_s = (s.socket_timeout_s * (s.client_retries + 1)
+                               + BACKOFF_CAP_S * s.client_retries + s.backpressure_wait_s
+                               + (s.durable_wait_timeout_s if s.durable_min_replicas else 0.0))
         # rid -> when its entry was first found missing from its stream with no outcome.
         self._missing: dict[str, float] = {}
 
@@ -144,12 +154,13 @@ class StreamWriter:
         made; each caller returns once its own entries are in the stream.
         """
         if self._in_flight[shard]:
-            waiter: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-            self._queued[shard].append(_Queued(encoded, waiter))
-            return await waiter
+            return await self._wait_queued(shard, encoded)
         self._in_flight[shard] = True
         try:
             return await self._send_now(shard, encoded)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self._fail_queued(shard, exc)
+            raise
         finally:
             if self._queued[shard]:
                 task = asyncio.get_running_loop().create_task(self._send_queued(shard))
@@ -157,6 +168,35 @@ class StreamWriter:
                 task.add_done_callback(self._senders.discard)
             else:
                 self._in_flight[shard] = False
+
+    async def _wait_queued(self, shard: int, encoded: list[bytes]) -> list[Any]:
+        """Wait behind the shard's call in flight, at most what a call of one's own may
+        take: Redis may hang, and the wait must not add a second call's time to the first."""
+        waiter: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        item = _Queued(encoded, waiter)
+        self._queued[shard].append(item)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), self._call_budget_s)
+        except TimeoutError:
+            waiter.cancel()
+            if item in self._queued[shard]:
+                self._queued[shard].remove(item)
+                raise StoreTimeoutError(
+                    f"shard {shard}: the call ahead did not finish within "
+                    f"{self._call_budget_s:.1f}s; these entries were not sent") from None
+            raise StoreTimeoutError(
+                f"shard {shard}: no answer within {self._call_budget_s:.1f}s; the entries may "
+                "still have been added (resend the same events: an event id is stored once)"
+            ) from None
+
+    def _fail_queued(self, shard: int, exc: BaseException) -> None:
+        """The call ahead failed on the connection: the writers queued behind it fail with it
+        at once (their entries were not sent) instead of each paying another timeout."""
+        queue = self._queued[shard]
+        while queue:
+            item = queue.popleft()
+            if not item.waiter.done():
+                item.waiter.set_exception(exc)
 
     async def _send_queued(self, shard: int) -> None:
         """Send what queued behind a call, in calls of at most ``GROUP_MAX`` entries."""
@@ -176,6 +216,8 @@ class StreamWriter:
                     for item in group:
                         if not item.waiter.done():
                             item.waiter.set_exception(exc)
+                    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+                        self._fail_queued(shard, exc)
                     continue
                 except BaseException:  # cancelled (loop shutdown): so are the writers
                     for item in group:

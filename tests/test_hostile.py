@@ -29,6 +29,8 @@ from sessionstreams.common.errors import (
     PersistLostError,
     PersistTimeoutError,
     SessionNotFoundError,
+    SessionStoreError,
+    StoreTimeoutError,
 )
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.models import (
@@ -624,3 +626,36 @@ async def test_tls_url_to_a_plain_server_fails_fast_with_a_hint(redis_server) ->
             await asyncio.wait_for(svc.start(), 60)
     finally:
         await svc.close()
+
+
+async def test_write_queued_behind_a_failing_call_keeps_its_own_budget(tmp_path) -> None:
+    """A write queued behind its shard's call in flight waited for that call, then made its
+    own (twice a single call's budget while Redis hangs): it now fails with the call it
+    waited for, never later than a call of its own would."""
+    server = start_redis_server(tmp_path)
+    settings = Settings(url=server.url, enable_async_persist=True, async_persister_num=1,
+                        socket_timeout_s=1.0, client_retries=1, backpressure_wait_s=0)
+    svc = SessionService(settings)
+    try:
+        await svc.start()
+        s = await svc.create_session(Key("app", "u", "s"))
+        await svc.append_event(s, message("warm-up"))  # the shard's conf is checked
+
+        async def timed(text: str) -> tuple[float, BaseException | None]:
+            started = time.monotonic()
+            try:
+                await svc.append_event(s, message(text))
+            except SessionStoreError as exc:
+                return time.monotonic() - started, exc
+            return time.monotonic() - started, None
+
+        with paused(server):
+            (leader_s, leader_error), (queued_s, queued_error) = await asyncio.gather(
+                timed("in flight"), timed("queued"))
+        assert isinstance(leader_error, StoreTimeoutError), leader_error
+        assert isinstance(queued_error, StoreTimeoutError), queued_error
+        assert queued_s < leader_s + 0.8, (leader_s, queued_s)
+    finally:
+        with contextlib.suppress(SessionStoreError):
+            await svc.close(timeout=0.1)
+        server.stop()
