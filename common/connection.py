@@ -49,6 +49,7 @@ from sessionstreams.common.errors import (
     ConnectionFailedError,
     CorruptDataError,
     InvalidArgumentError,
+    OutOfMemoryError,
     SessionStoreError,
     StoreTimeoutError,
 )
@@ -403,7 +404,8 @@ def translate(exc: BaseException, url: str | None = None) -> SessionStoreError:
     """Map a redis-py exception to ours; our own errors are returned unchanged.
 
     ConnectionError becomes ConnectionFailedError, TimeoutError StoreTimeoutError, a WRONGTYPE
-    reply CorruptDataError, DataError InvalidArgumentError, anything else SessionStoreError.
+    reply CorruptDataError, an OOM reply OutOfMemoryError, DataError InvalidArgumentError,
+    anything else SessionStoreError.
     The caller raises the result ``from exc``.
     """
     if isinstance(exc, SessionStoreError):
@@ -416,6 +418,8 @@ def translate(exc: BaseException, url: str | None = None) -> SessionStoreError:
         return ConnectionFailedError(f"redis connection failed{where}: {text}")
     if isinstance(exc, rx.ResponseError) and "WRONGTYPE" in text:
         return CorruptDataError(f"a stored key has the wrong type{where}: {text}")
+    if isinstance(exc, rx.OutOfMemoryError) or text.startswith("OOM "):
+        return OutOfMemoryError(f"redis is out of memory{where}: {text}")
     if isinstance(exc, rx.DataError):
         return InvalidArgumentError(f"redis refused the arguments{where}: {text}")
     return SessionStoreError(f"redis error{where}: {text}")

@@ -52,6 +52,11 @@ class StoreTimeoutError(SessionStoreError, TimeoutError):
     """A Redis command did not answer in time (it may still have been applied)."""
 
 
+class OutOfMemoryError(SessionStoreError):
+    """Redis refused a write: it reached ``maxmemory`` (with ``noeviction``, the only policy
+    we accept). Nothing was written; free memory or raise the limit, then retry."""
+
+
 class BackpressureError(SessionStoreError):
     """The persist backlog is over its cap; retry later or slow down."""
 

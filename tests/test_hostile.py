@@ -26,6 +26,7 @@ from sessionstreams.common.errors import (
     DecodeError,
     InvalidArgumentError,
     InvalidKeyError,
+    OutOfMemoryError,
     PersistLostError,
     PersistTimeoutError,
     SessionNotFoundError,
@@ -658,4 +659,45 @@ async def test_write_queued_behind_a_failing_call_keeps_its_own_budget(tmp_path)
     finally:
         with contextlib.suppress(SessionStoreError):
             await svc.close(timeout=0.1)
+        server.stop()
+
+
+async def test_create_refuses_an_empty_state_key_like_update(make_service, redis_client) -> None:
+    """create_session accepted an empty state key (and a bare 'app:'/'user:') that
+    update_session_state refuses; both refuse it now, and create writes nothing."""
+    svc = await make_service()
+    for bad in ({"": b"x"}, {"app:": b"x"}, {"user:": b"x"}):
+        with pytest.raises(InvalidKeyError):
+            await svc.create_session(Key("app", "u", "s"), state=bad)
+        assert await redis_client.exists(svc.keys.meta(Key("app", "u", "s"))) == 0
+    s = await svc.create_session(Key("app", "u", "s"))
+    with pytest.raises(InvalidKeyError, match="state key is required"):
+        await svc.update_session_state(s.key, {"": b"x"})
+
+
+async def test_out_of_memory_has_its_own_error(tmp_path) -> None:
+    """A write refused for maxmemory (noeviction) raised a bare SessionStoreError: it raises
+    OutOfMemoryError, in both modes, and nothing is written."""
+    server = start_redis_server(tmp_path)
+    admin = server.client()
+    try:
+        for async_mode in (False, True):
+            svc = SessionService(Settings(url=server.url, key_prefix=f"m{async_mode:d}",
+                                          enable_async_persist=async_mode))
+            try:
+                await svc.start()
+                s = await svc.create_session(Key("app", "u", "s"))
+                await svc.append_event(s, message("before"))  # the shard conf exists
+                await admin.config_set("maxmemory", 1)
+                try:
+                    with pytest.raises(OutOfMemoryError, match="maxmemory"):
+                        await svc.append_event(s, message("refused"))
+                finally:
+                    await admin.config_set("maxmemory", 0)
+                assert [e.response.choices[0].message.content for e in s.events] == ["before"]
+            finally:
+                with contextlib.suppress(SessionStoreError):
+                    await svc.close(timeout=0.1)
+    finally:
+        await admin.aclose()
         server.stop()

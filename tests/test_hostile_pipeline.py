@@ -202,3 +202,41 @@ SIGTERM_SLACK_S = 6.0
 
 async def _logged(worker, text: str) -> bool:
     return text in worker.log()
+
+
+# -- 14. OOM is Redis's condition, not the entry's ------------------------------------------------
+
+
+async def test_worker_waits_out_oom_without_dead_lettering(
+    tmp_path, pipeline_settings, start_worker
+) -> None:
+    """A worker whose writes are refused for maxmemory retries from its pending list (the
+    entry is not the one at fault: no dead letter) and applies once memory is back."""
+    server = start_redis_server(tmp_path)
+    admin_client = server.client()
+    try:
+        settings = pipeline_settings(url=server.url, dead_letter_after_failures=1,
+                                     lease_ttl_s=10.0, heartbeat_interval_s=0.5,
+                                     async_persister_num=1)
+        svc = SessionService(settings)
+        try:
+            s = await svc.create_session(Key("app", "u", "s"))
+            receipt = await svc.append_event(s, Event.message("user", "x"))
+            # The worker takes its shards, then stalls before its first read: memory runs
+            # out meanwhile, so its first apply meets OOM.
+            worker = start_worker(settings, faults="before_read:sleep=1:once")
+            await eventually(lambda: _logged(worker, "fault fired"), 30, "the stall")
+            await admin_client.config_set("maxmemory", 1)
+            await eventually(lambda: _logged(worker, "re-reading the pending list"), 30,
+                             "the worker to meet OOM on its shard")
+            assert "maxmemory" in worker.log()
+            await admin_client.config_set("maxmemory", 0)
+            assert await svc.wait_persisted(receipt, timeout=30) == "applied"
+            assert await admin.dlq_list(admin_client, settings) == []
+            assert "shard consumer crashed" not in worker.log()
+        finally:
+            await admin_client.config_set("maxmemory", 0)
+            await svc.close()
+    finally:
+        await admin_client.aclose()
+        server.stop()

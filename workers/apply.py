@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessionstreams.common.entries import EntryHeader, StreamEntry
@@ -29,6 +30,10 @@ from sessionstreams.workers.faults import Faults
 FINAL = FINAL_STATUSES
 
 log = structlog.get_logger("sessionstreams.worker")
+
+#: Errors of Redis itself, not of an entry: the batch is re-read later, never dead-lettered
+#: (an entry failing for want of memory would be lost to the DLQ for no fault of its own).
+INFRASTRUCTURE = (RedisConnectionError, RedisTimeoutError, RedisOutOfMemoryError)
 
 
 class State(enum.Enum):
@@ -208,7 +213,7 @@ class Applier:
                     events = [i.entry.event for i in run]  # type: ignore[union-attr]
                     call = self.engines[entry.route].append_call(entry.key, events,
                                                                  **_opts(entry))
-            except (RedisConnectionError, RedisTimeoutError):
+            except INFRASTRUCTURE:
                 raise
             except Exception as exc:  # whatever is wrong with it is this run's failure
                 self._settle(run, exc)
@@ -228,7 +233,7 @@ class Applier:
         for run in direct:
             try:
                 status = await self._apply_single(run[0])
-            except (RedisConnectionError, RedisTimeoutError):
+            except INFRASTRUCTURE:
                 raise
             except Exception as exc:  # any other error is this entry's failure
                 self._settle(run, exc)
@@ -246,7 +251,7 @@ class Applier:
                 [s.decode() if isinstance(s, bytes) else str(s) for s in result],
                 **_opts(entry),
             )
-        except (RedisConnectionError, RedisTimeoutError):
+        except INFRASTRUCTURE:
             raise
         except Exception as exc:
             return exc
@@ -271,7 +276,7 @@ class Applier:
 
     @staticmethod
     def _settle(run: list[Item], result: Any) -> None:
-        if isinstance(result, (RedisConnectionError, RedisTimeoutError)):
+        if isinstance(result, INFRASTRUCTURE):
             raise result
         if isinstance(result, Exception):
             run[0].state, run[0].error = State.FAILED, f"{type(result).__name__}: {result}"

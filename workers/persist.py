@@ -27,7 +27,7 @@ from sessionstreams.common.outcomes import Outcome
 from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import PERSIST_GROUP, ShardKeys
-from sessionstreams.workers.apply import Applier, Item, LeaseLostError, State
+from sessionstreams.workers.apply import INFRASTRUCTURE, Applier, Item, LeaseLostError, State
 from sessionstreams.workers.faults import Faults
 from sessionstreams.workers.leases import Lease
 from sessionstreams.workers.observe import NO_HOOKS, ConsumerHooks
@@ -88,7 +88,7 @@ class ShardConsumer:
             except LeaseLostError:
                 self.log.warning("lease lost; dropping the batch in hand")
                 return
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (*INFRASTRUCTURE, OSError) as exc:
                 self.log.warning("redis error; re-reading the pending list", error=str(exc))
                 cursor = await self._restart(backoff)
                 backoff = min(backoff * 2, 2.0)
