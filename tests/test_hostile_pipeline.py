@@ -15,7 +15,7 @@ import msgspec
 import pytest
 from workers_harness import eventually
 
-from redis_harness import start_redis_server
+from redis_harness import free_port, start_redis_server
 from sessionstreams.common.entries import StreamEntry, encode_entry
 from sessionstreams.common.errors import DeadLetteredError
 from sessionstreams.common.hashidx import AppendEntry
@@ -240,3 +240,36 @@ async def test_worker_waits_out_oom_without_dead_lettering(
     finally:
         await admin_client.aclose()
         server.stop()
+
+
+# -- 14. a worker started before Redis waits for it ------------------------------------------------
+
+
+async def test_worker_started_before_redis_retries_until_it_answers(
+    tmp_path, pipeline_settings, start_worker
+) -> None:
+    """A worker started while Redis is unreachable used to exit at once: it retries with
+    backoff, starts when Redis answers, and applies writes."""
+    port = free_port()
+    settings = pipeline_settings(url=f"redis://127.0.0.1:{port}/0")
+    worker = start_worker(settings)
+    await eventually(lambda: _logged(worker, "waiting for redis"), 30, "a retry at start")
+    await eventually(lambda: _retries(worker, 2), 30, "a second retry")
+    assert worker.alive(), worker.log()
+    server = start_redis_server(tmp_path, port=port)
+    try:
+        await eventually(lambda: _logged(worker, "worker started"), 30, "the worker to start")
+        svc = SessionService(settings)
+        try:
+            s = await svc.create_session(Key("app", "u", "s"))
+            receipt = await svc.append_event(s, Event.message("user", "x"))
+            assert await svc.wait_persisted(receipt, timeout=30) == "applied"
+        finally:
+            await svc.close()
+        assert await asyncio.to_thread(worker.terminate, 60) == 0
+    finally:
+        server.stop()
+
+
+async def _retries(worker, count: int) -> bool:
+    return worker.log().count("waiting for redis") >= count

@@ -26,7 +26,7 @@ from sessionstreams.common.connection import (
     redact_url,
     start_failover_watch,
 )
-from sessionstreams.common.errors import ConfigError
+from sessionstreams.common.errors import ConfigError, ConnectionFailedError, StoreTimeoutError
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import ShardKeys, check_conf, workers_key
 from sessionstreams.common.store import Store
@@ -43,6 +43,9 @@ log = structlog.get_logger("sessionstreams.worker")
 
 #: How long closing a client may take at exit (a paused server never answers).
 CLOSE_TIMEOUT_S = 1.0
+#: Backoff of the start checks while Redis does not answer (doubling up to the max).
+START_RETRY_FIRST_S = 0.2
+START_RETRY_MAX_S = 5.0
 
 
 def shares(shards: int, live: list[str], me: str) -> int:
@@ -80,6 +83,7 @@ class Worker:
         )
         self.consumers: dict[int, tuple[ShardConsumer, asyncio.Task[None]]] = {}
         self.stopping = asyncio.Event()
+        self._registered = False
         self.exit_code = 0
         self.log = log.bind(worker=self.worker_id)
 
@@ -97,13 +101,11 @@ class Worker:
             # whose first command may come much later (an idle worker).
             start_failover_watch(self.client)
             start_failover_watch(self.stream_client)
-            await check_server(self.client, url=self.settings.url or None)
-            await check_conf(self.client, self.scripts, self.settings.key_prefix,
-                             len(self.shard_keys))
-            self.log.info("worker started", shards=len(self.shard_keys),
-                          url=redact_url(self.settings.url))
-            started = True
-            await self._until_stopped(self._coordinate())
+            if await self._until_stopped(self._wait_for_redis()):
+                self.log.info("worker started", shards=len(self.shard_keys),
+                              url=redact_url(self.settings.url))
+                started = True
+                await self._until_stopped(self._coordinate())
         except ConfigError as exc:
             if not started:  # refused at start (evicting maxmemory-policy, shard count)
                 raise
@@ -116,9 +118,10 @@ class Worker:
                 self.exit_code = 1
         return self.exit_code
 
-    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> None:
+    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
         """Run ``work`` until it ends or SIGTERM; a pass blocked on Redis is abandoned then
-        (coordination is idempotent: the next owner or start redoes it)."""
+        (coordination is idempotent: the next owner or start redoes it). Returns True when
+        ``work`` ended by itself."""
         task = asyncio.create_task(work)
         stop = asyncio.create_task(self.stopping.wait())
         try:
@@ -129,8 +132,27 @@ class Worker:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task  # its exception (a ConfigError) is the run's
+        return not task.cancelled()
+
+    async def _wait_for_redis(self) -> None:
+        """The start checks (server, shard configuration), retried with backoff while Redis
+        does not answer: a worker may start before Redis (a deployment's start order, a
+        restart). A refusal (eviction policy, shard count) is a ConfigError, raised."""
+        delay = START_RETRY_FIRST_S
+        while True:
+            try:
+                await check_server(self.client, url=self.settings.url or None)
+                await check_conf(self.client, self.scripts, self.settings.key_prefix,
+                                 len(self.shard_keys))
+                return
+            except (ConnectionFailedError, StoreTimeoutError, RedisError, OSError) as exc:
+                self.log.warning("waiting for redis", error=str(exc), retry_in_s=delay,
+                                 url=redact_url(self.settings.url))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, START_RETRY_MAX_S)
 
     async def _coordinate(self) -> None:
+        self._registered = True  # from the first heartbeat on, leave the registry at exit
         interval = self.settings.heartbeat_interval_s
         hb_ttl = max(self.settings.lease_ttl_s, 3 * interval)
         while not self.stopping.is_set():
@@ -216,7 +238,8 @@ class Worker:
                     await self._stop_and_release(shard)
                 for shard in list(self.leases.held):
                     await self.leases.release(shard)
-                await self.leases.leave()
+                if self._registered:
+                    await self.leases.leave()
         except (TimeoutError, RedisError, OSError) as exc:
             clean = False
             self.log.error("shutdown incomplete: Redis did not answer; the leases expire and "
