@@ -12,7 +12,9 @@ written or acknowledged. What is accepted is exactly what reads back equal:
   int64; bools are bools; nested structs are the model classes);
 * strings are valid Unicode (a lone surrogate is not: Go would store U+FFFD instead);
 * floats are finite (Go cannot encode NaN or infinities);
-* times are :class:`~sessionstreams.common.gotime.GoTime` values Go can write (years 0-9999);
+* times are :class:`~sessionstreams.common.gotime.GoTime` values Go can write (years 0-9999)
+  with a zone offset of whole minutes (Go writes minutes only: another offset reads back as
+  another text);
 * raw JSON (``extensions`` values, a track ``payload``) is one valid JSON value (found by
   :func:`encode_checked`), and raw JSON and ``extra_fields`` nest at most :data:`MAX_DEPTH`
   levels (deeper documents could not be read back);
@@ -118,8 +120,8 @@ _FAST: Final[dict[str, str]] = {
     "bool": "type(x) is bool",
     "int": "type(x) is int and -9223372036854775808 <= x <= 9223372036854775807",
     "bytes": "type(x) is bytes",
-    "time": "type(x) is GoTime and _TIME_LO <= x.unix_ns <= _TIME_HI and -86400 < x.offset_s"
-            " < 86400",
+    "time": "type(x) is GoTime and _TIME_LO <= x.unix_ns <= _TIME_HI and x.offset_s % 60 == 0"
+            " and -86400 < x.offset_s < 86400",
 }
 
 
@@ -227,6 +229,9 @@ def _bytes(kind: Kind, v: Any, depth: int) -> None:
 def _time(kind: Kind, v: Any, depth: int) -> None:
     if type(v) is not GoTime:
         raise _Bad(f"must be a GoTime, not {type(v).__name__}")
+    if v.offset_s % 60:
+        raise _Bad(f"has a zone offset of {v.offset_s} s, not whole minutes: Go writes the "
+                   "offset in minutes, so it would not read back as written")
     try:
         v.to_text()
     except ValueError as exc:
