@@ -73,48 +73,69 @@ end
 local SS_MONTH_DAYS = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
 
 local function ss_valid_time(text)
-  local y, mo, d, h, mi, s, rest = string.match(text,
-    '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d?):(%d%d):(%d%d)(.*)$')
-  if not y then
-    return false
-  end
-  rest = string.gsub(rest, '^[%.,]%d+', '', 1)
-  if rest ~= 'Z' then
-    local oh, om = string.match(rest, '^[%+%-](%d%d):(%d%d)$')
-    if not oh or tonumber(oh) > 24 or tonumber(om) > 60 then
+  local y, mo, d, h, mi, s, rest
+  if string.find(text, '^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d') then
+    -- The shape Go writes: the digits are read by position (this runs on every write).
+    local m1, m2, _, d1, d2, _, h1, h2, _, i1, i2, _, s1, s2 = string.byte(text, 6, 19)
+    y, mo, d = tonumber(string.sub(text, 1, 4)), (m1 - 48) * 10 + m2 - 48, (d1 - 48) * 10 + d2 - 48
+    h, mi, s = (h1 - 48) * 10 + h2 - 48, (i1 - 48) * 10 + i2 - 48, (s1 - 48) * 10 + s2 - 48
+    rest = string.sub(text, 20)
+  else
+    y, mo, d, h, mi, s, rest = string.match(text,
+      '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d?):(%d%d):(%d%d)(.*)$')
+    if not y then
       return false
     end
+    y, mo, d, h, mi, s = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi),
+      tonumber(s)
   end
-  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  if rest ~= 'Z' then
+    local _, frac_end = string.find(rest, '^[%.,]%d+')
+    local zone = frac_end and string.sub(rest, frac_end + 1) or rest
+    if zone ~= 'Z' then
+      local oh, om = string.match(zone, '^[%+%-](%d%d):(%d%d)$')
+      if not oh or tonumber(oh) > 24 or tonumber(om) > 60 then
+        return false
+      end
+    end
+  end
   if mo < 1 or mo > 12 or d < 1 or d > SS_MONTH_DAYS[mo] then
     return false
   end
   if mo == 2 and d == 29 and not (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) then
     return false
   end
-  return tonumber(h) <= 23 and tonumber(mi) <= 59 and tonumber(s) <= 59
+  return h <= 23 and mi <= 59 and s <= 59
 end
 
 -- True when `v` is standard padded base64 (line breaks skipped, as Go's decoder does).
 local function ss_valid_b64(v)
+  if #v % 4 == 0 and string.find(v, '^[A-Za-z0-9+/]*=?=?$') then
+    return true
+  end
+  if not string.find(v, '[\r\n]') then
+    return false
+  end
   v = string.gsub(v, '[\r\n]', '')
   return #v % 4 == 0 and string.find(v, '^[A-Za-z0-9+/]*=?=?$') ~= nil
 end
 
 -- Why the reader would refuse a decoded session document (nil when it would not): the
 -- shapes and types of its fields. `raw` tells an empty state object from an empty array.
+-- (A bad updatedAt is not refused: every write replaces it, as the earliest time.)
+local SS_DOC_STRINGS = {'id', 'appName', 'userID', 'generation', 'updatedAt'}
+
 local function ss_doc_problem(doc, raw)
-  for _, f in ipairs({'id', 'appName', 'userID', 'generation'}) do
+  for i = 1, #SS_DOC_STRINGS do
+    local f = SS_DOC_STRINGS[i]
     local v = doc[f]
     if v ~= nil and v ~= cjson.null and type(v) ~= 'string' then
       return 'invalid:session document field ' .. f .. ' is not a string'
     end
   end
-  for _, f in ipairs({'createdAt', 'updatedAt'}) do
-    local v = doc[f]
-    if v ~= nil and v ~= cjson.null and not (type(v) == 'string' and ss_valid_time(v)) then
-      return 'invalid:session document field ' .. f .. ' is not a time'
-    end
+  local c = doc['createdAt']
+  if c ~= nil and c ~= cjson.null and not (type(c) == 'string' and ss_valid_time(c)) then
+    return 'invalid:session document field createdAt is not a time'
   end
   local st = doc['state']
   if next(st) == nil and string.find(raw, '"state"%s*:%s*%[') then

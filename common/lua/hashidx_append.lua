@@ -184,8 +184,12 @@ if ttl_ms > 0 then
   redis.call('PEXPIRE', idx_key, ttl_ms)
   redis.call('PEXPIRE', KEYS[7], ttl_ms)
 end
+-- Our keys: the record is written by every call; the info hash only with bounded storage;
+-- the summary-run record follows the session TTL here and gets its own bound when written.
 ss_keep(applied_key, ttl_ms)
-ss_keep(info_key, ttl_ms)
-ss_keep(KEYS[8], ttl_ms)
+if limit > 0 or ttl_ms > 0 then
+  ss_keep(info_key, ttl_ms)
+end
+ss_pexpire(KEYS[8], ttl_ms)
 ss_record_cap(applied_key)
 return out

@@ -171,8 +171,9 @@ if ttl_ms > 0 then
   redis.call('PEXPIRE', event_key, ttl_ms)
   redis.call('PEXPIRE', KEYS[6], ttl_ms)
 end
+-- Our keys: as in hashidx_append (the info hash is also written for user messages).
 ss_keep(applied_key, ttl_ms)
 ss_keep(info_key, ttl_ms)
-ss_keep(KEYS[7], ttl_ms)
+ss_pexpire(KEYS[7], ttl_ms)
 ss_record_cap(applied_key)
 return out
