@@ -112,22 +112,33 @@ def _default(field: msgspec.structs.FieldInfo) -> Any:
 _TIME_LO: Final = GoTime.parse("0001-01-02T00:00:00Z").unix_ns
 _TIME_HI: Final = GoTime.parse("9999-12-30T00:00:00Z").unix_ns
 
-#: Per kind, a cheap expression over ``x`` that is true for the usual valid values; a value
-#: for which it is false gets the full check (which finds the reason, or accepts it).
+#: Per kind, a cheap expression over a value ``{v}`` that is true for the usual valid values;
+#: a value for which it is false gets the full check (which finds the reason, or accepts it).
 _FAST: Final[dict[str, str]] = {
-    "str": "type(x) is str and x.isascii()",
-    "text": "type(x) is str and x.isascii()",
-    "bool": "type(x) is bool",
-    "int": "type(x) is int and -9223372036854775808 <= x <= 9223372036854775807",
-    "bytes": "type(x) is bytes",
-    "time": "type(x) is GoTime and _TIME_LO <= x.unix_ns <= _TIME_HI and x.offset_s % 60 == 0"
-            " and -86400 < x.offset_s < 86400",
+    "str": "type({v}) is str and {v}.isascii()",
+    "text": "type({v}) is str and {v}.isascii()",
+    "bool": "type({v}) is bool",
+    "int": "type({v}) is int and -9223372036854775808 <= {v} <= 9223372036854775807",
+    "bytes": "type({v}) is bytes",
+    "time": "type({v}) is GoTime and _TIME_LO <= {v}.unix_ns <= _TIME_HI"
+            " and {v}.offset_s % 60 == 0 and -86400 < {v}.offset_s < 86400",
 }
 
 
+def _fast(kind: Kind, var: str) -> str | None:
+    """The cheap test of ``kind`` over the variable ``var``, or None when there is none."""
+    if kind[0] == "opt":
+        inner = _fast(kind[1], var)
+        return f"{var} is None" + (f" or ({inner})" if inner else "")
+    template = _FAST.get(kind[0])
+    return template.format(v=var) if template else None
+
+
 def _compile(cls: type) -> Callable[[Any, int], None]:
-    """A checker of one struct class, unrolled over its fields (this runs on every append,
-    so the usual values cost an attribute load and a type test each)."""
+    """A checker of one struct class, unrolled over its fields, with loops for lists of
+    structs and maps of plain values (this runs on every append, so the usual values cost an
+    attribute load and a type test each). Anything unusual goes to the full check of the
+    field, which names the offending value."""
     names: dict[str, Any] = {"_slow": _slow, "_Bad": _Bad, "GoTime": GoTime,
                              "_TIME_LO": _TIME_LO, "_TIME_HI": _TIME_HI}
     lines = ["def check(v, depth):"]
@@ -135,26 +146,34 @@ def _compile(cls: type) -> Callable[[Any, int], None]:
         kind = _OVERRIDES.get((cls, f.name)) or _kind(f.type)
         names[f"k{i}"] = kind
         names[f"d{i}"] = _default(f)
+        slow = f"_slow(k{i}, x, depth, {f.encode_name!r})"
         inner = kind[1] if kind[0] == "opt" else kind
-        fast = _FAST.get(inner[0])
-        if kind[0] == "opt":
-            fast = "x is None" + (f" or ({fast})" if fast else "")
-        cond = f"x is d{i}" + (f" or ({fast})" if fast else "")
+        fast = _fast(kind, "x")
         lines.append(f"    x = v.{f.name}")
-        lines.append(f"    if not ({cond}):")
-        if inner[0] == "struct":  # a nested struct of the right class: its own checker
-            names[f"c{i}"] = inner[1]
-            names[f"s{i}"] = _checker(inner[1])
-            lines.append(f"        if type(x) is c{i}:")
-            lines.append("            try:")
-            lines.append(f"                s{i}(x, depth)")
-            lines.append("            except _Bad as bad:")
-            lines.append(f"                bad.path.append({'.' + f.encode_name!r})")
-            lines.append("                raise")
-            lines.append("        else:")
-            lines.append(f"            _slow(k{i}, x, depth, {f.encode_name!r})")
+        lines.append(f"    if not (x is d{i}" + (f" or {fast}" if fast else "") + "):")
+        element: Kind = inner[1] if inner[0] in ("list", "map") else ("none",)
+        if inner[0] == "struct" or (inner[0] == "list" and element[0] == "struct"):
+            struct = inner[1] if inner[0] == "struct" else element[1]
+            names[f"c{i}"] = struct
+            names[f"s{i}"] = _checker(struct)
+            if inner[0] == "struct":
+                lines += [f"        if type(x) is c{i}:", "            try:",
+                          f"                s{i}(x, depth)", "            except _Bad:",
+                          f"                {slow}", "        else:", f"            {slow}"]
+            else:
+                lines += ["        if type(x) is list:", "            for y in x:",
+                          f"                if type(y) is not c{i}:",
+                          f"                    {slow}", "                    break",
+                          "                try:", f"                    s{i}(y, depth)",
+                          "                except _Bad:", f"                    {slow}",
+                          "        else:", f"            {slow}"]
+        elif inner[0] == "map" and _fast(element, "y"):
+            test = f"type(k) is str and k.isascii() and ({_fast(element, 'y')})"
+            lines += ["        if type(x) is dict:", "            for k, y in x.items():",
+                      f"                if not ({test}):", f"                    {slow}",
+                      "                    break", "        else:", f"            {slow}"]
         else:
-            lines.append(f"        _slow(k{i}, x, depth, {f.encode_name!r})")
+            lines.append(f"        {slow}")
     lines.append("    return None")
     exec("\n".join(lines), names)  # code generated from the model's own fields
     checker: Callable[[Any, int], None] = names["check"]
