@@ -57,8 +57,7 @@ from sessionstreams.workers.runner import Worker
 @pytest.mark.parametrize("policy", ["volatile-lru", "volatile-lfu", "volatile-random",
                                     "volatile-ttl"])
 async def test_volatile_eviction_policy_is_refused(tmp_path, policy) -> None:
-    """A volatile-* policy may evict sessions with a TTL (and always our leases): producers
-    and workers refuse to start, naming the policy."""
+    """Producers and workers refuse a volatile-* policy, naming it (it evicts keys with a TTL)."""
     server = start_redis_server(tmp_path, ("--maxmemory-policy", policy))
     settings = Settings(url=server.url, enable_async_persist=True, async_persister_num=2)
     try:
@@ -79,9 +78,7 @@ async def test_volatile_eviction_policy_is_refused(tmp_path, policy) -> None:
 
 
 async def test_legacy_layout_refuses_user_ids_with_colon(make_service, redis_client) -> None:
-    """In the legacy layout user 'alice:x' session '1' and user 'alice' session 'x:1' share
-    keys: a mode that writes that layout refuses the first id on every write, so deleting it
-    can no longer wipe alice's events."""
+    """Legacy-layout modes refuse user 'alice:x' (sharing keys with alice's 'x:1') on writes."""
     writer = await make_service(compat_mode=CompatMode.TRANSITION)  # creates legacy sessions
     alice = await writer.create_session(Key("app", "alice", "x:1"))
     await writer.append_event(alice, Event.message("user", "mine"))
@@ -111,8 +108,7 @@ async def test_legacy_layout_refuses_user_ids_with_colon(make_service, redis_cli
 
 
 async def test_hashidx_user_ids_with_colon_stay_usable_in_none_mode(make_service) -> None:
-    """HashIdx keys put the user inside its hash tag: ':' in a user id collides with nothing
-    there, so NONE mode (HashIdx only) accepts it."""
+    """NONE mode (HashIdx, user inside its hash tag) accepts ':' in user ids."""
     svc = await make_service(compat_mode=CompatMode.NONE)
     s = await svc.create_session(Key("app", "alice:x", "1"))
     await svc.append_event(s, Event.message("user", "hi"))
@@ -124,8 +120,7 @@ async def test_hashidx_user_ids_with_colon_stay_usable_in_none_mode(make_service
 
 @pytest.mark.parametrize("mode", list(CompatMode))
 async def test_track_names_with_colon_are_refused(make_service, redis_client, mode) -> None:
-    """Session 's:x' track 't' and session 's' track 'x:t' share the track keys in both
-    layouts: a track name with ':' is refused and nothing is written."""
+    """A track name with ':' (its keys end in <sid>:<track>) is refused; nothing is written."""
     svc = await make_service(compat_mode=mode)
     s = await svc.create_session(Key("app", "u", "s"))
     before = await redis_client.keys(f"{svc.keys.prefix}:*")
@@ -232,9 +227,7 @@ BAD_EVENTS = {
 async def test_bad_event_is_refused_with_our_error_and_writes_nothing(
     make_service, redis_client, async_mode, case
 ) -> None:
-    """Wrong field types (int id, bytes author, str timestamp), NaN, deep nesting, non-JSON
-    extensions, lone surrogates: InvalidArgumentError in both modes, nothing written or
-    acknowledged, the caller's session unchanged."""
+    """A badly typed event gets our error in both modes; nothing written or acknowledged."""
     svc = await make_service(enable_async_persist=async_mode, read_your_writes_wait_s=1)
     s = await svc.create_session(Key("app", "u", "s"))
     before = await snapshot(redis_client, svc.keys.prefix)
@@ -250,8 +243,7 @@ async def test_bad_event_is_refused_with_our_error_and_writes_nothing(
 
 @pytest.mark.parametrize("async_mode", MODES)
 async def test_failed_append_leaves_the_callers_session_alone(make_service, async_mode) -> None:
-    """An append that raises (refused input, or a session deleted meanwhile) leaves
-    session.events and session.state as they were."""
+    """An append that raises leaves session.events and session.state as they were."""
     svc = await make_service(enable_async_persist=async_mode)
     s = await svc.create_session(Key("app", "u", "s"))
     with pytest.raises(InvalidArgumentError):
@@ -274,8 +266,7 @@ async def test_failed_append_leaves_the_callers_session_alone(make_service, asyn
 async def test_extreme_timestamps_get_one_verdict_in_both_modes(
     make_service, redis_client, async_mode
 ) -> None:
-    """Year-1 and year-9999 event timestamps and a track event without a timestamp are
-    stored by both modes (async used to raise OverflowError), in append order."""
+    """Year-1/9999 timestamps and a track event without one are stored by both modes."""
     svc = await make_service(enable_async_persist=async_mode)
     s = await svc.create_session(Key("app", "u", "s"))
     early = Event.message("user", "early", timestamp=GoTime.ZERO)
@@ -331,8 +322,7 @@ async def test_untyped_errors_of_other_arguments_become_ours(make_service) -> No
 
 @pytest.mark.parametrize("async_mode", MODES)
 async def test_refused_append_writes_no_app_state(make_service, redis_client, async_mode) -> None:
-    """A write refused by the session script (here: a corrupt meta) leaves the app state
-    alone: it is written after the script, for what the script applied."""
+    """A write the session script refuses does not write its app: delta."""
     svc = await make_service(enable_async_persist=async_mode)
     s = await svc.create_session(Key("app", "u", "s"))
     await redis_client.set(svc.keys.meta(s.key), b"not json")
@@ -349,8 +339,7 @@ async def test_refused_append_writes_no_app_state(make_service, redis_client, as
 
 
 async def test_wrong_type_app_state_key_refuses_the_append(make_service, redis_client) -> None:
-    """An app-state key of another Redis type is found before the session script: the event
-    is not stored either."""
+    """A wrong-type app-state key is found before the script: the event is not stored."""
     svc = await make_service()
     s = await svc.create_session(Key("app", "u", "s"))
     await redis_client.set(svc.keys.app_state("app"), b"x")
@@ -367,8 +356,7 @@ async def test_wrong_type_app_state_key_refuses_the_append(make_service, redis_c
 async def test_request_record_stays_capped_whatever_the_batch_size(
     make_service, redis_client, batch
 ) -> None:
-    """300 calls of append_events with 16 events used to leave 4,800 request ids (the cap is
-    1,024, trimmed only when a call ended on a multiple of 16)."""
+    """The request record stays near its cap whatever the number of events per call."""
     svc = await make_service(session_event_storage_limit=0)
     s = await svc.create_session(Key("app", "u", "s"))
     calls = 1300 // batch + 1
@@ -391,9 +379,7 @@ async def _ours(client, prefix: str) -> dict[bytes, int]:
 async def test_bookkeeping_keys_expire_even_without_session_ttl(
     make_service, redis_client, mode
 ) -> None:
-    """With session_ttl 0, a session deleted by another service (which leaves our ss: keys)
-    used to leave ss:applied and ss:info forever: they now expire within KEEP_MS of our
-    last write, and with the session's TTL when it has one."""
+    """Our ss: keys expire within KEEP_MS without a session TTL, with it when it has one."""
     svc = await make_service(compat_mode=mode, session_event_storage_limit=5)
     s = await svc.create_session(Key("app", "u", "s"))
     for i in range(8):
@@ -428,9 +414,7 @@ def paused(server):
 
 
 async def test_close_respects_its_timeout_while_redis_is_paused(tmp_path) -> None:
-    """close(timeout=1) with a write pending and Redis paused used to take about 50 s
-    (each poll waited out socket timeouts and retries): it now returns, reporting the pending
-    write, within its timeout plus the time to close the connections."""
+    """close(timeout=1) returns within its timeout while Redis is paused (was ~50 s)."""
     server = start_redis_server(tmp_path)
     svc = SessionService(Settings(url=server.url, enable_async_persist=True,
                                   async_persister_num=2))
@@ -457,10 +441,7 @@ CLOSE_SLACK_S = 4.0
 
 
 async def test_lost_stream_entries_are_reported_once_then_reads_served(tmp_path) -> None:
-    """After a restart without persistence lost an acknowledged entry, every read of its
-    session used to wait read_your_writes_wait_s and raise PersistTimeoutError, for the life of
-    the process: the loss is now raised once (PersistLostError naming the write), then reads
-    are served, including the effect of a later write the workers applied."""
+    """A write Redis lost is reported once (PersistLostError), then reads are served."""
     server = start_redis_server(tmp_path)
     settings = Settings(url=server.url, enable_async_persist=True, async_persister_num=2,
                         read_your_writes_wait_s=10, lease_ttl_s=2, heartbeat_interval_s=0.2,
@@ -510,8 +491,7 @@ def _leaks(text: str, secret: str) -> list[str]:
 @pytest.mark.parametrize("secret", [SECRET, "qz?Xk7Wv9", "Jm3q#Zr8tY", "Hv7k?w=Rq2#x1y2"])
 @pytest.mark.parametrize("scheme", ["redis", "rediss", "redis+cluster", "redis+sentinel"])
 def test_unencoded_password_never_appears_in_config_errors(scheme, secret) -> None:
-    """A password with an unencoded '?' or '#' used to appear (whole or in pieces) in the
-    ConfigError message: the URL is refused (ambiguous), the password masked."""
+    """A password with an unencoded '?' or '#' never shows in a ConfigError."""
     path = "/mymaster/0" if scheme == "redis+sentinel" else "/0"
     url = f"{scheme}://user:{secret}@127.0.0.1:6379{path}"
     assert not _leaks(redact_url(url), secret), redact_url(url)
@@ -541,9 +521,7 @@ def test_sentinel_password_in_extra_options_is_masked_in_repr() -> None:
 async def test_one_wrong_type_key_hides_only_its_session_in_listings(
     make_service, redis_client, indexed
 ) -> None:
-    """A key of the wrong Redis type in one session made list_sessions fail for the whole
-    user and list_app_sessions for the whole app; now only that session is left out (as
-    Go does), and delete_session removes it."""
+    """A wrong-type key hides only its session from listings; delete removes it."""
     svc = await make_service(enable_user_session_index=indexed)
     good = await svc.create_session(Key("app", "u", "good"))
     await svc.append_event(good, message("hi"))
@@ -579,9 +557,7 @@ BAD_METAS = {
 async def test_write_scripts_refuse_a_document_the_reader_refuses(
     make_service, redis_client, layout, case
 ) -> None:
-    """Appends, track appends and state updates used to apply onto a session document the
-    reader refuses ('[]', non-base64 state, a garbage createdAt): they are refused (nothing
-    written), as the read is."""
+    """Write scripts refuse a session document the reader refuses; nothing is written."""
     mode = CompatMode.TRANSITION if layout == "zset" else CompatMode.NONE
     svc = await make_service(compat_mode=mode)
     s = await svc.create_session(Key("app", "u", "s"))
@@ -603,8 +579,7 @@ async def test_write_scripts_refuse_a_document_the_reader_refuses(
 
 
 async def test_valid_documents_written_by_go_still_take_writes(make_service, redis_client) -> None:
-    """Documents Go writes (one-digit hours, comma fractions, offsets, null state) are not
-    refused by the stricter check."""
+    """Documents in the shapes Go writes still take writes."""
     svc = await make_service(compat_mode=CompatMode.NONE)
     for i, created in enumerate(["2024-02-29T1:02:03,5+08:00", "2024-01-01T00:00:00.123456789Z",
                                  "0001-01-01T00:00:00Z"]):
@@ -619,8 +594,7 @@ async def test_valid_documents_written_by_go_still_take_writes(make_service, red
 
 
 async def test_tls_url_to_a_plain_server_fails_fast_with_a_hint(redis_server) -> None:
-    """rediss:// to a server without TLS timed out after every retry (~20 s) with no hint:
-    start() now says the server answers without TLS."""
+    """rediss:// to a server without TLS fails at start, saying so (was a ~20 s timeout)."""
     svc = SessionService(Settings(url=f"rediss://127.0.0.1:{redis_server.port}/0"))
     try:
         with pytest.raises(ConfigError, match="without TLS"):
@@ -630,9 +604,7 @@ async def test_tls_url_to_a_plain_server_fails_fast_with_a_hint(redis_server) ->
 
 
 async def test_write_queued_behind_a_failing_call_keeps_its_own_budget(tmp_path) -> None:
-    """A write queued behind its shard's call in flight waited for that call, then made its
-    own (twice a single call's budget while Redis hangs): it now fails with the call it
-    waited for, never later than a call of its own would."""
+    """A write queued behind a hanging call fails with it, not a call's time later."""
     server = start_redis_server(tmp_path)
     settings = Settings(url=server.url, enable_async_persist=True, async_persister_num=1,
                         socket_timeout_s=1.0, client_retries=1, backpressure_wait_s=0)
@@ -663,8 +635,7 @@ async def test_write_queued_behind_a_failing_call_keeps_its_own_budget(tmp_path)
 
 
 async def test_create_refuses_an_empty_state_key_like_update(make_service, redis_client) -> None:
-    """create_session accepted an empty state key (and a bare 'app:'/'user:') that
-    update_session_state refuses; both refuse it now, and create writes nothing."""
+    """create_session refuses an empty (or bare app:/user:) state key, as updates do."""
     svc = await make_service()
     for bad in ({"": b"x"}, {"app:": b"x"}, {"user:": b"x"}):
         with pytest.raises(InvalidKeyError):
@@ -676,8 +647,7 @@ async def test_create_refuses_an_empty_state_key_like_update(make_service, redis
 
 
 async def test_out_of_memory_has_its_own_error(tmp_path) -> None:
-    """A write refused for maxmemory (noeviction) raised a bare SessionStoreError: it raises
-    OutOfMemoryError, in both modes, and nothing is written."""
+    """A write refused at maxmemory raises OutOfMemoryError in both modes."""
     server = start_redis_server(tmp_path)
     admin = server.client()
     try:

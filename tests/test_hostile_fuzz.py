@@ -250,8 +250,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 def test_random_writes_get_one_verdict_and_read_back_equal(
     redis_server: RunningRedis, key_prefix: str, loop: asyncio.AbstractEventLoop
 ) -> None:
-    """Random events, ids, state values and track events: each mode refuses with our error
-    (nothing written or acknowledged) or stores what reads back equal; both agree."""
+    """Random writes: a typed refusal writing nothing, or a read-back equal; same in both modes."""
     base = {"url": redis_server.url, "async_persister_num": SHARDS, "block_ms": 50,
             "worker_linger_ms": 0, "lease_ttl_s": 5.0, "heartbeat_interval_s": 0.5,
             "read_your_writes_wait_s": 20.0}

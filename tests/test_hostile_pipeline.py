@@ -57,10 +57,7 @@ async def add_raw(client, settings, key: Key, *encoded: bytes) -> list[str]:
 async def test_unappliable_entries_are_dead_lettered_and_the_shard_goes_on(
     redis_client, pipeline_settings, start_worker
 ) -> None:
-    """An unknown route, an event entry without its event, an entry without payload field
-    and an undecodable entry whose header reads (an int event id) are dead-lettered (with
-    their session and request id when readable, which the writer then learns); entries of the
-    same and other sessions behind them are applied."""
+    """Any entry a worker cannot apply is dead-lettered with what it tells; the shard goes on."""
     settings = pipeline_settings(dead_letter_after_failures=2, async_persister_num=1)
     svc = SessionService(settings.replace(enable_async_persist=False))
     try:
@@ -114,8 +111,7 @@ async def test_unappliable_entries_are_dead_lettered_and_the_shard_goes_on(
 async def test_refused_streamed_append_writes_no_app_state(
     redis_client, pipeline_settings, start_worker
 ) -> None:
-    """An entry the session script refuses (corrupt meta) is dead-lettered and its app:
-    delta is not written."""
+    """A streamed entry the script refuses is dead-lettered without writing its app: delta."""
     settings = pipeline_settings(dead_letter_after_failures=2)
     svc = SessionService(settings)
     try:
@@ -134,8 +130,7 @@ async def test_refused_streamed_append_writes_no_app_state(
 async def test_crash_before_the_app_state_write_repeats_it(
     redis_client, pipeline_settings, start_worker
 ) -> None:
-    """A worker killed after the session script and before the app-state write: the next
-    owner re-reads the entry (a duplicate for the script) and writes the app state."""
+    """A worker killed before the app-state write: the next owner writes it."""
     settings = pipeline_settings()
     svc = SessionService(settings)
     try:
@@ -171,9 +166,7 @@ async def _has_app_field(client, key: str) -> bool:
 async def test_sigterm_exits_within_the_lease_ttl_while_redis_is_paused(
     tmp_path, pipeline_settings, start_worker
 ) -> None:
-    """A worker told to stop while Redis is paused used to take about 160 s: it now gives up
-    after lease_ttl_s (the leases expire, the next owner re-reads), says so and exits 1;
-    with Redis answering it drains and exits 0."""
+    """SIGTERM with Redis paused exits 1 within lease_ttl_s (was ~160 s); healthy: 0."""
     server = start_redis_server(tmp_path)
     try:
         settings = pipeline_settings(url=server.url, lease_ttl_s=2.0, heartbeat_interval_s=0.2)
@@ -210,8 +203,7 @@ async def _logged(worker, text: str) -> bool:
 async def test_worker_waits_out_oom_without_dead_lettering(
     tmp_path, pipeline_settings, start_worker
 ) -> None:
-    """A worker whose writes are refused for maxmemory retries from its pending list (the
-    entry is not the one at fault: no dead letter) and applies once memory is back."""
+    """OOM makes a worker retry from its pending list, never dead-letter the entry."""
     server = start_redis_server(tmp_path)
     admin_client = server.client()
     try:
@@ -248,8 +240,7 @@ async def test_worker_waits_out_oom_without_dead_lettering(
 async def test_worker_started_before_redis_retries_until_it_answers(
     tmp_path, pipeline_settings, start_worker
 ) -> None:
-    """A worker started while Redis is unreachable used to exit at once: it retries with
-    backoff, starts when Redis answers, and applies writes."""
+    """A worker started before Redis retries with backoff, then applies writes."""
     port = free_port()
     settings = pipeline_settings(url=f"redis://127.0.0.1:{port}/0")
     worker = start_worker(settings)
