@@ -178,9 +178,8 @@ class SessionWriter:
     async def write_scopes(
         self, key: Key, app: list[tuple[str, bytes]], user: list[tuple[str, bytes]]
     ) -> None:
-        """App-state then user-state fields of a session's write. App state lives in another
-        slot: it is written first and idempotently, so a crash repeats it rather than losing
-        it."""
+        """App-state then user-state fields of a create (other slots than the session's,
+        written once the session exists; the HSETs are idempotent)."""
         if app:
             await self.write_app_state(key.app_name, app)
         if user:
