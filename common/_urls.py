@@ -125,8 +125,9 @@ def redact_url(url: str) -> str:
     """
     scheme, sep, rest = url.partition("://")
     if sep:
-        before_query = re.split(r"[?#]", rest, maxsplit=1)[0]
-        at = before_query.rfind("@")
+        # The userinfo ends at the last "@": a password may hold an unencoded "@", "/", "?" or
+        # "#". (An "@" in a query value masks more than needed, never less.)
+        at = rest.rfind("@")
         if at >= 0:
             userinfo = rest[:at]
             user, colon, _ = userinfo.partition(":")
@@ -158,6 +159,12 @@ def parse_url(url: str) -> ParsedURL:
             f"redis url {safe!r}: scheme must be one of " + ", ".join(f"{s}://" for s in _SCHEMES)
         )
     kind, tls = _SCHEMES[scheme]
+    tail = re.split(r"[?#]", rest, maxsplit=1)[1:]
+    if tail and "@" in tail[0]:
+        raise ConfigError(
+            f"redis url {safe!r}: an '@' after a '?' or '#' is ambiguous; percent-encode "
+            "'?', '#' and '@' in the password (%3F, %23, %40) and '@' in query values (%40)"
+        )
     rest, _, _fragment = rest.partition("#")
     rest, _, query = rest.partition("?")
     options = _parse_query(query, safe)

@@ -77,9 +77,7 @@ class Engine(Protocol):
         incarnation: str = "",
     ) -> tuple[Any, ...]: ...
 
-    async def prepare_append(
-        self, key: Key, entries: Sequence[AppendEntry], *, user_state_ttl_ms: int
-    ) -> None: ...
+    async def prepare_append(self, key: Key, entries: Sequence[AppendEntry]) -> str | None: ...
 
     async def finish_append(
         self, key: Key, entries: Sequence[AppendEntry], statuses: list[str], **opts: Any
@@ -122,15 +120,11 @@ class TransitionHashIdxEngine(HashIdxEngine):
     """HashIdx engine of TRANSITION mode: delta user state also goes to the legacy key.
 
     update_user_state writes both user-state keys in TRANSITION mode, so event deltas do too;
-    the legacy key lives in the ``{app}`` slot and is written first, idempotently.
+    the legacy key lives in the ``{app}`` slot: checked before the script, written after it.
     """
 
-    async def prepare_append(
-        self, key: Key, entries: Sequence[AppendEntry], *, user_state_ttl_ms: int
-    ) -> None:
-        pairs = [pair for entry in entries for pair in entry.user_pairs]
-        if pairs:
-            await self.set_hash(self.keys.legacy_user_state(key), pairs, user_state_ttl_ms)
+    def other_slot_user_state(self, key: Key) -> str | None:
+        return self.keys.legacy_user_state(key)
 
 
 class Engines(Mapping[str, Engine]):

@@ -21,6 +21,8 @@ would override a pinned value is a :class:`~sessionstreams.common.errors.ConfigE
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +58,7 @@ from sessionstreams.common.errors import (
     ConnectionFailedError,
     CorruptDataError,
     InvalidArgumentError,
+    OutOfMemoryError,
     SessionStoreError,
     StoreTimeoutError,
 )
@@ -311,15 +314,18 @@ def _retry(retries: int) -> Retry:
 
 # -- server checks -------------------------------------------------------------------------
 
-_SAFE_POLICIES = ("noeviction", "volatile-")
+#: The only safe policy. ``allkeys-*`` evicts anything; ``volatile-*`` evicts keys with a TTL,
+#: which are every session key when ``session_ttl > 0`` and always our shard leases, create
+#: locks and bookkeeping records (an evicted lease lets two workers apply one shard).
+_SAFE_POLICY = "noeviction"
 
 
 async def check_server(client: Any, *, url: str | None = None) -> None:
     """PING the server and refuse a ``maxmemory-policy`` that could evict our keys.
 
-    Accepted policies are ``noeviction`` and ``volatile-*`` (our keys without a TTL are never
-    evicted). When CONFIG GET is not permitted (ACL, managed services) the check is logged and
-    skipped.
+    Only ``noeviction`` is accepted: every other policy may evict keys we wrote (``volatile-*``
+    those with a TTL: sessions with ``session_ttl``, shard leases, bookkeeping records). When
+    CONFIG GET is not permitted (ACL, managed services) the check is logged and skipped.
 
     Args:
         client: a client from :func:`create_client`.
@@ -329,6 +335,9 @@ async def check_server(client: Any, *, url: str | None = None) -> None:
         ConfigError: the policy evicts keys.
         ConnectionFailedError, StoreTimeoutError: the server does not answer.
     """
+    parsed = parse_url(url) if url else None
+    if parsed is not None and parsed.tls and parsed.hosts:
+        await _refuse_plain_server(parsed)
     with translate_errors(url):
         await client.ping()
     try:
@@ -340,12 +349,54 @@ async def check_server(client: Any, *, url: str | None = None) -> None:
         log.warning("maxmemory_policy_check_skipped", reason=str(exc))
         return
     for node, policy in reply.items():
-        if not policy.startswith(_SAFE_POLICIES):
+        if policy != _SAFE_POLICY:
             where = f" on {node}" if node else ""
+            what = "keys with a TTL (sessions, leases, bookkeeping)" if policy.startswith(
+                "volatile-") else "any key"
             raise ConfigError(
-                f"redis maxmemory-policy is {policy!r}{where}: it may evict session data; "
-                "use noeviction or a volatile-* policy"
+                f"redis maxmemory-policy is {policy!r}{where}: it may evict {what} and lose "
+                "acknowledged writes silently; use noeviction"
             )
+
+
+#: How long the plain-text probe of a TLS URL's server may take (connect, then the reply).
+TLS_PROBE_S = 1.0
+
+
+async def _refuse_plain_server(parsed: ParsedURL) -> None:
+    """Refuse a TLS URL whose (first) server answers in plain text: the TLS handshake would
+    otherwise wait for an answer that never comes, through every retry, with no hint.
+
+    A PING in plain text gets a RESP reply from a server without TLS; a TLS server answers
+    with an alert or closes the connection, and anything unreachable is left to the PING.
+
+    Raises:
+        ConfigError: the server speaks without TLS.
+    """
+    host, port = parsed.hosts[0]
+    writer = None
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                                TLS_PROBE_S)
+        writer.write(b"PING\r\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), TLS_PROBE_S)
+    except (OSError, TimeoutError):
+        return
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), TLS_PROBE_S)
+    if line[:1] in (b"+", b"-"):
+        raise ConfigError(
+            f"redis url {parsed.redacted}: {_host_port(host, port)} answers without TLS; use "
+            f"{parsed.scheme.replace('rediss', 'redis', 1)}:// or enable TLS on the server"
+        )
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _config_get_policy(client: Any) -> dict[str, str]:
@@ -376,7 +427,8 @@ def translate(exc: BaseException, url: str | None = None) -> SessionStoreError:
     A server that cannot be reached (refused, unknown host, no Sentinel primary, no Cluster
     node) becomes ConnectionFailedError "cannot reach Redis at URL: reason", another broken
     connection ConnectionFailedError too, TimeoutError StoreTimeoutError, a WRONGTYPE reply
-    CorruptDataError, DataError InvalidArgumentError, anything else SessionStoreError.
+    CorruptDataError, an OOM reply OutOfMemoryError, DataError InvalidArgumentError, anything
+    else SessionStoreError.
     Messages are short, on one line, with the password masked and no client repr. The caller
     raises the result ``from exc``.
     """
@@ -395,6 +447,8 @@ def translate(exc: BaseException, url: str | None = None) -> SessionStoreError:
         return ConnectionFailedError(f"redis connection failed{where}: {text}")
     if isinstance(exc, rx.ResponseError) and "WRONGTYPE" in text:
         return CorruptDataError(f"a stored key has the wrong type{where}: {text}")
+    if isinstance(exc, rx.OutOfMemoryError) or text.startswith("OOM "):
+        return OutOfMemoryError(f"redis is out of memory{where}: {text}")
     if isinstance(exc, rx.DataError):
         return InvalidArgumentError(f"redis refused the arguments{where}: {text}")
     if isinstance(exc, rx.ClusterDownError | rx.SlotNotCoveredError):

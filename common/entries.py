@@ -6,7 +6,7 @@ bumped when an incompatible change is unavoidable).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -85,6 +85,52 @@ def decode_entry(data: bytes) -> StreamEntry:
         return _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise DecodeError(f"undecodable stream entry: {exc}", data) from exc
+
+
+class EntryHeader(msgspec.Struct, frozen=True):
+    """What can still be read from an entry that does not decode as a :class:`StreamEntry`:
+    its session, route, request id and session TTL (``""`` / 0 when unreadable)."""
+
+    key: Key
+    route: str
+    rid: str
+    ttl_ms: int
+
+
+class _LooseEntry(msgspec.Struct, kw_only=True):
+    """Any map: the fields of a StreamEntry, each of any type (unknown fields ignored)."""
+
+    app: Any = None
+    user: Any = None
+    sid: Any = None
+    route: Any = "hashidx"
+    ttl_ms: Any = 0
+    event: Any = None
+    track: Any = None
+    state: Any = None
+
+
+_loose_decoder = msgspec.msgpack.Decoder(_LooseEntry)
+
+
+def decode_entry_header(data: bytes) -> EntryHeader | None:
+    """The session and request id of an entry :func:`decode_entry` refuses, when they read
+    as text (so its dead letter can still be reported to the writer); None otherwise."""
+    try:
+        loose = _loose_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    ids = (loose.app, loose.user, loose.sid)
+    if not all(isinstance(part, str) and part for part in ids):
+        return None
+    rid = ""
+    for payload in (loose.event, loose.track, loose.state):
+        if isinstance(payload, list) and payload and isinstance(payload[0], str):
+            rid = payload[0]
+            break
+    route = loose.route if isinstance(loose.route, str) else ""
+    ttl_ms = loose.ttl_ms if type(loose.ttl_ms) is int and loose.ttl_ms > 0 else 0
+    return EntryHeader(Key(*ids), route, rid, ttl_ms)
 
 
 class SummaryJob(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -52,12 +52,27 @@ class StoreTimeoutError(SessionStoreError, TimeoutError):
     """A Redis command did not answer in time (it may still have been applied)."""
 
 
+class OutOfMemoryError(SessionStoreError):
+    """Redis refused a write: it reached ``maxmemory`` (with ``noeviction``, the only policy
+    we accept). Nothing was written; free memory or raise the limit, then retry."""
+
+
 class BackpressureError(SessionStoreError):
     """The persist backlog is over its cap; retry later or slow down."""
 
 
 class PersistTimeoutError(SessionStoreError, TimeoutError):
     """A streamed write was not persisted within the allowed wait."""
+
+
+class PersistLostError(SessionStoreError):
+    """Redis lost acknowledged streamed writes before they were applied (a restart without
+    persistence, a failover before replication): they will never be applied. Reported once;
+    ``receipts`` names them."""
+
+    def __init__(self, message: str, receipts: tuple[object, ...] = ()) -> None:
+        super().__init__(message)
+        self.receipts = receipts
 
 
 class PersistUncertainError(SessionStoreError):

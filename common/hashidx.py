@@ -91,6 +91,21 @@ class LoadResult(msgspec.Struct):
     app_state: dict[str, bytes]
 
 
+async def _read_for_delete(
+    client: Any, doc: tuple[str, ...], names: tuple[str, ...]
+) -> tuple[bytes | None, list[bytes]]:
+    """A session document and its track-name SET; wrong-type replies read as missing."""
+    pipe = client.pipeline(transaction=False)
+    pipe.execute_command(*doc)
+    pipe.execute_command(*names)
+    raw, members = await pipe.execute(raise_on_error=False)
+    for reply in (raw, members):
+        if isinstance(reply, Exception) and "WRONGTYPE" not in str(reply):
+            raise reply
+    return (raw if isinstance(raw, bytes) else None,
+            sorted(members) if isinstance(members, set | list) else [])
+
+
 def _pairs_to_dict(flat: Sequence[bytes]) -> dict[str, bytes]:
     return {flat[i].decode("utf-8", "replace"): flat[i + 1] for i in range(0, len(flat), 2)}
 
@@ -157,12 +172,10 @@ class HashIdxEngine:
         return True, _pairs_to_dict(raw[1]), _pairs_to_dict(raw[2])
 
     async def track_names_for_delete(self, key: Key) -> tuple[bytes | None, list[bytes]]:
-        """The meta document and the stored track-name SET, read together."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.keys.meta(key))
-        pipe.smembers(self.keys.track_names(key))
-        meta, names = await pipe.execute()
-        return meta, sorted(names)
+        """The meta document and the stored track-name SET, read together (a key of the
+        wrong type reads as missing: the session is deleted all the same)."""
+        return await _read_for_delete(self.client, ("GET", self.keys.meta(key)),
+                                      ("SMEMBERS", self.keys.track_names(key)))
 
     async def delete(self, key: Key, tracks: Iterable[str]) -> int:
         """Delete the session's keys, its track keys and its index entry."""
@@ -334,19 +347,35 @@ class HashIdxEngine:
             ]
         return ("script", "hashidx_append", keys, args)
 
-    async def prepare_append(
-        self, key: Key, entries: Sequence[AppendEntry], *, user_state_ttl_ms: int
-    ) -> None:
-        """Writes to other hash slots that must precede the script (none here).
+    def other_slot_user_state(self, key: Key) -> str | None:
+        """The user-state key of another slot that appends also write (None here; the
+        TRANSITION engine writes the legacy key, the legacy engine the HashIdx one)."""
+        return None
 
-        Callers that pipeline :meth:`append_call` run this first and :meth:`finish_append`
-        on the statuses; :meth:`append` does both. Subclasses and the legacy engine use them.
+    async def prepare_append(self, key: Key, entries: Sequence[AppendEntry]) -> str | None:
+        """Check, before the script, the keys of other slots the entries write after it.
+
+        Returns None when they are usable, else the ``invalid:`` status every entry gets
+        (nothing written). Callers that pipeline :meth:`append_call` run this first and
+        :meth:`finish_append` on the statuses; :meth:`append` does all three.
         """
+        other = self.other_slot_user_state(key)
+        if other is None or not any(entry.user_pairs for entry in entries):
+            return None
+        return await self.hash_problem([other])
 
     async def finish_append(
         self, key: Key, entries: Sequence[AppendEntry], statuses: list[str], **opts: Any
     ) -> list[str]:
-        """Resolve statuses that need another call (none here); ``opts`` as :meth:`append`."""
+        """Write the user-state pairs of the entries the script applied (or had applied) to
+        the other slot's key; ``opts`` as :meth:`append`. Written after the script, a refused
+        append changes nothing there; a redelivered entry (``duplicate``) writes them again."""
+        other = self.other_slot_user_state(key)
+        if other is not None:
+            pairs = [pair for entry, status in zip(entries, statuses, strict=True)
+                     if status in ("applied", "duplicate") for pair in entry.user_pairs]
+            if pairs:
+                await self.set_hash(other, pairs, opts["user_state_ttl_ms"])
         return statuses
 
     async def append(self, key: Key, entries: Sequence[AppendEntry], **opts: Any) -> list[str]:
@@ -355,10 +384,29 @@ class HashIdxEngine:
         ``opts``: ``ttl_ms``, ``storage_limit``, ``user_state_ttl_ms``, ``incarnation``
         (see :meth:`append_call`).
         """
-        await self.prepare_append(key, entries, user_state_ttl_ms=opts["user_state_ttl_ms"])
+        problem = await self.prepare_append(key, entries)
+        if problem is not None:
+            return [problem] * len(entries)
         _, name, keys, args = self.append_call(key, entries, **opts)
         result = await self.scripts.call(self.client, name, keys, args)
         return await self.finish_append(key, entries, [_status(s) for s in result], **opts)
+
+    async def hash_problem(self, hash_keys: Sequence[str]) -> str | None:
+        """None when each key is missing or a HASH, else an ``invalid:`` status naming it."""
+        pipe = self.client.pipeline(transaction=False)
+        for hash_key in hash_keys:
+            pipe.type(hash_key)
+        for hash_key, kind in zip(hash_keys, await pipe.execute(), strict=True):
+            name = _status(kind)
+            if name not in ("none", "hash"):
+                return f"invalid:wrong Redis type {name} at {hash_key}"
+        return None
+
+    async def check_hashes(self, hash_keys: Sequence[str]) -> None:
+        """Raise CorruptDataError when a key holds another Redis type than HASH."""
+        problem = await self.hash_problem(hash_keys)
+        if problem is not None:
+            raise CorruptDataError(problem.removeprefix("invalid:"))
 
     async def append_track(
         self,

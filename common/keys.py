@@ -50,6 +50,16 @@ Legacy ZSet engine (hash tag ``{<app>}``: one app's keys share a slot)
 
 Our own keys live only in the ``ss:`` family: never under a pattern that the Go service scans,
 never as a field of a Go hash, never inside a Go JSON document.
+
+Ids that would share keys. ``:`` separates the parts of a name, so where two parts of
+arbitrary text meet, two different sessions can reach one key. HashIdx puts the user inside
+its hash tag (braces are refused in ids), so app, user and session are unambiguous, but the
+track keys end in ``<sid>:<track>``: session ``s:x`` track ``t`` and session ``s`` track
+``x:t`` meet. The legacy layout writes ``<user>:<sid>[:<track>]``: user ``alice:x`` session
+``1`` and user ``alice`` session ``x:1`` share every per-session key. Hence, on every write
+(:func:`validate_write_key`, :func:`validate_track`): track names never contain ``:``, and
+user ids contain no ``:`` in the compat modes that read or write the legacy layout. Reads are
+never refused, so data written by others under such ids stays readable.
 """
 
 from __future__ import annotations
@@ -67,6 +77,7 @@ _FORBIDDEN = ("{", "}")
 
 def validate_app(app_name: str) -> None:
     """Raise InvalidKeyError unless ``app_name`` is a usable app id."""
+    _check_text("appName", app_name)
     if not app_name:
         raise InvalidKeyError("appName is required")
     _check_braces("appName", app_name)
@@ -75,6 +86,7 @@ def validate_app(app_name: str) -> None:
 def validate_user_key(key: UserKey | Key) -> None:
     """Raise InvalidKeyError unless the app and user ids are usable (ref. CheckUserKey)."""
     validate_app(key.app_name)
+    _check_text("userID", key.user_id)
     if not key.user_id:
         raise InvalidKeyError("userID is required")
     _check_braces("userID", key.user_id)
@@ -83,6 +95,7 @@ def validate_user_key(key: UserKey | Key) -> None:
 def validate_key(key: Key) -> None:
     """Raise InvalidKeyError unless app, user and session ids are usable (CheckSessionKey)."""
     validate_user_key(key)
+    _check_text("sessionID", key.session_id)
     if not key.session_id:
         raise InvalidKeyError("sessionID is required")
     _check_braces("sessionID", key.session_id)
@@ -90,7 +103,52 @@ def validate_key(key: Key) -> None:
 
 def validate_session_id(session_id: str) -> None:
     """Raise InvalidKeyError for a session id that would break the key layout."""
+    _check_text("sessionID", session_id)
     _check_braces("sessionID", session_id)
+
+
+def validate_write_key(key: Key, *, legacy_layout: bool) -> None:
+    """Raise InvalidKeyError unless ``key`` may be written without sharing keys with another
+    session (see the module docstring).
+
+    Args:
+        key: the session.
+        legacy_layout: the compat mode reads or writes the legacy layout, whose per-session
+            keys are ``<user>:<sid>``: a user id with ``:`` is refused.
+    """
+    validate_key(key)
+    if legacy_layout and ":" in key.user_id:
+        raise InvalidKeyError(
+            f"userID {key.user_id!r} must not contain ':' while the legacy layout is in use "
+            f"(compat_mode legacy/transition): user {key.user_id!r} session "
+            f"{key.session_id!r} would share keys with another user's session"
+        )
+
+
+def validate_track(track: str) -> None:
+    """Raise InvalidKeyError unless ``track`` may name a track of a write (non-empty, no
+    ``:``: track keys end in ``<sid>:<track>``)."""
+    if not isinstance(track, str) or not track:
+        raise InvalidKeyError("append track event: track name is required")
+    _check_text("track", track)
+    if ":" in track:
+        raise InvalidKeyError(
+            f"track name {track!r} must not contain ':' (its keys end in <session>:<track>, "
+            "so it would share keys with a track of another session)"
+        )
+
+
+def _check_text(field: str, value: object) -> None:
+    """An id must be a str of valid Unicode (a lone surrogate cannot be sent to Redis)."""
+    if not isinstance(value, str):
+        raise InvalidKeyError(f"{field} must be a str, not {type(value).__name__}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidKeyError(
+                f"{field} {value!r} is not valid Unicode (it holds a lone surrogate)"
+            ) from None
 
 
 def _check_braces(field: str, value: str) -> None:

@@ -29,6 +29,7 @@ from sessionstreams.common.hashidx import (
     AppendEntry,
     HashIdxEngine,
     LoadResult,
+    _read_for_delete,
     merge_summary,
 )
 from sessionstreams.common.keys import KeySpace
@@ -83,12 +84,11 @@ class LegacyEngine:
         return bool(result)
 
     async def read_for_delete(self, key: Key) -> tuple[bytes | None, list[bytes]]:
-        """The session document and the stored track-name SET, read together."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.keys.legacy_sessions(key), key.session_id)
-        pipe.smembers(self.keys.legacy_track_names(key))
-        doc, names = await pipe.execute()
-        return doc, sorted(names)
+        """The session document and the stored track-name SET, read together (a key of the
+        wrong type reads as missing)."""
+        return await _read_for_delete(
+            self.client, ("HGET", self.keys.legacy_sessions(key), key.session_id),
+            ("SMEMBERS", self.keys.legacy_track_names(key)))
 
     async def delete(self, key: Key, tracks: Iterable[str]) -> int:
         """Delete the session's fields, keys, track keys and our bookkeeping (``ss:``)."""
@@ -198,30 +198,38 @@ class LegacyEngine:
         ]
         return ("script", "legacy_append", keys, args)
 
-    async def prepare_append(
-        self, key: Key, entries: Sequence[AppendEntry], *, user_state_ttl_ms: int
-    ) -> None:
-        """Write the entries' user-state pairs to the HashIdx user-state key (another slot)."""
-        pairs = [pair for entry in entries for pair in entry.user_pairs]
-        if pairs:
-            await self.hashidx.set_hash(self.keys.user_state(key), pairs, user_state_ttl_ms)
+    async def prepare_append(self, key: Key, entries: Sequence[AppendEntry]) -> str | None:
+        """Check the HashIdx user-state key (another slot) the entries' user-state pairs go
+        to after the script: None when usable, else the ``invalid:`` status of every entry."""
+        if not any(entry.user_pairs for entry in entries):
+            return None
+        return await self.hashidx.hash_problem([self.keys.user_state(key)])
 
     async def finish_append(
         self, key: Key, entries: Sequence[AppendEntry], statuses: list[str], **opts: Any
     ) -> list[str]:
-        """Apply the entries answered ``migrated`` to the HashIdx copy of the session."""
-        moved = [i for i, status in enumerate(statuses) if status == MIGRATED]
-        if not moved:
-            return statuses
-        redone = await self.hashidx.append(key, [entries[i] for i in moved], **opts)
+        """Apply the entries answered ``migrated`` to the HashIdx copy of the session, then
+        write the user-state pairs of the entries applied here (or already applied) to the
+        HashIdx user-state key: after the script, so a refused append changes nothing."""
         out = list(statuses)
-        for i, status in zip(moved, redone, strict=True):
-            out[i] = status
+        moved = [i for i, status in enumerate(statuses) if status == MIGRATED]
+        if moved:
+            redone = await self.hashidx.append(key, [entries[i] for i in moved], **opts)
+            for i, status in zip(moved, redone, strict=True):
+                out[i] = status
+        pairs = [pair for i, (entry, status) in enumerate(zip(entries, statuses, strict=True))
+                 if i not in moved and status in ("applied", "duplicate")
+                 for pair in entry.user_pairs]
+        if pairs:
+            await self.hashidx.set_hash(self.keys.user_state(key), pairs,
+                                        opts["user_state_ttl_ms"])
         return out
 
     async def append(self, key: Key, entries: Sequence[AppendEntry], **opts: Any) -> list[str]:
         """Apply ``entries`` to one session; one status per entry (as HashIdxEngine.append)."""
-        await self.prepare_append(key, entries, user_state_ttl_ms=opts["user_state_ttl_ms"])
+        problem = await self.prepare_append(key, entries)
+        if problem is not None:
+            return [problem] * len(entries)
         _, name, keys, args = self.append_call(key, entries, **opts)
         result = await self.scripts.call(self.client, name, keys, args)
         return await self.finish_append(key, entries, [_status(s) for s in result], **opts)

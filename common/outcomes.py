@@ -15,6 +15,10 @@ import enum
 RECORD_SLOTS = 8
 #: Request ids a session's record keeps (``SS_RECORD_CAP`` in ``_lib.lua``).
 RECORD_CAP = 1024
+#: TTL of our per-session bookkeeping keys (request record, ``ss:info``, ``ss:summary``) when
+#: the session has none, refreshed by each of our writes to them (``SS_KEEP_MS``): the bound
+#: on how long they outlive a session someone else deleted.
+KEEP_MS = 7 * 86_400_000
 
 
 class Outcome(enum.StrEnum):

@@ -137,7 +137,12 @@ class Scripts:
         for i, result in enumerate(results):
             if isinstance(result, NoScriptError) and calls[i][0] == "script":
                 _, name, keys, args = calls[i]
-                results[i] = await self.call(client, name, keys, args)
+                try:
+                    results[i] = await self.call(client, name, keys, args)
+                except ResponseError as exc:  # the script's own error, like any other call's
+                    if raise_errors:
+                        raise
+                    results[i] = exc
         if raise_errors:
             for result in results:
                 if isinstance(result, Exception):

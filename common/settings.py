@@ -157,7 +157,7 @@ class Settings:
             if f.name == "url":
                 value = redact_url(value)
             elif f.name == "extra_options":
-                value = {k: ("***" if "password" in k.lower() else v) for k, v in value.items()}
+                value = _masked(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
@@ -262,6 +262,15 @@ class Settings:
     def _build(cls, values: Mapping[str, Any]) -> Settings:
         _check_names(values)
         return cls(**values)
+
+
+def _masked(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with secrets masked, nested mappings too (``sentinel_kwargs``)."""
+    return {
+        k: "***" if any(word in k.lower() for word in ("password", "secret"))
+        else _masked(v) if isinstance(v, Mapping) else v
+        for k, v in options.items()
+    }
 
 
 # -- validation rules -------------------------------------------------------------------

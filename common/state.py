@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from sessionstreams.common.errors import InvalidArgumentError
+from sessionstreams.common.errors import InvalidArgumentError, InvalidKeyError
 
 APP_PREFIX = "app:"
 USER_PREFIX = "user:"
@@ -27,20 +27,53 @@ def to_bytes(name: str, value: Any) -> bytes | None:
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
     if isinstance(value, str):
-        return value.encode()
+        try:
+            return value.encode()
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(
+                f"state value for {name!r} is not valid Unicode (it holds a lone surrogate)"
+            ) from None
     raise InvalidArgumentError(
         f"state value for {name!r} must be bytes, str or None, not {type(value).__name__}"
     )
 
 
+def check_state_key(key: Any) -> None:
+    """Refuse a state key that cannot be stored: not a str of valid Unicode, empty, or a bare
+    ``app:`` / ``user:`` (an empty field name in the app or user state).
+
+    Raises:
+        InvalidKeyError: naming the key.
+    """
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"state keys must be str, not {type(key).__name__}")
+    if not key:
+        raise InvalidKeyError("state key is required")
+    if key in (APP_PREFIX, USER_PREFIX):
+        raise InvalidKeyError(f"state key {key!r} names no field")
+    if not key.isascii():
+        try:
+            key.encode()
+        except UnicodeEncodeError:
+            raise InvalidKeyError(
+                f"state key {key!r} is not valid Unicode (it holds a lone surrogate)"
+            ) from None
+
+
 def copy_state(state: Mapping[str, Any] | None) -> StateMap:
-    """A copy of ``state`` with every value normalised to bytes or None."""
+    """A copy of ``state`` with every value normalised to bytes or None.
+
+    Raises:
+        InvalidKeyError: a key is refused by :func:`check_state_key`.
+        InvalidArgumentError: a value is neither bytes, str nor None.
+    """
     if not state:
         return {}
+    if not isinstance(state, Mapping):
+        raise InvalidArgumentError(f"state must be a mapping, not {type(state).__name__}")
     out: StateMap = {}
     for k, v in state.items():
-        if not isinstance(k, str):
-            raise InvalidArgumentError(f"state keys must be str, not {type(k).__name__}")
+        check_state_key(k)
         out[k] = to_bytes(k, v)
     return out
 
@@ -80,7 +113,7 @@ def strip_prefix(state: Mapping[str, Any] | None, prefix: str) -> list[tuple[str
     for k, v in copy_state(state).items():
         field = k[len(prefix):] if k.startswith(prefix) else k
         if not field:
-            raise InvalidArgumentError("state key is required")
+            raise InvalidKeyError("state key is required")
         pairs.append((field, v or b""))
     return pairs
 

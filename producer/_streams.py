@@ -8,22 +8,28 @@ producer remembers its own pending receipts so that reads in this process see it
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from sessionstreams.common.connection import BACKOFF_CAP_S
 from sessionstreams.common.durable import call_and_wait
 from sessionstreams.common.entries import StreamEntry, encode_entry
 from sessionstreams.common.errors import (
     BackpressureError,
     ConfigError,
     DeadLetteredError,
+    PersistLostError,
     PersistTimeoutError,
     PersistUncertainError,
     SessionNotFoundError,
+    StoreTimeoutError,
 )
 from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.models import Key, UserKey
@@ -43,6 +49,13 @@ from sessionstreams.common.tracing import current_traceparent
 
 #: Most entries one grouped stream_add carries (a larger queue leaves in several calls).
 GROUP_MAX = 256
+#: A wait looks for lost entries after this long, then at this interval.
+LOSS_CHECK_S = 0.25
+#: An entry is lost when it was missing from its stream, with no outcome, on two checks this
+#: far apart (a dead letter is acknowledged a moment before its outcome is recorded).
+LOSS_CONFIRM_S = 0.4
+#: Receipts one loss check looks at (the oldest waiting; a big flush is checked in turns).
+LOSS_CHECK_MAX = 100
 
 
 class _Queued(NamedTuple):
@@ -85,6 +98,14 @@ class StreamWriter:
         self._in_flight = [False] * self.shards
         self._queued: list[deque[_Queued]] = [deque() for _ in range(self.shards)]
         self._senders: set[asyncio.Task[None]] = set()  # strong references while they run
+        # What one stream_add may take: every attempt's socket timeout, the backoff between
+        # them, the backpressure wait and a durable WAIT. A queued write waits no longer.
+        s = settings
+        self._call_budget_s = (s.socket_timeout_s * (s.client_retries + 1)
+                               + BACKOFF_CAP_S * s.client_retries + s.backpressure_wait_s
+                               + (s.durable_wait_timeout_s if s.durable_min_replicas else 0.0))
+        # rid -> when its entry was first found missing from its stream with no outcome.
+        self._missing: dict[str, float] = {}
 
     async def check_conf(self) -> None:
         """Refuse a shard count or entry format other than the one in force (once).
@@ -133,12 +154,13 @@ class StreamWriter:
         made; each caller returns once its own entries are in the stream.
         """
         if self._in_flight[shard]:
-            waiter: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-            self._queued[shard].append(_Queued(encoded, waiter))
-            return await waiter
+            return await self._wait_queued(shard, encoded)
         self._in_flight[shard] = True
         try:
             return await self._send_now(shard, encoded)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self._fail_queued(shard, exc)
+            raise
         finally:
             if self._queued[shard]:
                 task = asyncio.get_running_loop().create_task(self._send_queued(shard))
@@ -146,6 +168,35 @@ class StreamWriter:
                 task.add_done_callback(self._senders.discard)
             else:
                 self._in_flight[shard] = False
+
+    async def _wait_queued(self, shard: int, encoded: list[bytes]) -> list[Any]:
+        """Wait behind the shard's call in flight, at most what a call of one's own may
+        take: Redis may hang, and the wait must not add a second call's time to the first."""
+        waiter: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        item = _Queued(encoded, waiter)
+        self._queued[shard].append(item)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), self._call_budget_s)
+        except TimeoutError:
+            waiter.cancel()
+            if item in self._queued[shard]:
+                self._queued[shard].remove(item)
+                raise StoreTimeoutError(
+                    f"shard {shard}: the call ahead did not finish within "
+                    f"{self._call_budget_s:.1f}s; these entries were not sent") from None
+            raise StoreTimeoutError(
+                f"shard {shard}: no answer within {self._call_budget_s:.1f}s; the entries may "
+                "still have been added (resend the same events: an event id is stored once)"
+            ) from None
+
+    def _fail_queued(self, shard: int, exc: BaseException) -> None:
+        """The call ahead failed on the connection: the writers queued behind it fail with it
+        at once (their entries were not sent) instead of each paying another timeout."""
+        queue = self._queued[shard]
+        while queue:
+            item = queue.popleft()
+            if not item.waiter.done():
+                item.waiter.set_exception(exc)
 
     async def _send_queued(self, shard: int) -> None:
         """Send what queued behind a call, in calls of at most ``GROUP_MAX`` entries."""
@@ -165,6 +216,8 @@ class StreamWriter:
                     for item in group:
                         if not item.waiter.done():
                             item.waiter.set_exception(exc)
+                    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+                        self._fail_queued(shard, exc)
                     continue
                 except BaseException:  # cancelled (loop shutdown): so are the writers
                     for item in group:
@@ -273,11 +326,18 @@ class StreamWriter:
             rid -> outcome for every receipt.
         """
         deadline = time.monotonic() + timeout
+        next_loss_check = time.monotonic() + LOSS_CHECK_S
         todo = {r.rid: r for r in receipts}
         done: dict[str, str] = {}
         delay = 0.001
         while todo:
-            found = await self._outcomes(list(todo.values()))
+            try:  # a poll never outlasts the deadline (Redis may be slow or paused)
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                    found = await self._outcomes(list(todo.values()))
+            except TimeoutError:
+                found = {}
+                if time.monotonic() < deadline:
+                    raise  # a command's own timeout (StoreTimeoutError is raised above us)
             for rid, outcome in found.items():
                 receipt = todo.pop(rid)
                 done[rid] = outcome
@@ -287,6 +347,9 @@ class StreamWriter:
                     raise error
             if not todo:
                 break
+            if time.monotonic() >= next_loss_check:
+                next_loss_check = time.monotonic() + LOSS_CHECK_S
+                await self._report_lost(todo, deadline)
             if time.monotonic() >= deadline:
                 first = next(iter(todo.values()))
                 raise PersistTimeoutError(
@@ -297,6 +360,49 @@ class StreamWriter:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
         return done
+
+    async def _report_lost(self, todo: dict[str, Receipt], deadline: float) -> None:
+        """Raise PersistLostError (once: they are forgotten) for receipts whose entry left its
+        stream without reaching an outcome, seen on two checks LOSS_CONFIRM_S apart.
+
+        An entry leaves its stream only after its outcome is recorded, unless Redis lost it.
+        """
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                gone = await self._gone_without_outcome(
+                    list(itertools.islice(todo.values(), LOSS_CHECK_MAX)))
+        except TimeoutError:
+            return
+        now = time.monotonic()
+        gone_rids = {r.rid for r in gone}
+        for rid in [rid for rid in self._missing if rid in todo and rid not in gone_rids]:
+            del self._missing[rid]
+        lost = [r for r in gone if now - self._missing.setdefault(r.rid, now) >= LOSS_CONFIRM_S]
+        if not lost:
+            return
+        for receipt in lost:
+            todo.pop(receipt.rid, None)
+            self._missing.pop(receipt.rid, None)
+            self._forget(receipt)
+        first = lost[0]
+        raise PersistLostError(
+            f"{len(lost)} acknowledged write(s) lost by Redis before they were applied (e.g. "
+            f"{first.rid} of {first.key} on shard {first.shard}, entry {first.entry_id}): "
+            "gone from the stream with no outcome (a restart without persistence or a "
+            "failover before replication); they will not be applied",
+            tuple(lost),
+        )
+
+    async def _gone_without_outcome(self, receipts: Sequence[Receipt]) -> list[Receipt]:
+        """Receipts whose entry is not in its stream and whose write has no outcome."""
+        calls = [("cmd", "XRANGE", self._shard_keys[r.shard].stream, r.entry_id, r.entry_id)
+                 for r in receipts if 0 <= r.shard < self.shards]
+        found = await self.scripts.run_pipeline(self.client, calls)
+        absent = [r for r, reply in zip(receipts, found, strict=True) if not reply]
+        if not absent:
+            return []
+        outcomes = await self._outcomes(absent)  # asked after the stream: no race with a trim
+        return [r for r in absent if r.rid not in outcomes]
 
     async def _outcomes(self, receipts: Sequence[Receipt]) -> dict[str, str]:
         by_key: dict[Key, list[Receipt]] = {}
@@ -350,6 +456,7 @@ class StreamWriter:
         return out
 
     def _forget(self, receipt: Receipt) -> None:
+        self._missing.pop(receipt.rid, None)
         per_key = self._pending.get(receipt.key)
         if per_key is not None:
             per_key.pop(receipt.rid, None)

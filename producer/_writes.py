@@ -205,13 +205,20 @@ class SessionWriter:
     async def write_scopes(
         self, key: Key, app: list[tuple[str, bytes]], user: list[tuple[str, bytes]]
     ) -> None:
-        """App-state then user-state fields of a session's write. App state lives in another
-        slot: it is written first and idempotently, so a crash repeats it rather than losing
-        it."""
+        """App-state then user-state fields of a create (other slots than the session's,
+        written once the session exists; the HSETs are idempotent)."""
         if app:
             await self.write_app_state(key.app_name, app)
         if user:
             await self.write_user_state(key, user)
+
+    async def check_app_state(self, app: str) -> None:
+        """Refuse (before any write) an app-state key that holds another Redis type.
+
+        Raises:
+            CorruptDataError: naming the key.
+        """
+        await self.store.hashidx.check_hashes([self.keys.app_state(app)])
 
     async def write_app_state(self, app: str, pairs: list[tuple[str, bytes]]) -> None:
         """Set app-state fields; refreshes the app-state TTL."""

@@ -12,10 +12,11 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
+from sessionstreams.common.compat import uses_legacy
 from sessionstreams.common.entries import Kind, StatePayload, StreamEntry, TrackPayload
 from sessionstreams.common.errors import (
     ClosedError,
@@ -27,7 +28,14 @@ from sessionstreams.common.errors import (
 )
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.hashidx import AppendEntry, HashIdxEngine
-from sessionstreams.common.keys import KeySpace, validate_app, validate_key, validate_user_key
+from sessionstreams.common.keys import (
+    KeySpace,
+    validate_app,
+    validate_key,
+    validate_track,
+    validate_user_key,
+    validate_write_key,
+)
 from sessionstreams.common.models import (
     Event,
     Key,
@@ -65,6 +73,12 @@ from sessionstreams.common.tracing import (
     storage_of_subject,
 )
 from sessionstreams.common.userdata import EraseReport, ImportReport, UserData
+from sessionstreams.common.validation import (
+    check_event,
+    check_track_event,
+    encode_checked,
+    score_ns,
+)
 from sessionstreams.producer._streams import StreamWriter
 from sessionstreams.producer._summaries import SummaryRequests
 from sessionstreams.producer._writes import SessionWriter
@@ -78,6 +92,8 @@ def _as_gotime(value: Timestamp) -> GoTime | None:
     if value is None or isinstance(value, GoTime):
         return value
     if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise InvalidArgumentError(f"expected an aware datetime (tzinfo set), not {value!r}")
         return GoTime.from_datetime(value)
     raise InvalidArgumentError(f"expected a datetime or GoTime, not {type(value).__name__}")
 
@@ -193,8 +209,9 @@ class SessionService:
         """Flush (up to ``timeout``, default ``read_your_writes_wait_s``), then close the clients.
 
         Writes still pending then stay durable in their shard streams (workers apply them
-        later); close reports them with PersistTimeoutError after closing. A second call does
-        nothing.
+        later); close reports them with PersistTimeoutError after closing (PersistLostError
+        for writes Redis lost). It returns within ``timeout`` even when Redis does not answer.
+        A second call does nothing.
         """
         if self._closed:
             return
@@ -251,6 +268,20 @@ class SessionService:
         if self._closed:
             raise ClosedError("the session service is closed")
 
+    def _check_writable(self, key: Key) -> None:
+        """Refuse ids that would share keys with another session in the layouts this compat
+        mode writes (``common.keys``: ':' in track names, and in user ids with the legacy
+        layout)."""
+        validate_write_key(key, legacy_layout=uses_legacy(self.settings.compat_mode))
+
+    def _check_summary_target(self, session: Session | None) -> None:
+        if session is None:
+            return  # refused by the summary requests ("session is nil")
+        try:
+            self._check_writable(session.key)
+        except InvalidKeyError as exc:
+            raise InvalidKeyError(f"check session key failed: {exc}") from exc
+
     @property
     def _ttl_ms(self) -> int:
         return self.settings.session_ttl_ms
@@ -273,10 +304,9 @@ class SessionService:
         self._check_open()
         validate_user_key(key)
         given_id = bool(key.session_id)
-        if given_id:
-            validate_key(key)
-        else:
+        if not given_id:
             key = Key(key.app_name, key.user_id, str(uuid.uuid4()))
+        self._check_writable(key)
         values = copy_state(state)
         async with self._errors:
             return await self._writer.create(key, values, given_id, exclusive=exclusive)
@@ -378,7 +408,7 @@ class SessionService:
         ``session_gone`` or ``superseded``); reads in this process stop waiting for them.
         """
         self._check_open()
-        validate_key(key)
+        self._check_writable(key)
         async with self._errors:
             await self._writer.delete(key)
         if self._streams is not None:
@@ -407,7 +437,7 @@ class SessionService:
         if event is None:
             raise InvalidArgumentError("event is nil")
         key = session.key
-        validate_key(key)
+        self._check_writable(key)
         hooks = self.settings.append_event_hooks
         if not hooks:
             return (await self._append_many(session, [event], key, updated_at))[0]
@@ -431,39 +461,64 @@ class SessionService:
         if any(e is None for e in events):
             raise InvalidArgumentError("event is nil")
         key = session.key
-        validate_key(key)
+        self._check_writable(key)
         return await self._append_many(session, list(events), key)
 
     async def _append_many(
         self, session: Session, events: list[Event], key: Key, updated_at: GoTime | None = None
     ) -> list[Receipt]:
+        """Check and encode every event, write them, then show them on the caller's session.
+
+        Nothing is written (or acknowledged) unless every event passed its checks, and the
+        caller's session changes only once the write succeeded. ``updated_at`` is the update
+        time the write carries (default: now).
+        """
         now = updated_at or GoTime.now()
         producer_ts = now.to_text()
-        built = [b for e in events if (b := _prepare_event(session, e, now, producer_ts))]
+        built = [b for e in events if (b := _prepare_event(e, producer_ts)) is not None]
         if not built:
             return [Receipt(key, -1, "", _rid()) for _ in events]
         if self._streams is not None:
             async with self._errors:
                 route = await self._reader.route_of(session)
                 streamed = [
-                    self._stream_entry(session, "event", route, entry.producer_ts, event=entry,
-                                       app_pairs=tuple(app))
-                    for entry, app in built
+                    self._stream_entry(session, "event", route, b.entry.producer_ts,
+                                       event=b.entry, app_pairs=tuple(b.app))
+                    for b in built
                 ]
-                return await self._streams.submit(key, streamed)
-        entries = [entry for entry, _ in built]
-        app_pairs = [pair for _, app in built for pair in app]
-        receipts = [Receipt(key, -1, "", e.rid) for e in entries]
+                receipts = await self._streams.submit(key, streamed)
+        else:
+            receipts = await self._append_direct(session, key, built)
+        for b in built:
+            _update_in_memory(session, b.event, now, b.storable)
+        return receipts
+
+    async def _append_direct(
+        self, session: Session, key: Key, built: list[_Built]
+    ) -> list[Receipt]:
+        """Synchronous append: the session script, then the app state of what it applied.
+
+        App state lives in another slot. Its key is checked first, and it is written after the
+        script and only for entries the script applied (or had applied): a refused append
+        changes nothing, and a retry of the same event repeats the app write.
+        """
+        entries = [b.entry for b in built]
+        app_name = key.app_name
         async with self._errors:
-            await self._writer.write_scopes(key, app_pairs, [])
             route = await self._reader.route_of(session)
+            if any(b.app for b in built):
+                await self._writer.check_app_state(app_name)
             statuses = await self.store.engines[route].append(
                 key, entries, ttl_ms=self._ttl_ms, storage_limit=self.settings.storage_limit,
                 user_state_ttl_ms=self.settings.user_state_ttl_s * 1000,
             )
+            app_pairs = [pair for b, status in zip(built, statuses, strict=True)
+                         if Outcome.from_status(status) is Outcome.APPLIED for pair in b.app]
+            if app_pairs:
+                await self._writer.write_app_state(app_name, app_pairs)
         for status in statuses:
             _check_status(status, key)
-        return receipts
+        return [Receipt(key, -1, "", e.rid) for e in entries]
 
     @operation("append_track_event", span=True, count="before",
                storage=storage_of_subject)
@@ -475,33 +530,36 @@ class SessionService:
         if track_event is None:
             raise InvalidArgumentError("append track event: track event is nil")
         key = session.key
-        validate_key(key)
+        self._check_writable(key)
         if not track_event.track:
             raise InvalidArgumentError("append track event: track name is required")
-        _add_track_in_memory(session, track_event)
+        validate_track(track_event.track)
+        check_track_event(track_event)
+        track_json = encode_checked(track_event.to_json, "the track event")
+        ts_ns = score_ns(track_event.timestamp)
         rid = _rid()
         s = self.settings
         if self._streams is not None:
             payload = TrackPayload(
-                rid=rid, track=track_event.track, track_json=track_event.to_json(),
-                ts_ns=track_event.timestamp.unix_ns, track_ttl_s=s.track_ttl_s,
-                persist=s.track_ttl_explicit_none,
+                rid=rid, track=track_event.track, track_json=track_json, ts_ns=ts_ns,
+                track_ttl_s=s.track_ttl_s, persist=s.track_ttl_explicit_none,
             )
             async with self._errors:
                 route = await self._reader.route_of(session)
                 (receipt,) = await self._streams.submit(
                     key, [self._stream_entry(session, "track", route, track=payload)]
                 )
+            _add_track_in_memory(session, track_event)
             return receipt
         async with self._errors:
             route = await self._reader.route_of(session)
             status = await self.store.engines[route].append_track(
-                key, rid=rid, track=track_event.track, track_json=track_event.to_json(),
-                ts_ns=track_event.timestamp.unix_ns, track_ttl_s=s.track_ttl_s,
-                persist=s.track_ttl_explicit_none, producer_ts=GoTime.now().to_text(),
-                session_ttl_ms=self._ttl_ms,
+                key, rid=rid, track=track_event.track, track_json=track_json, ts_ns=ts_ns,
+                track_ttl_s=s.track_ttl_s, persist=s.track_ttl_explicit_none,
+                producer_ts=GoTime.now().to_text(), session_ttl_ms=self._ttl_ms,
             )
         _check_status(status, key)
+        _add_track_in_memory(session, track_event)
         return Receipt(key, -1, "", rid)
 
     @operation("get_track_events", span=True)
@@ -522,7 +580,7 @@ class SessionService:
         Returns the deleted events oldest first; an unknown session gives ``[]``.
         """
         self._check_open()
-        validate_key(key)
+        self._check_writable(key)
         count = max(count, 1)
         await self._read_your_writes(key)
         async with self._errors:
@@ -537,7 +595,7 @@ class SessionService:
     async def update_session_state(self, key: Key, state: Mapping[str, Any]) -> Receipt:
         """Merge ``state`` into the session state (``app:``/``user:`` keys are refused)."""
         self._check_open()
-        validate_key(key)
+        self._check_writable(key)
         values = copy_state(state)
         for k in values:
             if not k:
@@ -633,6 +691,7 @@ class SessionService:
             SummarizeError: the summarizer failed (the stored summary is kept).
         """
         self._check_open()
+        self._check_summary_target(session)
         async with self._errors:
             await self._summaries.create(session, filter_key, force)
 
@@ -651,6 +710,7 @@ class SessionService:
             SummaryTimeoutError: a job run here exceeded ``summary_job_timeout``.
         """
         self._check_open()
+        self._check_summary_target(session)
         async with self._errors:
             return await self._summaries.enqueue(session, filter_key, force)
 
@@ -737,25 +797,36 @@ def _state_field(key: str, prefix: str) -> str:
     return field
 
 
-def _prepare_event(
-    session: Session, event: Event, now: GoTime, producer_ts: str
-) -> tuple[AppendEntry, list[tuple[str, bytes]]] | None:
-    """Give ``event`` an id and a normalised delta, show it on ``session``, and build its
-    apply-script entry and app-state pairs; None for a partial (streaming) event, which
-    changes nothing, in memory or in storage.
+class _Built(NamedTuple):
+    """An event checked and encoded, ready to write."""
+
+    event: Event
+    entry: AppendEntry
+    app: list[tuple[str, bytes]]
+    storable: bool
+
+
+def _prepare_event(event: Event, producer_ts: str) -> _Built | None:
+    """Give ``event`` an id and a normalised delta, check it, and build its apply-script entry
+    and app-state pairs; None for a partial (streaming) event, which changes nothing, in
+    memory or in storage. The caller's session is not touched here.
 
     Raises:
-        InvalidArgumentError: a delta value is neither bytes, str nor None.
+        InvalidArgumentError: a field does not hold what it declares (see
+            :mod:`sessionstreams.common.validation`), or a delta value is neither bytes, str
+            nor None.
+        InvalidKeyError: a delta key is empty or names no field.
     """
-    if not event.id:
-        event.id = str(uuid.uuid4())
+    if isinstance(event.state_delta, dict) and not is_normalised(event.state_delta):
+        event.state_delta = copy_state(event.state_delta)  # str → UTF-8, else refused
+    check_event(event)
     if event.is_partial:
         return None
-    if event.state_delta and not is_normalised(event.state_delta):
-        event.state_delta = copy_state(event.state_delta)  # str → UTF-8, else refused
+    if not event.id:
+        event.id = str(uuid.uuid4())
     storable = event.is_storable()
-    _update_in_memory(session, event, now, storable)
-    return _entry_for(event, producer_ts, storable)
+    entry, app = _entry_for(event, producer_ts, storable)
+    return _Built(event, entry, app, storable)
 
 
 def _update_in_memory(session: Session, event: Event, now: GoTime, storable: bool) -> None:
@@ -770,7 +841,8 @@ def _update_in_memory(session: Session, event: Event, now: GoTime, storable: boo
 def _entry_for(
     event: Event, producer_ts: str, storable: bool
 ) -> tuple[AppendEntry, list[tuple[str, bytes]]]:
-    """The apply-script entry of one event, and its app-state pairs (written first)."""
+    """The apply-script entry of one checked event, and its app-state pairs (written after
+    the session script, for what it applied)."""
     delta = event.state_delta or {}
     scoped = split_scopes(delta)
     stored = event
@@ -780,8 +852,8 @@ def _entry_for(
     entry = AppendEntry(
         rid=_rid(),
         event_id=event.id,
-        event_json=stored.to_json() if storable else b"",
-        ts_ns=event.timestamp.unix_ns,
+        event_json=encode_checked(stored.to_json, "the event") if storable else b"",
+        ts_ns=score_ns(event.timestamp),
         is_user=event.is_user_message(),
         producer_ts=producer_ts,
         session_delta=b64_patch(scoped.session) if scoped.session else b"",

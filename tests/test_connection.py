@@ -42,6 +42,7 @@ from sessionstreams.common.errors import (
     ConnectionFailedError,
     CorruptDataError,
     InvalidArgumentError,
+    OutOfMemoryError,
     SessionNotFoundError,
     SessionStoreError,
     StoreTimeoutError,
@@ -422,13 +423,14 @@ async def test_check_server_accepts_the_test_server(
 async def test_check_server_refuses_evicting_policies(
     tmp_path: Path, closing: Callable[[Any], Any]
 ) -> None:
-    """allkeys-* policies are refused; noeviction and volatile-* are accepted."""
+    """Every policy but noeviction is refused (volatile-* evicts keys with a TTL)."""
     server = start_redis_server(tmp_path, ("--maxmemory-policy", "allkeys-lru"))
     try:
         client = closing(create_client(Settings(url=server.url)))
         with pytest.raises(ConfigError, match="allkeys-lru"):
             await check_server(client, url=server.url)
-        for policy, ok in [("volatile-ttl", True), ("allkeys-random", False), ("noeviction", True)]:
+        policies = [("volatile-ttl", False), ("allkeys-random", False), ("noeviction", True)]
+        for policy, ok in policies:
             await client.config_set("maxmemory-policy", policy)
             if ok:
                 await check_server(client)
@@ -643,7 +645,8 @@ def test_our_errors_and_foreign_errors_pass_through() -> None:
         (rx.BusyLoadingError("loading"), ConnectionFailedError),
         (rx.TimeoutError("slow"), StoreTimeoutError),
         (rx.ResponseError("WRONGTYPE Operation against a key"), CorruptDataError),
-        (rx.ResponseError("OOM command not allowed"), SessionStoreError),
+        (rx.ResponseError("OOM command not allowed"), OutOfMemoryError),
+        (rx.OutOfMemoryError("command not allowed"), OutOfMemoryError),
         (rx.DataError("bad arg"), InvalidArgumentError),
         (rx.RedisError("other"), SessionStoreError),
     ],

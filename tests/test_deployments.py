@@ -30,12 +30,12 @@ def maxmemory_policy(node: RunningRedis, policy: str) -> Iterator[None]:
             client.config_set("maxmemory-policy", previous)
 
 
-@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-random", "allkeys-lfu"])
+@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-random", "volatile-lru"])
 async def test_start_refuses_an_evicting_policy_on_any_primary(
     redis_target, make_service, policy
 ) -> None:
     """SessionService.start raises ConfigError naming the policy when one primary (the last
-    of a Cluster's) may evict keys; with a volatile-* policy it starts."""
+    of a Cluster's) may evict keys; with noeviction it starts."""
     victim = redis_target.primaries()[-1]
     with maxmemory_policy(victim, policy):
         svc = await make_service()
@@ -43,7 +43,7 @@ async def test_start_refuses_an_evicting_policy_on_any_primary(
             await svc.start()
         if redis_target.is_cluster:
             assert str(victim.port) in str(info.value)
-    with maxmemory_policy(victim, "volatile-lru"):
+    with maxmemory_policy(victim, "noeviction"):
         await (await make_service()).start()
 
 
@@ -51,19 +51,19 @@ async def test_worker_refuses_an_evicting_policy_on_any_primary(
     redis_target, pipeline_settings, start_worker
 ) -> None:
     """A worker process exits with status 1 and a message naming the policy (and, on a
-    Cluster, the node) when one primary may evict keys; with a volatile-* policy it runs."""
+    Cluster, the node) when one primary may evict keys; with noeviction it runs."""
     victim = redis_target.primaries()[-1]
     settings = pipeline_settings()
-    with maxmemory_policy(victim, "allkeys-lru"):
+    with maxmemory_policy(victim, "volatile-lru"):
         refused = start_worker(settings, name="refused")
         code = await asyncio.to_thread(refused.proc.wait, 30)
     assert code == 1, refused.log()
     text = refused.log()
-    assert "sessionstreams: redis maxmemory-policy is 'allkeys-lru'" in text, text
-    assert "use noeviction or a volatile-* policy" in text
+    assert "sessionstreams: redis maxmemory-policy is 'volatile-lru'" in text, text
+    assert "use noeviction" in text
     if redis_target.is_cluster:
         assert str(victim.port) in text
-    with maxmemory_policy(victim, "volatile-lru"):
+    with maxmemory_policy(victim, "noeviction"):
         running = start_worker(settings, name="running")
         await asyncio.to_thread(
             wait_until, lambda: "worker started" in running.log(), 30, "the worker to start"

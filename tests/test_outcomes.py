@@ -10,6 +10,7 @@ import pytest
 from sessionstreams.common.outcomes import (
     DUPLICATE,
     FINAL_STATUSES,
+    KEEP_MS,
     RECORD_CAP,
     RECORD_SLOTS,
     Outcome,
@@ -36,6 +37,13 @@ def test_record_cap_matches_the_lua() -> None:
     found = re.search(r"local SS_RECORD_CAP = (\d+)", _lib())
     assert found is not None
     assert int(found[1]) == RECORD_CAP
+
+
+def test_keep_ttl_matches_the_lua() -> None:
+    """KEEP_MS is the TTL the scripts give our bookkeeping keys of a session without one."""
+    found = re.search(r"local SS_KEEP_MS = (\d+)", _lib())
+    assert found is not None
+    assert int(found[1]) == KEEP_MS
 
 
 def test_every_status_a_script_returns_decodes() -> None:

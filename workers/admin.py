@@ -167,9 +167,10 @@ async def dlq_list(client: Any, settings: Settings, shard: int | None = None) ->
             raw = fields.get(FIELD, b"")
             try:
                 e = decode_entry(raw)
-                session, rid = f"{e.app}/{e.user}/{e.sid}", e.rid
-            except DecodeError:
-                session, rid = "?", "?"
+                session, rid = f"{e.app}/{e.user}/{e.sid}", e.rid or "?"
+            except DecodeError:  # the worker wrote what it could read of it
+                session = _text(fields.get(b"session", b"")) or "?"
+                rid = _text(fields.get(b"rid", b"")) or "?"
             out.append(DeadLetter(
                 shard=i, id=_text(entry_id), source=_text(fields.get(b"source", b"")),
                 error=_text(fields.get(b"error", b"")),

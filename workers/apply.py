@@ -9,15 +9,16 @@ one apply call per session per pipeline.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 
-from sessionstreams.common.entries import StreamEntry
+from sessionstreams.common.connection import TRANSIENT_ERRORS
+from sessionstreams.common.entries import EntryHeader, StreamEntry
 from sessionstreams.common.keys import KeySpace
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.models import Key
 from sessionstreams.common.outcomes import FINAL_STATUSES
 from sessionstreams.common.scripts import Scripts
@@ -26,6 +27,12 @@ from sessionstreams.workers.faults import Faults
 
 #: Statuses that are a final outcome (the request record holds it).
 FINAL = FINAL_STATUSES
+
+log = get_logger("sessionstreams.worker")
+
+#: Errors of Redis itself, not of an entry: the batch is re-read later, never dead-lettered
+#: (an entry failing for want of memory would be lost to the DLQ for no fault of its own).
+INFRASTRUCTURE = (*TRANSIENT_ERRORS, RedisOutOfMemoryError)
 
 
 class State(enum.Enum):
@@ -43,6 +50,7 @@ class Item:
     entry_id: str
     raw: bytes
     entry: StreamEntry | None  # None: undecodable (poison)
+    header: EntryHeader | None = None  # what an undecodable entry still tells
     state: State = State.HELD
     error: str = ""
     failures: int = 0
@@ -52,8 +60,23 @@ class Item:
 
     @property
     def key(self) -> Key | None:
-        """The session of the entry (None when undecodable)."""
-        return self.entry.key if self.entry is not None else None
+        """The session of the entry (None when not even its header reads)."""
+        if self.entry is not None:
+            return self.entry.key
+        return self.header.key if self.header is not None else None
+
+
+def entry_problem(item: Item, routes: Collection[str]) -> str | None:
+    """Why an entry cannot be applied at all (then it fails until dead-lettered), or None."""
+    e = item.entry
+    if e is None:
+        return "undecodable stream entry"
+    if e.route not in routes:
+        return f"invalid:unknown route {e.route!r}"
+    payload = {"event": e.event, "track": e.track, "state": e.state}.get(e.kind)
+    if payload is None:
+        return f"invalid:{e.kind} entry without its payload"
+    return None
 
 
 class LeaseLostError(Exception):
@@ -105,21 +128,27 @@ class Applier:
             LeaseLostError: from ``check_lease``, before any apply call past the deadline.
             redis ConnectionError / TimeoutError: the batch must be re-read from the PEL.
         """
-        sessions: dict[Key, list[Item]] = {}
+        sessions: dict[Key | None, list[Item]] = {}
         for item in items:
-            if item.erased:
+            if item.erased:  # deleted from the stream while pending: nothing to apply
                 item.state, item.outcome = State.DONE, "erased"
                 continue
-            if item.entry is None:
-                item.state, item.error = State.FAILED, "undecodable stream entry"
-                continue
-            sessions.setdefault(item.entry.key, []).append(item)
-        await self._write_app_state(items, check_lease)
-        await self.faults.hit("after_app_state")
-        for item in items:
-            if item.entry is not None:
-                item.state, item.error = State.HELD, ""
-        queues = {key: _runs(group) for key, group in sessions.items()}
+            item.state, item.error = State.HELD, ""
+            problem = entry_problem(item, self.engines)
+            if problem is not None:
+                item.state, item.error = State.FAILED, problem
+            sessions.setdefault(item.key, []).append(item)
+        queues: dict[Key | None, list[list[Item]]] = {}
+        for key, group in sessions.items():
+            # An entry that cannot be applied stops its session here: what follows it stays
+            # HELD until it is dead-lettered (gap-free order).
+            usable = []
+            for item in group:
+                if item.state is State.FAILED:
+                    break
+                usable.append(item)
+            if key is not None and usable:
+                queues[key] = _runs(usable)
         while queues:
             keys = list(queues)
             half = (len(keys) + 1) // 2
@@ -131,27 +160,44 @@ class Applier:
                     await self.faults.hit("mid_batch")
             # A session goes on only while everything of it went through; the rest of a
             # stopped session stays HELD (neither applied nor acknowledged).
-            survivors: dict[Key, list[list[Item]]] = {}
+            survivors: dict[Key | None, list[list[Item]]] = {}
             for k, runs in queues.items():
                 done = runs.pop(0)
                 if runs and all(i.state is State.DONE for i in done):
                     survivors[k] = runs
             queues = survivors
 
-    async def _write_app_state(self, items: list[Item], check_lease: Callable[[], None]) -> None:
-        # App state lives in another slot: written first and idempotently; a crash before
-        # the session script repeats the write rather than losing it.
+    async def _write_app_state(self, runs: list[list[Item]]) -> None:
+        """App state lives in another slot: written after the session script, for the entries
+        it applied (or had applied). A refused entry changes nothing; a crash before this
+        write leaves the entry unacknowledged, and its redelivery (``duplicate``) writes it."""
         calls: list[tuple[Any, ...]] = []
-        for item in items:
-            e = item.entry
-            if e is not None and e.app_pairs:
-                args: list[Any] = [e.app_state_ttl_ms]
-                for name, value in e.app_pairs:
-                    args += [name, value]
-                calls.append(("script", "hash_set", [self.keys.app_state(e.app)], args))
+        for run in runs:
+            for item in run:
+                e = item.entry
+                if (e is not None and e.app_pairs and item.state is State.DONE
+                        and item.outcome in ("applied", "duplicate")):
+                    args: list[Any] = [e.app_state_ttl_ms]
+                    for name, value in e.app_pairs:
+                        args += [name, value]
+                    calls.append(("script", "hash_set", [self.keys.app_state(e.app)], args))
         if calls:
-            check_lease()
-            await self.scripts.run_pipeline(self.client, calls)
+            await self.faults.hit("before_app_state")
+            for result in await self.scripts.run_pipeline(self.client, calls):
+                if isinstance(result, bytes):  # the key's type changed since it was checked
+                    log.error("app state not written", error=result.decode(errors="replace"))
+
+    async def _check_other_slots(self, run: list[Item]) -> str | None:
+        """Before the script: the keys of other slots the run writes after it (app state,
+        user state of the other layout) must be usable; else the run's ``invalid:`` status."""
+        entry = run[0].entry
+        assert entry is not None
+        engine = self.engines[entry.route]
+        problem: str | None = await engine.prepare_append(
+            entry.key, [i.entry.event for i in run])  # type: ignore[union-attr]
+        if problem is None and any(i.entry.app_pairs for i in run):  # type: ignore[union-attr]
+            problem = await self.engines["hashidx"].hash_problem([self.keys.app_state(entry.app)])
+        return problem
 
     async def _round(self, batch: list[list[Item]]) -> None:
         """One pipeline: the next run of each session."""
@@ -161,37 +207,57 @@ class Applier:
         for run in batch:
             entry = run[0].entry
             assert entry is not None
-            if entry.kind == "event":
-                engine = self.engines[entry.route]
-                events = [i.entry.event for i in run]  # type: ignore[union-attr]
-                # Writes in other slots that must precede the script (legacy user state).
-                await engine.prepare_append(entry.key, events,
-                                            user_state_ttl_ms=entry.user_state_ttl_ms)
-                calls.append(engine.append_call(entry.key, events, **_opts(entry)))
-                piped.append(run)
-            else:
+            if entry.kind != "event":
                 direct.append(run)
+                continue
+            try:
+                problem = await self._check_other_slots(run)
+                if problem is None:
+                    events = [i.entry.event for i in run]  # type: ignore[union-attr]
+                    call = self.engines[entry.route].append_call(entry.key, events,
+                                                                 **_opts(entry))
+            except INFRASTRUCTURE:
+                raise
+            except Exception as exc:  # whatever is wrong with it is this run's failure
+                self._settle(run, exc)
+                continue
+            if problem is not None:
+                self._settle(run, [problem] * len(run))
+                continue
+            calls.append(call)
+            piped.append(run)
         if calls:
             results = await self.scripts.run_pipeline(self.client, calls, raise_errors=False)
             for run, result in zip(piped, results, strict=True):
                 if isinstance(result, list):
-                    entry = run[0].entry
-                    assert entry is not None
-                    result = await self.engines[entry.route].finish_append(
-                        entry.key, [i.entry.event for i in run],  # type: ignore[union-attr]
-                        [s.decode() if isinstance(s, bytes) else str(s) for s in result],
-                        **_opts(entry),
-                    )
+                    result = await self._finish(run, result)
                 self._settle(run, result)
+            await self._write_app_state(piped)
         for run in direct:
             try:
                 status = await self._apply_single(run[0])
-            except (RedisConnectionError, RedisTimeoutError):
+            except INFRASTRUCTURE:
                 raise
             except Exception as exc:  # any other error is this entry's failure
                 self._settle(run, exc)
             else:
                 self._settle(run, [status])
+
+    async def _finish(self, run: list[Item], result: list[Any]) -> Any:
+        """The engine's step after the script (other slots, migrated sessions); an error
+        other than Redis's is the run's failure (retried, then dead-lettered)."""
+        entry = run[0].entry
+        assert entry is not None
+        try:
+            return await self.engines[entry.route].finish_append(
+                entry.key, [i.entry.event for i in run],  # type: ignore[union-attr]
+                [s.decode() if isinstance(s, bytes) else str(s) for s in result],
+                **_opts(entry),
+            )
+        except INFRASTRUCTURE:
+            raise
+        except Exception as exc:
+            return exc
 
     async def _apply_single(self, item: Item) -> Any:
         e = item.entry
@@ -213,7 +279,7 @@ class Applier:
 
     @staticmethod
     def _settle(run: list[Item], result: Any) -> None:
-        if isinstance(result, (RedisConnectionError, RedisTimeoutError)):
+        if isinstance(result, INFRASTRUCTURE):
             raise result
         if isinstance(result, Exception):
             run[0].state, run[0].error = State.FAILED, f"{type(result).__name__}: {result}"

@@ -5,7 +5,8 @@
 
 - ``before_read``: after the worker's own lease-deadline check, before the read script;
 - ``after_apply``: after a batch was applied, before it is acknowledged;
-- ``after_app_state``: between the app-state write and the session script;
+- ``before_app_state``: after the session script, before the app-state write of what it
+  applied;
 - ``mid_batch``: after the first half of a batch's sessions were applied;
 - ``summary_before_store``: a summary job's summarizer returned, before the summary is stored;
 - ``summary_after_store``: a summary was stored, before its job is acknowledged.
@@ -27,7 +28,7 @@ from sessionstreams.common.logs import get_logger
 
 log = get_logger("sessionstreams.faults")
 
-POINTS = ("before_read", "after_apply", "after_app_state", "mid_batch", "summary_before_store",
+POINTS = ("before_read", "after_apply", "before_app_state", "mid_batch", "summary_before_store",
           "summary_after_store")
 ENV = "SESSIONSTREAMS_FAULTS"
 

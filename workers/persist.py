@@ -13,8 +13,9 @@ import asyncio
 import time
 from typing import Any
 
+from sessionstreams.common.compat import ROUTES
 from sessionstreams.common.connection import TRANSIENT_ERRORS
-from sessionstreams.common.entries import FIELD, decode_entry
+from sessionstreams.common.entries import FIELD, decode_entry, decode_entry_header
 from sessionstreams.common.errors import DecodeError
 from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.logs import get_logger, session_fields
@@ -23,7 +24,7 @@ from sessionstreams.common.outcomes import Outcome
 from sessionstreams.common.scripts import Scripts
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import PERSIST_GROUP, ShardKeys
-from sessionstreams.workers.apply import Applier, Item, LeaseLostError, State
+from sessionstreams.workers.apply import INFRASTRUCTURE, Applier, Item, LeaseLostError, State
 from sessionstreams.workers.faults import Faults
 from sessionstreams.workers.leases import Lease
 from sessionstreams.workers.observe import NO_HOOKS, ConsumerHooks
@@ -84,13 +85,21 @@ class ShardConsumer:
             except LeaseLostError:
                 self.log.warning("lease lost; dropping the batch in hand")
                 return
-            except (*TRANSIENT_ERRORS, OSError) as exc:
+            except (*INFRASTRUCTURE, OSError) as exc:
                 self.log.warning("redis error; re-reading the pending list", error=str(exc))
-                self.held.clear()
-                self.poison.clear()
-                cursor = "0"
-                await asyncio.sleep(backoff)
+                cursor = await self._restart(backoff)
                 backoff = min(backoff * 2, 2.0)
+            except Exception:  # a bug, not bad data (each entry's failures are its own)
+                self.log.exception("consumer step failed; re-reading the pending list")
+                cursor = await self._restart(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _restart(self, backoff: float) -> str:
+        """Forget what is in hand and start over from the pending list, after a pause."""
+        self.held.clear()
+        self.poison.clear()
+        await asyncio.sleep(backoff)
+        return "0"
 
     def _check_lease(self) -> None:
         if not self.lease.valid:
@@ -152,10 +161,10 @@ class ShardConsumer:
             if fields[i] == FIELD:
                 data = fields[i + 1]
         try:
-            entry = decode_entry(data)
+            return Item(entry_id=entry_id, raw=data, entry=decode_entry(data))
         except DecodeError:
-            entry = None
-        return Item(entry_id=entry_id, raw=data, entry=entry)
+            return Item(entry_id=entry_id, raw=data, entry=None,
+                        header=decode_entry_header(data))
 
     # -- applying -----------------------------------------------------------------------
     async def _process(self, items: list[Item]) -> None:
@@ -201,20 +210,29 @@ class ShardConsumer:
         return False
 
     async def _dead_letter(self, item: Item) -> None:
+        """Move the entry to the dead-letter stream with its session and request id (read
+        from its header when it does not decode), and record the outcome for its writer."""
+        e = item.entry
+        header = item.header
+        key, route, rid, ttl_ms = (
+            (e.key, e.route, e.rid, e.ttl_ms) if e is not None
+            else (header.key, header.route, header.rid, header.ttl_ms) if header is not None
+            else (None, "", "", 0)
+        )
+        session = f"{key.app_name}/{key.user_id}/{key.session_id}" if key is not None else ""
         await self.scripts.call(
             self.client, "stream_dead_letter", [self.sk.stream, self.sk.failures, self.sk.dlq],
-            [item.entry_id, item.raw, item.error, item.failures],
+            [item.entry_id, item.raw, item.error, item.failures, session, rid],
         )
-        e = item.entry
-        if e is not None:
-            record = self.keys.record(e.key, e.route)
-            ttl_ms = e.ttl_ms or GONE_RECORD_TTL_MS
+        if key is not None and rid:
+            record = self.keys.record(key, route if route in ROUTES else "hashidx")
             await self.scripts.call(self.client, "record_outcome", [record],
-                                    [e.rid, Outcome.DEAD_LETTERED.code, ttl_ms])
+                                    [rid, Outcome.DEAD_LETTERED.code,
+                                     ttl_ms or GONE_RECORD_TTL_MS])
         item.state = State.DONE  # through, as far as its session is concerned
         self.hooks.dead_lettered(item)
         self.log.error("entry dead-lettered", entry=item.entry_id, error=item.error,
-                       **session_fields(item.entry))
+                       session=session or "?", rid=rid or "?")
 
     async def _retry_held(self) -> None:
         """Retry the head of every held session, one entry at a time, in order."""

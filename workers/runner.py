@@ -1,7 +1,9 @@
 """A worker process: heartbeats, shard leases, one consumer task per held shard.
 
 SIGTERM (or SIGINT): stop reading, finish and acknowledge the batch in hand, release the
-leases, leave the worker registry, exit 0.
+leases, leave the worker registry, exit 0; all within ``lease_ttl_s``. When Redis does not
+answer in that time (paused, unreachable) the worker gives up, exits 1 and the leases expire:
+the next owner re-reads what was not acknowledged, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import random
 import signal
 import socket
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from sessionstreams.common.connection import (
@@ -21,7 +24,7 @@ from sessionstreams.common.connection import (
     redact_url,
     start_failover_watch,
 )
-from sessionstreams.common.errors import ConfigError
+from sessionstreams.common.errors import ConfigError, ConnectionFailedError, StoreTimeoutError
 from sessionstreams.common.logs import get_logger
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.shards import ShardKeys, check_conf, workers_key
@@ -36,6 +39,12 @@ from sessionstreams.workers.summaries import run_alongside
 from sessionstreams.workers.summary_jobs import SummaryJobs
 
 log = get_logger("sessionstreams.worker")
+
+#: How long closing a client may take at exit (a paused server never answers).
+CLOSE_TIMEOUT_S = 1.0
+#: Backoff of the start checks while Redis does not answer (doubling up to the max).
+START_RETRY_FIRST_S = 0.2
+START_RETRY_MAX_S = 5.0
 
 
 def shares(shards: int, live: list[str], me: str) -> int:
@@ -73,6 +82,7 @@ class Worker:
         )
         self.consumers: dict[int, tuple[ShardConsumer, asyncio.Task[None]]] = {}
         self.stopping = asyncio.Event()
+        self._registered = False
         self.exit_code = 0
         self.log = log.bind(worker=self.worker_id)
 
@@ -90,13 +100,11 @@ class Worker:
             # whose first command may come much later (an idle worker).
             start_failover_watch(self.client)
             start_failover_watch(self.stream_client)
-            await check_server(self.client, url=self.settings.url or None)
-            await check_conf(self.client, self.scripts, self.settings.key_prefix,
-                             len(self.shard_keys))
-            self.log.info("worker started", shards=len(self.shard_keys),
-                          url=redact_url(self.settings.url))
-            started = True
-            await self._coordinate()
+            if await self._until_stopped(self._wait_for_redis()):
+                self.log.info("worker started", shards=len(self.shard_keys),
+                              url=redact_url(self.settings.url))
+                started = True
+                await self._until_stopped(self._coordinate())
         except ConfigError as exc:
             if not started:  # refused at start (evicting maxmemory-policy, shard count)
                 raise
@@ -105,10 +113,45 @@ class Worker:
         finally:
             sampler.cancel()
             await _settle(sampler)
-            await self._shutdown()
+            if not await self._shutdown() and self.exit_code == 0:
+                self.exit_code = 1
         return self.exit_code
 
+    async def _until_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` until it ends or SIGTERM; a pass blocked on Redis is abandoned then
+        (coordination is idempotent: the next owner or start redoes it). Returns True when
+        ``work`` ended by itself."""
+        task = asyncio.create_task(work)
+        stop = asyncio.create_task(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task  # its exception (a ConfigError) is the run's
+        return not task.cancelled()
+
+    async def _wait_for_redis(self) -> None:
+        """The start checks (server, shard configuration), retried with backoff while Redis
+        does not answer: a worker may start before Redis (a deployment's start order, a
+        restart). A refusal (eviction policy, shard count) is a ConfigError, raised."""
+        delay = START_RETRY_FIRST_S
+        while True:
+            try:
+                await check_server(self.client, url=self.settings.url or None)
+                await check_conf(self.client, self.scripts, self.settings.key_prefix,
+                                 len(self.shard_keys))
+                return
+            except (ConnectionFailedError, StoreTimeoutError, *REDIS_ERRORS, OSError) as exc:
+                self.log.warning("waiting for redis", error=str(exc), retry_in_s=delay,
+                                 url=redact_url(self.settings.url))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, START_RETRY_MAX_S)
+
     async def _coordinate(self) -> None:
+        self._registered = True  # from the first heartbeat on, leave the registry at exit
         interval = self.settings.heartbeat_interval_s
         hb_ttl = max(self.settings.lease_ttl_s, 3 * interval)
         while not self.stopping.is_set():
@@ -181,25 +224,44 @@ class Worker:
                 await _settle(task)
                 await self.leases.release(shard)
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self) -> bool:
+        """Finish the batches in hand, release the leases and leave, within ``lease_ttl_s``
+        (after which the leases expire anyway). Returns True when all of it was done."""
+        tasks = [task for _, task in self.consumers.values()]
         for consumer, _ in self.consumers.values():
             consumer.stop.set()
-        for shard in list(self.consumers):
-            await self._stop_and_release(shard)
-        for shard in list(self.leases.held):
-            await self.leases.release(shard)
-        with contextlib.suppress(Exception):
-            await self.leases.leave()
-        await self.store.aclose()
-        await self.stream_store.aclose()
-        self.log.info("worker stopped")
+        clean = True
+        try:
+            async with asyncio.timeout(self.settings.lease_ttl_s):
+                for shard in list(self.consumers):
+                    await self._stop_and_release(shard)
+                for shard in list(self.leases.held):
+                    await self.leases.release(shard)
+                if self._registered:
+                    await self.leases.leave()
+        except (TimeoutError, *REDIS_ERRORS, OSError) as exc:
+            clean = False
+            self.log.error("shutdown incomplete: Redis did not answer; the leases expire and "
+                           "the next owner re-reads what was not acknowledged",
+                           error=repr(exc), within_s=self.settings.lease_ttl_s)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                await _settle(task)
+        for store in (self.store, self.stream_store):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(store.aclose(), CLOSE_TIMEOUT_S)
+        self.log.info("worker stopped", clean=clean)
+        return clean
 
 
 async def _settle(task: asyncio.Task[Any]) -> None:
     try:
         await task
     except asyncio.CancelledError:
-        pass
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # this task is being cancelled (a timeout), not only the awaited one
     except Exception as exc:  # a crashed consumer must not stop the shutdown
         log.error("shard consumer crashed", error=repr(exc))
 

@@ -13,6 +13,8 @@ local function ss_recorded(akey, rid)
   return nil
 end
 
+-- The first and last sequence numbers this script call recorded (nil: none yet).
+local ss_first_seq = nil
 local ss_last_seq = nil
 
 local function ss_record(akey, rid, code)
@@ -22,13 +24,15 @@ local function ss_record(akey, rid, code)
     seq = math.floor(tonumber(top[2]) / 8) + 1
   end
   redis.call('ZADD', akey, seq * 8 + code, rid)
+  ss_first_seq = ss_first_seq or seq
   ss_last_seq = seq
 end
 
--- Keeps the newest SS_RECORD_CAP rids; trimmed every 16th record (a record may briefly hold
--- a few more), which spares most writes a command.
+-- Keeps the newest SS_RECORD_CAP rids. Trimmed when this call recorded a multiple of 16
+-- (whatever the number of records per call), so a record holds at most 16 more and most
+-- writes are spared a command.
 local function ss_record_cap(akey)
-  if ss_last_seq ~= nil and ss_last_seq % 16 ~= 0 then
+  if ss_last_seq ~= nil and math.floor(ss_last_seq / 16) == math.floor((ss_first_seq - 1) / 16) then
     return
   end
   redis.call('ZREMRANGEBYRANK', akey, 0, -(SS_RECORD_CAP + 1))
@@ -37,6 +41,19 @@ end
 local function ss_pexpire(key, ttl_ms)
   if ttl_ms > 0 then
     redis.call('PEXPIRE', key, ttl_ms)
+  end
+end
+
+-- Our per-session bookkeeping keys (ss:applied, ss:info, ss:summary) always expire: with the
+-- session's TTL, else SS_KEEP_MS (7 days) after our last write to them. So none outlives its
+-- session by more than that bound, whoever deletes the session (a Go service leaves ours).
+local SS_KEEP_MS = 604800000
+
+local function ss_keep(key, ttl_ms)
+  if ttl_ms > 0 then
+    redis.call('PEXPIRE', key, ttl_ms)
+  else
+    redis.call('PEXPIRE', key, SS_KEEP_MS)
   end
 end
 
@@ -51,11 +68,96 @@ local function ss_check_types(spec)
   return nil
 end
 
+-- True when `text` is a time Go's Time.UnmarshalJSON accepts (RFC 3339, one- or two-digit
+-- hour, '.' or ',' before the fraction, Z or +hh:mm, fields in range).
+local SS_MONTH_DAYS = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
+
+local function ss_valid_time(text)
+  local y, mo, d, h, mi, s, rest
+  if string.find(text, '^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d') then
+    -- The shape Go writes: the digits are read by position (this runs on every write).
+    local m1, m2, _, d1, d2, _, h1, h2, _, i1, i2, _, s1, s2 = string.byte(text, 6, 19)
+    y, mo, d = tonumber(string.sub(text, 1, 4)), (m1 - 48) * 10 + m2 - 48, (d1 - 48) * 10 + d2 - 48
+    h, mi, s = (h1 - 48) * 10 + h2 - 48, (i1 - 48) * 10 + i2 - 48, (s1 - 48) * 10 + s2 - 48
+    rest = string.sub(text, 20)
+  else
+    y, mo, d, h, mi, s, rest = string.match(text,
+      '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d?):(%d%d):(%d%d)(.*)$')
+    if not y then
+      return false
+    end
+    y, mo, d, h, mi, s = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi),
+      tonumber(s)
+  end
+  if rest ~= 'Z' then
+    local _, frac_end = string.find(rest, '^[%.,]%d+')
+    local zone = frac_end and string.sub(rest, frac_end + 1) or rest
+    if zone ~= 'Z' then
+      local oh, om = string.match(zone, '^[%+%-](%d%d):(%d%d)$')
+      if not oh or tonumber(oh) > 24 or tonumber(om) > 60 then
+        return false
+      end
+    end
+  end
+  if mo < 1 or mo > 12 or d < 1 or d > SS_MONTH_DAYS[mo] then
+    return false
+  end
+  if mo == 2 and d == 29 and not (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) then
+    return false
+  end
+  return h <= 23 and mi <= 59 and s <= 59
+end
+
+-- True when `v` is standard padded base64 (line breaks skipped, as Go's decoder does).
+local function ss_valid_b64(v)
+  if #v % 4 == 0 and string.find(v, '^[A-Za-z0-9+/]*=?=?$') then
+    return true
+  end
+  if not string.find(v, '[\r\n]') then
+    return false
+  end
+  v = string.gsub(v, '[\r\n]', '')
+  return #v % 4 == 0 and string.find(v, '^[A-Za-z0-9+/]*=?=?$') ~= nil
+end
+
+-- Why the reader would refuse a decoded session document (nil when it would not): the
+-- shapes and types of its fields. `raw` tells an empty state object from an empty array.
+-- (A bad updatedAt is not refused: every write replaces it, as the earliest time.)
+local SS_DOC_STRINGS = {'id', 'appName', 'userID', 'generation', 'updatedAt'}
+
+local function ss_doc_problem(doc, raw)
+  for i = 1, #SS_DOC_STRINGS do
+    local f = SS_DOC_STRINGS[i]
+    local v = doc[f]
+    if v ~= nil and v ~= cjson.null and type(v) ~= 'string' then
+      return 'invalid:session document field ' .. f .. ' is not a string'
+    end
+  end
+  local c = doc['createdAt']
+  if c ~= nil and c ~= cjson.null and not (type(c) == 'string' and ss_valid_time(c)) then
+    return 'invalid:session document field createdAt is not a time'
+  end
+  local st = doc['state']
+  if next(st) == nil and string.find(raw, '"state"%s*:%s*%[') then
+    return 'invalid:session state is not a JSON object'
+  end
+  for k, v in pairs(st) do
+    if type(k) ~= 'string' then
+      return 'invalid:session state is not a JSON object'
+    end
+    if v ~= cjson.null and not (type(v) == 'string' and ss_valid_b64(v)) then
+      return 'invalid:session state value ' .. k .. ' is not base64'
+    end
+  end
+  return nil
+end
+
 -- Decodes a session document (HashIdx meta or legacy SessionState) and normalises its state.
--- Returns the table, or nil and a reason.
+-- Returns the table, or nil and a reason: a document the reader would refuse is refused here
+-- too, so no write applies onto it.
 local function ss_decode_doc(raw)
   local ok, doc = pcall(cjson.decode, raw)
-  if not ok or type(doc) ~= 'table' then
+  if not ok or type(doc) ~= 'table' or not string.find(raw, '^%s*{') then
     return nil, 'invalid:session document is not a JSON object'
   end
   local st = doc['state']
@@ -63,6 +165,10 @@ local function ss_decode_doc(raw)
     doc['state'] = {}
   elseif type(st) ~= 'table' then
     return nil, 'invalid:session state is not a JSON object'
+  end
+  local why = ss_doc_problem(doc, raw)
+  if why then
+    return nil, why
   end
   return doc, nil
 end
@@ -413,6 +519,17 @@ local function ss_id_cmp(a, b)
     return as < bs and -1 or 1
   end
   return 0
+end
+
+-- Our bookkeeping `key` takes the remaining TTL of `src` (at least min_ms), else SS_KEEP_MS
+-- (at least min_ms) when `src` has none or is missing.
+local function ss_follow_keep(key, src, min_ms)
+  local t = redis.call('PTTL', src)
+  if t > 0 then
+    redis.call('PEXPIRE', key, math.max(t, min_ms))
+  else
+    redis.call('PEXPIRE', key, math.max(SS_KEEP_MS, min_ms))
+  end
 end
 
 -- Gives `key` the remaining TTL of `src` (at least min_ms), or no TTL when `src` has none.

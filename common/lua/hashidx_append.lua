@@ -1,7 +1,7 @@
 -- hashidx_append: apply a batch of appends to one HashIdx session, entry by entry.
 -- KEYS[1] meta  KEYS[2] evtdata  KEYS[3] evtidx:time  KEYS[4] ss:applied  KEYS[5] ss:info
--- KEYS[6] hashidx:userstate (same {user} tag)  KEYS[7..] keys whose TTL follows the session's
--- (hashidx:sesssum, ss:summary): refreshed with it, never created
+-- KEYS[6] hashidx:userstate (same {user} tag)  KEYS[7] hashidx:sesssum  KEYS[8] ss:summary
+-- (their TTL follows the session's: refreshed with it, never created; ours always expire)
 -- ARGV[1] session ttl ms (0 = keep)   ARGV[2] storage limit (0 = never trim)
 -- ARGV[3] incarnation ('' = not checked)   ARGV[4] user-state ttl ms   ARGV[5] ttl ms for an
 -- outcome recorded on a missing session   ARGV[6] number of entries, then per entry:
@@ -182,11 +182,14 @@ end
 if ttl_ms > 0 then
   redis.call('PEXPIRE', data_key, ttl_ms)
   redis.call('PEXPIRE', idx_key, ttl_ms)
-  redis.call('PEXPIRE', applied_key, ttl_ms)
-  redis.call('PEXPIRE', info_key, ttl_ms)
-  for i = 7, #KEYS do
-    redis.call('PEXPIRE', KEYS[i], ttl_ms)
-  end
+  redis.call('PEXPIRE', KEYS[7], ttl_ms)
 end
+-- Our keys: the record is written by every call; the info hash only with bounded storage;
+-- the summary-run record follows the session TTL here and gets its own bound when written.
+ss_keep(applied_key, ttl_ms)
+if limit > 0 or ttl_ms > 0 then
+  ss_keep(info_key, ttl_ms)
+end
+ss_pexpire(KEYS[8], ttl_ms)
 ss_record_cap(applied_key)
 return out

@@ -20,4 +20,5 @@ for i = 5, #KEYS do
 end
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[4], 'importing', ARGV[1])
+ss_keep(KEYS[4], 0)
 return 'ok'

@@ -26,7 +26,7 @@ end
 for i = 10 + n, #ARGV, 2 do
   redis.call('ZADD', KEYS[5], ARGV[i], ARGV[i + 1])
 end
-ss_pexpire(KEYS[5], ttl_ms)
+ss_keep(KEYS[5], ttl_ms)
 if ARGV[6] ~= '' then
   redis.call('HSETNX', KEYS[6], ARGV[5], ARGV[6])
 end
@@ -35,5 +35,5 @@ redis.call('HSET', KEYS[4], 'imported', ARGV[8])
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[4], 'user_evt', ARGV[7])
 end
-ss_pexpire(KEYS[4], ttl_ms)
+ss_keep(KEYS[4], ttl_ms)
 return 'ok'

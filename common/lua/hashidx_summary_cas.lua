@@ -8,7 +8,8 @@
 -- Returns applied | retry (the map changed: read again) | session_gone | covered (a summary
 -- covering this cut or a later one is stored already) | invalid:<why>.
 -- The caller decides "newer" on parsed times and encodes the map the way Go does. The summary
--- key and the record take the meta's remaining TTL: the summary lives as long as the session.
+-- key and the record take the meta's remaining TTL: the summary lives as long as the session
+-- (the record, ours, 7 days after this write when the meta has no TTL).
 
 local sum_key, meta_key, run_key = KEYS[1], KEYS[2], KEYS[3]
 local bad = ss_check_types({sum_key, 'string', meta_key, 'string', run_key, 'hash'})
@@ -33,6 +34,6 @@ redis.call('SET', sum_key, ARGV[3])
 ss_follow_ttl(sum_key, meta_key, 0)
 if cut ~= '' then
   redis.call('HSET', run_key, field, cut)
-  ss_follow_ttl(run_key, meta_key, 0)
+  ss_follow_keep(run_key, meta_key, 0)
 end
 return 'applied'

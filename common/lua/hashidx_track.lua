@@ -61,6 +61,6 @@ for _, k in ipairs({data_key, idx_key, names_key}) do
   end
 end
 ss_record(applied_key, rid, SS_CODE.applied)
-ss_pexpire(applied_key, tonumber(ARGV[8]))
+ss_keep(applied_key, tonumber(ARGV[8]))
 ss_record_cap(applied_key)
 return 'applied'

@@ -45,7 +45,7 @@ while hi >= 0 and not stop do
 end
 ss_del_members(data_key, idx_key, doomed_ids)
 ss_record(applied_key, ARGV[1], SS_CODE.applied)
-ss_pexpire(applied_key, tonumber(ARGV[3]))
+ss_keep(applied_key, tonumber(ARGV[3]))
 ss_record_cap(applied_key)
 local out = {'applied'}
 for i = #doomed_json, 1, -1 do

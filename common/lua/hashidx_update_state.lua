@@ -1,6 +1,6 @@
 -- hashidx_update_state: merge a patch into a HashIdx session's state.
--- KEYS[1] meta  KEYS[2] ss:applied  KEYS[3..] keys whose TTL follows the session's
--- (hashidx:sesssum, ss:summary): refreshed with it, never created
+-- KEYS[1] meta  KEYS[2] ss:applied  KEYS[3] hashidx:sesssum  KEYS[4] ss:summary (their TTL
+-- follows the session's: refreshed with it, never created; ours always expire)
 -- ARGV[1] rid  ARGV[2] patch JSON (values base64 or null)  ARGV[3] producer time text
 -- ARGV[4] session ttl ms (0 = keep the TTL)  ARGV[5] incarnation ('' = not checked)
 -- ARGV[6] ttl ms for an outcome recorded on a missing session
@@ -45,9 +45,8 @@ else
   redis.call('SET', meta_key, cjson.encode(meta), 'KEEPTTL')
 end
 ss_record(applied_key, rid, SS_CODE.applied)
-ss_pexpire(applied_key, ttl_ms)
-for i = 3, #KEYS do
-  ss_pexpire(KEYS[i], ttl_ms)
-end
+ss_keep(applied_key, ttl_ms)
+ss_pexpire(KEYS[3], ttl_ms)
+ss_keep(KEYS[4], ttl_ms)
 ss_record_cap(applied_key)
 return 'applied'

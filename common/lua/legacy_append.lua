@@ -2,8 +2,8 @@
 -- KEYS[1] sess:{app}:<user> (HASH sid -> SessionState JSON)  KEYS[2] event:{app}:<user>:<sid>
 -- KEYS[3] ss:applied:{app}:<user>:<sid>  KEYS[4] ss:info:{app}:<user>:<sid>
 -- KEYS[5] userstate:{app}:<user> (the old user-state key; same {app} tag)
--- KEYS[6..] keys whose TTL follows the session's (sesssum:{app}:<user>, ss:summary): refreshed
--- with it, never created
+-- KEYS[6] sesssum:{app}:<user>  KEYS[7] ss:summary (their TTL follows the session's:
+-- refreshed with it, never created; ours always expire)
 -- ARGV[1] session id  ARGV[2] session ttl ms (0 = keep)  ARGV[3] storage limit (0 = never trim)
 -- ARGV[4] incarnation ('' = not checked)  ARGV[5] user-state ttl ms  ARGV[6] ttl ms for an
 -- outcome recorded on a missing session  ARGV[7] '1' = write user-state pairs to KEYS[5]
@@ -72,7 +72,7 @@ end
 local raw = redis.call('HGET', sess_key, sid)
 if not raw then
   if redis.call('HEXISTS', info_key, 'migrated') == 1 then
-    ss_pexpire(info_key, ttl_ms)
+    ss_keep(info_key, ttl_ms)
     return all('migrated')
   end
   return drop_all('session_gone')
@@ -169,11 +169,11 @@ end
 if ttl_ms > 0 then
   redis.call('PEXPIRE', sess_key, ttl_ms)
   redis.call('PEXPIRE', event_key, ttl_ms)
-  redis.call('PEXPIRE', applied_key, ttl_ms)
-  redis.call('PEXPIRE', info_key, ttl_ms)
-  for i = 6, #KEYS do
-    redis.call('PEXPIRE', KEYS[i], ttl_ms)
-  end
+  redis.call('PEXPIRE', KEYS[6], ttl_ms)
 end
+-- Our keys: as in hashidx_append (the info hash is also written for user messages).
+ss_keep(applied_key, ttl_ms)
+ss_keep(info_key, ttl_ms)
+ss_pexpire(KEYS[7], ttl_ms)
 ss_record_cap(applied_key)
 return out

@@ -37,5 +37,5 @@ for i = 3, #KEYS do
   redis.call('DEL', KEYS[i])
 end
 redis.call('HSET', KEYS[6], 'migrated', ARGV[8])
-ss_pexpire(KEYS[6], tonumber(ARGV[9]))
+ss_keep(KEYS[6], tonumber(ARGV[9]))
 return 'retired'

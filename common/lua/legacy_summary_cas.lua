@@ -34,6 +34,6 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 ss_follow_ttl(KEYS[1], KEYS[2], tonumber(ARGV[5]))
 if cut ~= '' and KEYS[3] then
   redis.call('HSET', KEYS[3], field, cut)
-  ss_follow_ttl(KEYS[3], KEYS[2], tonumber(ARGV[5]))
+  ss_follow_keep(KEYS[3], KEYS[2], tonumber(ARGV[5]))
 end
 return 'applied'

@@ -23,7 +23,7 @@ end
 local raw = redis.call('HGET', sess_key, sid)
 if not raw then
   if redis.call('HEXISTS', info_key, 'migrated') == 1 then
-    ss_pexpire(info_key, ttl_ms)
+    ss_keep(info_key, ttl_ms)
     return 'migrated'
   end
   ss_record(applied_key, rid, SS_CODE.session_gone)
@@ -67,6 +67,6 @@ for _, k in ipairs({track_key, names_key}) do
   end
 end
 ss_record(applied_key, rid, SS_CODE.applied)
-ss_pexpire(applied_key, ttl_ms)
+ss_keep(applied_key, ttl_ms)
 ss_record_cap(applied_key)
 return 'applied'

@@ -56,7 +56,7 @@ for _, k in ipairs({sess_key, event_key, sum_key}) do
   ss_pexpire(k, ttl_ms)
 end
 ss_record(applied_key, rid, SS_CODE.applied)
-ss_pexpire(applied_key, ttl_ms)
+ss_keep(applied_key, ttl_ms)
 ss_record_cap(applied_key)
 local out = {'applied'}
 for i = #doomed, 1, -1 do

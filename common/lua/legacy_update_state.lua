@@ -1,6 +1,7 @@
 -- legacy_update_state: merge a patch into a legacy session's state.
--- KEYS[1] sess:{app}:<user>  KEYS[2] ss:applied  KEYS[3] ss:info  KEYS[4..] keys whose TTL
--- follows the session's (sesssum:{app}:<user>, ss:summary): refreshed with it, never created
+-- KEYS[1] sess:{app}:<user>  KEYS[2] ss:applied  KEYS[3] ss:info  KEYS[4] sesssum:{app}:<user>
+-- KEYS[5] ss:summary (their TTL follows the session's: refreshed with it, never created; ours
+-- always expire)
 -- ARGV[1] session id  ARGV[2] rid  ARGV[3] patch JSON (values base64 or null)
 -- ARGV[4] producer time text  ARGV[5] session ttl ms (0 = keep)  ARGV[6] incarnation
 -- ('' = not checked)  ARGV[7] ttl ms for an outcome recorded on a missing session
@@ -19,7 +20,7 @@ end
 local raw = redis.call('HGET', sess_key, sid)
 if not raw then
   if redis.call('HEXISTS', info_key, 'migrated') == 1 then
-    ss_pexpire(info_key, ttl_ms)
+    ss_keep(info_key, ttl_ms)
     return 'migrated'
   end
   ss_record(applied_key, rid, SS_CODE.session_gone)
@@ -47,9 +48,8 @@ end
 redis.call('HSET', sess_key, sid, cjson.encode(doc))
 ss_pexpire(sess_key, ttl_ms)
 ss_record(applied_key, rid, SS_CODE.applied)
-ss_pexpire(applied_key, ttl_ms)
-for i = 4, #KEYS do
-  ss_pexpire(KEYS[i], ttl_ms)
-end
+ss_keep(applied_key, ttl_ms)
+ss_pexpire(KEYS[4], ttl_ms)
+ss_keep(KEYS[5], ttl_ms)
 ss_record_cap(applied_key)
 return 'applied'

@@ -2,7 +2,7 @@
 -- raise the dirty cut for the run in progress.
 -- KEYS[1] ss:summary (HASH; fields per filter key f: l:f lock token, u:f lock deadline ms,
 -- d:f dirty cut, h:f handled cut, c:f cut of the stored summary)  KEYS[2] the session's
--- meta STRING or sess HASH (the record's TTL follows it)
+-- meta STRING or sess HASH (the record's TTL follows it; 7 days when it has none)
 -- ARGV[1] the request's filter key  ARGV[2] lock token  ARGV[3] the job's cut
 -- ARGV[4] lock lifetime ms  ARGV[5] a holder token whose lock may be taken over (its worker
 -- left the live-worker registry), or ''  ARGV[6..] the filter keys the run stores (targets)
@@ -44,5 +44,5 @@ if covered then
   return {'covered'}
 end
 redis.call('HSET', run_key, 'l:' .. f, token, 'u:' .. f, tostring(now + lock_ms))
-ss_follow_ttl(run_key, src, lock_ms)
+ss_follow_keep(run_key, src, lock_ms)
 return {'run', at}

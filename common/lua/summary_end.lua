@@ -12,7 +12,7 @@ local holder, handled, dirty = unpack(redis.call('HMGET', run_key, 'l:' .. f, 'h
   'd:' .. f))
 if cut ~= '' and ss_id_cmp(handled, cut) < 0 then
   redis.call('HSET', run_key, 'h:' .. f, cut)
-  ss_follow_ttl(run_key, src, lock_ms)
+  ss_follow_keep(run_key, src, lock_ms)
 end
 if holder ~= token then
   return {'lost'}
@@ -21,7 +21,7 @@ if cut ~= '' and dirty and ss_id_cmp(dirty, cut) > 0 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('HSET', run_key, 'u:' .. f, tostring(now + lock_ms))
-  ss_follow_ttl(run_key, src, lock_ms)
+  ss_follow_keep(run_key, src, lock_ms)
   return {'again', dirty}
 end
 if cut == '' then

@@ -21,6 +21,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from sessionstreams.common.compat import (
     HASHIDX,
     ZSET,
@@ -35,6 +37,7 @@ from sessionstreams.common.compat import (
 from sessionstreams.common.errors import DecodeError
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.hashidx import LoadResult
+from sessionstreams.common.logs import get_logger
 from sessionstreams.common.models import (
     Event,
     Key,
@@ -59,6 +62,8 @@ from sessionstreams.common.readpath.documents import (
 )
 from sessionstreams.common.state import decode_hash
 from sessionstreams.common.store import Store
+
+log = get_logger("sessionstreams.read")
 
 #: Called with (operation, route) when a read picked a layout (the Go per-layout counters).
 RouteCounter = Callable[[str, str], None]
@@ -90,6 +95,31 @@ def meta_from_doc(raw: bytes, key: Key) -> SessionMeta:
         state=doc.state, generation=doc.generation, created_at=doc.created_at,
         updated_at=doc.updated_at,
     )
+
+
+def _unreadable(reply: Any, what: object) -> bool:
+    """True (logged) when a pipelined reply is a wrong-type error: that session is left out
+    of a listing, as the Go service does; any other error is raised."""
+    if not isinstance(reply, Exception):
+        return False
+    if isinstance(reply, ResponseError) and "WRONGTYPE" in str(reply):
+        log.warning("listing skips a session with a key of the wrong type", session=str(what),
+                    error=str(reply))
+        return True
+    raise reply
+
+
+def _hash_or_none(reply: Any, who: object) -> dict[str, bytes] | None:
+    """A HGETALL reply, or None when the key has the wrong type (its sessions are skipped)."""
+    return None if _unreadable(reply, who) else hash_reply(reply)
+
+
+def _raised(replies: list[Any]) -> list[Any]:
+    """``replies``, raising the first error among them (state every session shares)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 class SessionReader:
@@ -247,13 +277,16 @@ class SessionReader:
         flags = "t" if only_meta else "et"
         calls = [engine.load_call(k, limit, _ns(after), flags) for k in keys]
         calls += self.scope_calls(keys[0], refresh=route == HASHIDX)
-        replies = await self._pipeline(calls)
-        app_state, user_state = self.parse_scopes(keys[0], replies[len(keys):])
+        replies = await self.store.scripts.run_pipeline(self.store.client, calls,
+                                                        raise_errors=False)
+        app_state, user_state = self.parse_scopes(keys[0], _raised(replies[len(keys):]))
         sessions: list[Session] = []
         stale: list[str] = []
         names_of: dict[str, list[str]] = {}
         decode = meta_from_doc if route == ZSET else decode_meta
         for key, reply in zip(keys, replies[: len(keys)], strict=True):
+            if _unreadable(reply, key):
+                continue  # a key of this session has the wrong type: it hides only itself
             loaded = engine.parse_load(reply)
             if loaded.meta is None:
                 stale.append(key.session_id)  # deleted or expired since the id was listed
@@ -327,8 +360,11 @@ class SessionReader:
             return
         engine = self.store.engines[route]
         calls = [engine.load_tracks_call(s.key, names_of[s.id], limit, _ns(after)) for s in todo]
-        for session, reply in zip(todo, await self._pipeline(calls), strict=True):
-            session.tracks = decode_tracks(names_of[session.id], reply, session.key)
+        replies = await self.store.scripts.run_pipeline(self.store.client, calls,
+                                                        raise_errors=False)
+        for session, reply in zip(todo, replies, strict=True):
+            if not _unreadable(reply, session.key):
+                session.tracks = decode_tracks(names_of[session.id], reply, session.key)
 
     async def list_app_sessions(self, app: str) -> list[Session]:
         """Every session of one app, all users (SCAN), meta and merged state, no events;
@@ -342,31 +378,35 @@ class SessionReader:
         per_user = [user_state_read_keys(self.keys, mode, UserKey(app, u)) for u in users]
         calls += [("cmd", "HGETALL", k) for keys in per_user for k in keys]
         calls.append(("cmd", "HGETALL", self.keys.app_state(app)))
-        replies = iter(await self._pipeline(calls))
+        replies = iter(await self.store.scripts.run_pipeline(self.store.client, calls,
+                                                             raise_errors=False))
         metas = [next(replies) for _ in hashidx_keys]
-        legacy_docs = [hash_reply(next(replies)) for _ in legacy_users]
-        user_states: dict[str, dict[str, bytes]] = {}
+        legacy_docs = [_hash_or_none(next(replies), u) for u in legacy_users]
+        user_states: dict[str, dict[str, bytes] | None] = {}
         for u, keys in zip(users, per_user, strict=True):
-            merged: dict[str, bytes] = {}
+            merged: dict[str, bytes] | None = {}
             for _ in keys:
-                merged.update(hash_reply(next(replies)))
+                part = _hash_or_none(next(replies), u)
+                merged = None if part is None or merged is None else {**merged, **part}
             user_states[u] = merged
-        app_state = hash_reply(next(replies))
+        app_state = hash_reply(_raised([next(replies)])[0])
         found: dict[Key, Session] = {}
 
         def add(key: Key, raw: bytes, route: str) -> None:
+            user_state = user_states[key.user_id]
+            if user_state is None or _unreadable(raw, key):
+                return  # a key of this session (or its user's state) has the wrong type
             try:
                 meta = meta_from_doc(raw, key) if route == ZSET else decode_meta(raw, key)
             except DecodeError:
                 return
-            found[key] = build_session(key, meta, [], user_states[key.user_id], app_state,
-                                       storage=route)
+            found[key] = build_session(key, meta, [], user_state, app_state, storage=route)
 
         for key, raw in zip(hashidx_keys, metas, strict=True):
             if raw is not None:
                 add(key, raw, HASHIDX)
         for user, docs in zip(legacy_users, legacy_docs, strict=True):
-            for sid, raw in docs.items():
+            for sid, raw in (docs or {}).items():
                 add(Key(app, user.user_id, sid), raw, ZSET)
         sessions = list(found.values())
         sessions.sort(key=newest_first, reverse=True)
