@@ -31,6 +31,11 @@ def test_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     assert "sessionstreams/common/lua/hashidx_append.lua" in names
     assert {f"sessionstreams/{p}/py.typed" for p in PARTS} <= set(names)
     assert not any(n.startswith(f"{p}/") for p in PARTS for n in names)
+    # Every module of the tree is in the wheel (a subpackage missing from the package list
+    # would install a library that cannot import).
+    tree = {f"sessionstreams/{path.relative_to(ROOT).as_posix()}"
+            for part in PARTS for path in (ROOT / part).rglob("*.py")}
+    assert tree <= set(names), sorted(tree - set(names))
 
 
 def test_an_app_with_its_own_common_producer_workers_uses_sessionstreams(
