@@ -23,7 +23,7 @@ import logging
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -693,29 +693,48 @@ def _fold(key: str) -> str:
     return key.lower().replace("\u017f", "s")
 
 
-def _kind(tp: Any) -> Kind:
+def field_kind(
+    tp: Any, simple: Mapping[Any, str], special: Mapping[Any, Kind] | None = None
+) -> Kind:
+    """How a declared field type is walked, as a nested tuple: ``("opt", k)``, ``("list", k)``,
+    ``("map", k)`` (string keys), ``("set",)``, ``("any",)``, ``("struct", cls)``, or the name
+    ``simple`` gives a plain type (``special`` overrides whole types). Shared by the decoder
+    and the write checks (common.validation), which name plain types their own way.
+
+    Raises:
+        TypeError: a type neither knows.
+    """
+    if special and tp in special:
+        chosen: Kind = special[tp]
+        return chosen
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
-        return _kind(typing.get_args(tp)[0])
+        return field_kind(typing.get_args(tp)[0], simple, special)
     if origin is typing.Union or origin is types.UnionType:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return ("opt", _kind(args[0]))
+        return ("opt", field_kind(args[0], simple, special))
     if origin is list:
-        return ("list", _kind(typing.get_args(tp)[0]))
+        return ("list", field_kind(typing.get_args(tp)[0], simple, special))
     if origin is dict:
-        return ("map", _kind(typing.get_args(tp)[1]))
+        return ("map", field_kind(typing.get_args(tp)[1], simple, special))
     if origin is set:
         return ("set",)
-    simple = {str: "str", int: "int", float: "float", bool: "bool", bytes: "b64", GoTime: "time"}
     if tp in simple:
         return (simple[tp],)
     if tp is Any:
         return ("any",)
-    if tp is Event:
-        return ("event",)
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
         return ("struct", tp)
-    raise TypeError(f"no Go decoding rule for {tp!r}")
+    raise TypeError(f"no rule for the field type {tp!r}")
+
+
+_DECODE_SIMPLE: dict[Any, str] = {
+    str: "str", int: "int", float: "float", bool: "bool", bytes: "b64", GoTime: "time",
+}
+
+
+def _kind(tp: Any) -> Kind:
+    return field_kind(tp, _DECODE_SIMPLE, {Event: ("event",)})
 
 
 _SPECS: dict[type, tuple[dict[str, tuple[str, Kind]], dict[str, tuple[str, Kind]]]] = {}

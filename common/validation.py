@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import math
 import re
-import types
-import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import msgspec
 
+from sessionstreams.common._codec import field_kind
 from sessionstreams.common.errors import InvalidArgumentError
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.models import Event, FunctionDef, ToolCall, TrackEvent
@@ -76,25 +75,7 @@ _COMPILED: dict[type, Callable[[Any, int], None]] = {}
 
 
 def _kind(tp: Any) -> Kind:
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        return _kind(typing.get_args(tp)[0])
-    if origin is typing.Union or origin is types.UnionType:
-        rest = [a for a in typing.get_args(tp) if a is not type(None)]
-        return ("opt", _kind(rest[0]))
-    if origin is list:
-        return ("list", _kind(typing.get_args(tp)[0]))
-    if origin is dict:
-        return ("map", _kind(typing.get_args(tp)[1]))
-    if origin is set:
-        return ("set",)
-    if tp in _SIMPLE:
-        return (_SIMPLE[tp],)
-    if tp is Any:
-        return ("any",)
-    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        return ("struct", tp)
-    raise TypeError(f"no check for {tp!r}")
+    return field_kind(tp, _SIMPLE)
 
 
 def _default(field: msgspec.structs.FieldInfo) -> Any:

@@ -129,12 +129,7 @@ class SessionWriter:
                      if self.settings.enable_user_session_index else None)
             created = await self.store.hashidx.create(key, meta.to_json(), ttl_ms, index)
         if not created:
-            if exclusive:
-                raise SessionExistsError(f"session {key} already exists")
-            existing = await self._load(key)
-            if existing is not None:
-                return _existing(existing, exclusive)
-            raise SessionNotFoundError(f"session {key} vanished while being created")
+            return await self._lost_race(key, exclusive)
         await self.write_scopes(key, scoped.app, scoped.user)
         calls = self.reader.scope_calls(key, refresh=True)
         if probe:
@@ -148,6 +143,15 @@ class SessionWriter:
         session = build_session(key, meta, [], user_state, app_state, storage=route)
         session.state.update({k: v for k, v in values.items() if k.startswith(TEMP_PREFIX)})
         return session
+
+    async def _lost_race(self, key: Key, exclusive: bool) -> Session:
+        """A create that found the id taken: the stored session, or SessionExistsError."""
+        if exclusive:
+            raise SessionExistsError(f"session {key} already exists")
+        existing = await self._load(key)
+        if existing is not None:
+            return _existing(existing, exclusive)
+        raise SessionNotFoundError(f"session {key} vanished while being created")
 
     async def _create_at_once(
         self, key: Key, meta: SessionMeta, values: StateMap, exclusive: bool
@@ -173,12 +177,7 @@ class SessionWriter:
         replies = await self._pipeline(calls)
         created, user_state, app_state = engine.parse_create_read(key, replies[0])
         if not created:
-            if exclusive:
-                raise SessionExistsError(f"session {key} already exists")
-            existing = await self._load(key)
-            if existing is not None:
-                return _existing(existing, exclusive)
-            raise SessionNotFoundError(f"session {key} vanished while being created")
+            return await self._lost_race(key, exclusive)
         read = [hash_reply(r) for r in replies[1 : 1 + len(others)]]
         if not engine.single_node:
             app_state = read.pop()
