@@ -407,10 +407,9 @@ def _event_from_wire(w: _EventIn, data: bytes | bytearray | memoryview | str) ->
     if not (
         ob is u and cr is u and mo is u and ch is u and us is u and sf is u and er is u
     ) or not (dn is u and ip is u):
-        # Only a document holding the key (plain, or with a \u escape: the spellings the fast
-        # path takes) can carry tool-call extra_fields: one substring search, no choice walk.
-        if ch is not u and ch and (type(data) is not bytes or b"extra_fields" in data
-                                   or b"\\u" in data):
+        # Walking the choices (a few attribute reads per choice) is cheaper than searching
+        # the document for the key, and sees every spelling of it msgspec accepted.
+        if ch is not u and ch:
             _floatify_choices(ch, data)
         resp = Response(
             "",
