@@ -39,7 +39,7 @@ from agents.memory.session_settings import (
     resolve_session_limit,
 )
 
-from sessionstreams.common.errors import ClosedError, SessionNotFoundError
+from sessionstreams.common.errors import ClosedError, DecodeError, SessionNotFoundError
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.models import (
     Choice,
@@ -148,12 +148,12 @@ class SessionStreamsSession:
         if wanted is not None and wanted <= 0:
             return []
         await self._wait_own_writes(svc)
-        stored = await svc.get_session(
-            self.key, num_events=ALL_EVENTS if wanted is None else wanted, exact_window=True
+        documents = await svc.get_event_documents(
+            self.key, num_events=ALL_EVENTS if wanted is None else wanted
         )
-        if stored is None:
+        if not documents:
             return []
-        items = [item for event in stored.events for item in self._items_of(event)]
+        items = [item for document in documents for item in _items_of_document(document)]
         return items if wanted is None else items[-wanted:]
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
@@ -183,7 +183,7 @@ class SessionStreamsSession:
         await self._wait_own_writes(svc)
         removed = await svc.trim_conversations(self.key, count=1)
         for event in reversed(removed):
-            items = self._items_of(event)
+            items = _items_of(event)
             if items:
                 return items[-1]
         return None
@@ -254,7 +254,7 @@ class SessionStreamsSession:
         )
         # The item's JSON is kept only when its message does not give it back exactly.
         encoded = msgspec.json.encode(item, enc_hook=_enc_hook)
-        if _items_from_message(event) != [msgspec.json.decode(encoded)]:
+        if _items_of(event) != [msgspec.json.decode(encoded)]:
             event.extensions = {OPENAI_EXTENSION: encoded}
         return event
 
@@ -286,14 +286,139 @@ class SessionStreamsSession:
             return placeholder_choice(role)
         return placeholder_choice("assistant")
 
-    def _items_of(self, event: Event) -> list[TResponseInputItem]:
-        raw = (event.extensions or {}).get(OPENAI_EXTENSION)
-        if raw:
-            try:
-                return [cast("TResponseInputItem", msgspec.json.decode(raw))]
-            except msgspec.DecodeError:
-                pass
-        return [cast("TResponseInputItem", i) for i in _items_from_message(event)]
+
+
+# -- reading: only the fields an item is built from ------------------------------------------
+# Every key Go writes is declared (the ones items do not need as unparsed Raw) and any other
+# key is refused, so a document spelling a key in another case (Go accepts it) is decoded whole.
+_Skip = msgspec.Raw
+_SKIPPED = msgspec.Raw(b"null")
+
+
+class _View(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class _FunctionView(_View):
+    name: str = ""
+    arguments: str = ""
+    strict: _Skip = _SKIPPED
+    description: _Skip = _SKIPPED
+
+
+class _CallView(_View):
+    id: str = ""
+    function: _FunctionView = msgspec.field(default_factory=_FunctionView)
+    type: _Skip = _SKIPPED
+    index: _Skip = _SKIPPED
+    extra_fields: _Skip = _SKIPPED
+
+
+class _PartView(_View):
+    text: str | None = None
+    type: _Skip = _SKIPPED
+    image: _Skip = _SKIPPED
+    audio: _Skip = _SKIPPED
+    video: _Skip = _SKIPPED
+    file: _Skip = _SKIPPED
+    content_ref: _Skip = _SKIPPED
+
+
+class _MessageView(_View):
+    role: str = ""
+    content: str = ""
+    content_parts: list[_PartView] | None = None
+    tool_id: str = ""
+    tool_calls: list[_CallView] | None = None
+    tool_name: _Skip = _SKIPPED
+    reasoning_content: _Skip = _SKIPPED
+    reasoning_signature: _Skip = _SKIPPED
+
+
+class _ChoiceView(_View):
+    message: _MessageView = msgspec.field(default_factory=_MessageView)
+    index: _Skip = _SKIPPED
+    delta: _Skip = _SKIPPED
+    finish_reason: _Skip = _SKIPPED
+    logprobs: _Skip = _SKIPPED
+
+
+class _EventView(_View, rename={"request_id": "requestID", "invocation_id": "invocationId",
+                                "parent_invocation_id": "parentInvocationId",
+                                "parent_metadata": "parentMetadata",
+                                "requires_completion": "requiresCompletion",
+                                "long_running_tool_ids": "longRunningToolIDs",
+                                "state_delta": "stateDelta", "filter_key": "filterKey"}):
+    """What items are read from in a stored event; the other keys are skipped unparsed."""
+
+    choices: list[_ChoiceView] | None = None
+    extensions: dict[str, msgspec.Raw] | None = None
+    object: _Skip = _SKIPPED
+    created: _Skip = _SKIPPED
+    model: _Skip = _SKIPPED
+    usage: _Skip = _SKIPPED
+    system_fingerprint: _Skip = _SKIPPED
+    error: _Skip = _SKIPPED
+    done: _Skip = _SKIPPED
+    is_partial: _Skip = _SKIPPED
+    response: _Skip = _SKIPPED
+    request_id: _Skip = _SKIPPED
+    invocation_id: _Skip = _SKIPPED
+    parent_invocation_id: _Skip = _SKIPPED
+    parent_metadata: _Skip = _SKIPPED
+    author: _Skip = _SKIPPED
+    id: _Skip = _SKIPPED
+    timestamp: _Skip = _SKIPPED
+    branch: _Skip = _SKIPPED
+    tag: _Skip = _SKIPPED
+    requires_completion: _Skip = _SKIPPED
+    long_running_tool_ids: _Skip = _SKIPPED
+    state_delta: _Skip = _SKIPPED
+    actions: _Skip = _SKIPPED
+    filter_key: _Skip = _SKIPPED
+    version: _Skip = _SKIPPED
+
+
+_decode_view = msgspec.json.Decoder(_EventView).decode
+
+
+def _items_of_document(document: bytes) -> list[TResponseInputItem]:
+    """The items of one stored event, as :func:`_items_of` its decoded event gives them.
+
+    Only the fields items come from are decoded. A document that gives no item that way
+    (one with a key the view does not know, e.g. spelt in another case, which Go accepts)
+    is decoded whole as Go would; one Go refuses gives no item (get_session skips it too).
+    """
+    try:
+        view = _decode_view(document)
+    except msgspec.DecodeError:
+        view = None
+    if view is not None:
+        items = _kept_item(view.extensions) or _items_from_choices(view.choices or ())
+        if items:
+            return cast("list[TResponseInputItem]", items)
+    try:
+        return _items_of(Event.from_json(document))
+    except DecodeError:
+        return []
+
+
+def _items_of(event: Event) -> list[TResponseInputItem]:
+    """The items of one event: its kept item JSON, or items built from its message."""
+    choices = event.response.choices if event.response is not None else None
+    items = _kept_item(event.extensions) or _items_from_choices(choices or ())
+    return cast("list[TResponseInputItem]", items)
+
+
+def _kept_item(extensions: Mapping[str, Any] | None) -> list[Any]:
+    """The item kept in ``extensions`` (empty when none or unreadable)."""
+    raw = (extensions or {}).get(OPENAI_EXTENSION)
+    if raw:
+        try:
+            return [msgspec.json.decode(raw)]
+        except msgspec.DecodeError:
+            pass
+    return []
 
 
 def _enc_hook(value: Any) -> Any:
@@ -317,12 +442,10 @@ def _text_of(value: Any) -> str:
     return msgspec.json.encode(value, enc_hook=_enc_hook).decode()
 
 
-def _items_from_message(event: Event) -> list[dict[str, Any]]:
+def _items_from_choices(choices: Sequence[_ChoiceView | Choice]) -> list[dict[str, Any]]:
     """Items for an event stored by another writer, from its message."""
-    if event.response is None or not event.response.choices:
-        return []
     items: list[dict[str, Any]] = []
-    for choice in event.response.choices:
+    for choice in choices:
         m = choice.message
         if m.role == "tool":
             items.append({"type": "function_call_output", "call_id": m.tool_id,

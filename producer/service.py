@@ -348,6 +348,72 @@ class SessionService:
         session: Session | None = await run_chain(hooks, ctx, self._get_final)
         return session
 
+    @operation("get_events")
+    async def get_events(
+        self,
+        key: Key,
+        num_events: int = 0,
+        after: Timestamp = None,
+        *,
+        wait_own_writes: bool = True,
+    ) -> list[Event] | None:
+        """The newest ``num_events`` stored events of a session, oldest first; None when the
+        session does not exist.
+
+        The window of ``get_session(..., exact_window=True)`` without reading the state
+        scopes, summaries or track events: one script call (on a HashIdx-only deployment).
+        With get-session hooks set it goes through :meth:`get_session`, so the hooks see it.
+
+        Args:
+            key: the session.
+            num_events: newest events to return (0 = ``session_event_limit``).
+            after: only events at or after this time.
+            wait_own_writes: as for :meth:`get_session`.
+        """
+        if self.settings.get_session_hooks:
+            return await self._hooked_events(key, num_events, after, wait_own_writes)
+        limit, since = await self._window_args(key, num_events, after, wait_own_writes)
+        async with self._errors:
+            return await self._reader.get_events(key, limit, since)
+
+    @operation("get_event_documents")
+    async def get_event_documents(
+        self,
+        key: Key,
+        num_events: int = 0,
+        after: Timestamp = None,
+        *,
+        wait_own_writes: bool = True,
+    ) -> list[bytes] | None:
+        """The stored JSON (Go's ``json.Marshal(event)``) of the events :meth:`get_events`
+        returns, for callers that decode only the fields they need; None when the session does
+        not exist. A document Go would refuse is returned as stored (get_events skips it)."""
+        if self.settings.get_session_hooks:
+            events = await self._hooked_events(key, num_events, after, wait_own_writes)
+            return None if events is None else [e.to_json() for e in events]
+        limit, since = await self._window_args(key, num_events, after, wait_own_writes)
+        async with self._errors:
+            return await self._reader.event_documents(key, limit, since)
+
+    async def _hooked_events(
+        self, key: Key, num_events: int, after: Timestamp, wait_own_writes: bool
+    ) -> list[Event] | None:
+        """An event window read through :meth:`get_session`, so its hooks see it."""
+        session = await self.get_session(key, num_events, after, exact_window=True,
+                                         wait_own_writes=wait_own_writes)
+        return None if session is None else session.events
+
+    async def _window_args(
+        self, key: Key, num_events: int, after: Timestamp, wait_own_writes: bool
+    ) -> tuple[int, GoTime | None]:
+        """Check the call, wait for this process's writes if asked; (limit, after)."""
+        self._check_open()
+        validate_key(key)
+        if wait_own_writes:
+            await self._read_your_writes(key)
+        limit = num_events if num_events > 0 else max(self.settings.session_event_limit, 0)
+        return limit, _as_gotime(after)
+
     async def _get_final(self, ctx: GetSessionContext) -> Session | None:
         limit = ctx.num_events if ctx.num_events > 0 else max(self.settings.session_event_limit, 0)
         if ctx.wait_own_writes:

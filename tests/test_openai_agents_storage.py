@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("agents")
 
-from sessionstreams.common.models import Event
+from sessionstreams.common.models import Event, FunctionDef, ToolCall
 from sessionstreams.producer.openai_agents import OPENAI_EXTENSION, SessionStreamsSession
 
 PLAIN: list[Any] = [
@@ -57,3 +57,41 @@ async def test_other_items_keep_their_json(session) -> None:
     stored = await _stored(session)
     assert all(OPENAI_EXTENSION in (e.extensions or {}) for e in stored)
     assert await session.get_items() == KEPT
+
+
+def _golden_events() -> list[bytes]:
+    import json
+    from pathlib import Path
+
+    golden = Path(__file__).resolve().parent / "golden"
+    cases = json.loads((golden / "index.json").read_text())["cases"]
+    return [(golden / f"{c['name']}.json").read_bytes() for c in cases if c["kind"] == "event"]
+
+
+def test_items_read_from_documents_equal_the_items_of_decoded_events() -> None:
+    """Reading items from the stored JSON (only the fields items come from) gives the items
+    of the whole decoded event, for every golden event Go accepts and for keys spelt in
+    another case (which Go accepts)."""
+    from sessionstreams.common.errors import DecodeError
+    from sessionstreams.producer.openai_agents import _decode_view, _items_of, _items_of_document
+
+    documents = _golden_events()
+    message = Event.message("user", "Weather?").to_json()
+    documents.append(message.replace(b'"choices"', b'"Choices"'))
+    documents.append(message.replace(b'"content"', b'"Content"'))
+    call = Event.message("assistant", "Let me look.")
+    call.response.choices[0].message.tool_calls = [
+        ToolCall(type="function", id="c1", function=FunctionDef(name="f", arguments="{}"))]
+    documents.append(call.to_json().replace(b'"content"', b'"Content"'))
+    assert _decode_view(message).choices  # plain documents take the short path
+    with_items = 0
+    for document in documents:
+        try:
+            event = Event.from_json(document)
+        except DecodeError:
+            continue
+        assert _items_of_document(document) == _items_of(event), document
+        with_items += bool(_items_of(event))
+    assert with_items >= 5
+    assert _items_of_document(documents[-3]) == [{"role": "user", "content": "Weather?"}]
+    assert len(_items_of_document(documents[-1])) == 2  # the text and the call

@@ -214,3 +214,61 @@ async def test_a_one_call_pipeline_answers_like_a_longer_one(make_service, redis
     (error,) = await scripts.run_pipeline(svc.client, [hash_call], raise_errors=False)
     assert isinstance(error, Exception)
     assert "WRONGTYPE" in str(error)
+
+
+# -- event windows ----------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", [CompatMode.NONE, CompatMode.TRANSITION])
+async def test_event_window_equals_get_sessions_exact_window(make_service, mode) -> None:
+    """get_events and get_event_documents give the events of
+    get_session(exact_window=True), with or without ``after``; None for a missing session."""
+    svc = await make_service(compat_mode=mode, session_event_storage_limit=0)
+    session = await svc.create_session(Key("app", "u", "window"))
+    base = GoTime.parse("2026-01-02T03:04:05Z").unix_ns
+    for i in range(30):
+        event = Event.message("user" if i % 3 == 0 else "assistant", f"m{i}",
+                              timestamp=GoTime.from_unix_ns(base + i * 1_000_000_000))
+        await svc.append_event(session, event)
+    for num, after in ((10, None), (0, None), (50, GoTime.from_unix_ns(base + 25 * 1_000_000_000))):
+        whole = await svc.get_session(session.key, num_events=num, after=after,
+                                      exact_window=True)
+        events = await svc.get_events(session.key, num_events=num, after=after)
+        assert events == whole.events
+        assert events  # a window to compare
+        documents = await svc.get_event_documents(session.key, num_events=num, after=after)
+        assert [Event.from_json(d) for d in documents] == whole.events
+    assert len(await svc.get_events(session.key, num_events=10)) == 10
+    missing = Key("app", "u", "nothing-here")
+    assert await svc.get_events(missing) is None
+    assert await svc.get_event_documents(missing) is None
+
+
+async def test_event_window_goes_through_get_session_hooks(make_service) -> None:
+    """With get-session hooks set, the event window is what the hooks return."""
+
+    async def hook(ctx, nxt):
+        session = await nxt()
+        if session is not None:
+            session.events = [e for e in session.events if e.author != "hidden"]
+        return session
+
+    svc = await make_service(get_session_hooks=(hook,))
+    session = await svc.create_session(Key("app", "u", "hooked"))
+    await svc.append_event(session, Event.message("user", "seen", author="user"))
+    await svc.append_event(session, Event.message("assistant", "not", author="hidden"))
+    events = await svc.get_events(session.key, num_events=5)
+    assert [e.author for e in events] == ["user"]
+    documents = await svc.get_event_documents(session.key, num_events=5)
+    assert [Event.from_json(d).author for d in documents] == ["user"]
+
+
+async def test_event_documents_return_an_undecodable_document_as_stored(
+    make_service, redis_client
+) -> None:
+    """get_events skips a stored event Go refuses; get_event_documents returns it as stored."""
+    svc = await make_service(compat_mode=CompatMode.NONE)
+    session = await svc.create_session(Key("app", "u", "broken"))
+    good = Event.message("user", "fine")
+    await svc.append_event(session, good)
+    await redis_client.hset(svc.keys.event_data(session.key), good.id, b"{broken")
+    assert await svc.get_events(session.key) == []
+    assert await svc.get_event_documents(session.key) == [b"{broken"]

@@ -189,6 +189,35 @@ class SessionReader:
             session.tracks = decode_tracks(names, reply, key)
         return session
 
+    async def get_events(
+        self, key: Key, limit: int, after: GoTime | None
+    ) -> list[Event] | None:
+        """The newest ``limit`` events at or after ``after`` exactly (no user-message
+        filtering), without state, summaries or tracks; None if the session is absent."""
+        if self._legacy_mode:
+            session = await self.get_session(key, limit, after, exact=True)
+            return None if session is None else session.events
+        documents = await self._event_documents(key, limit, after)
+        return None if documents is None else decode_events(documents, key)
+
+    async def event_documents(
+        self, key: Key, limit: int, after: GoTime | None
+    ) -> list[bytes] | None:
+        """The stored JSON of the events :meth:`get_events` returns (Go's encoding); an
+        undecodable document is returned as stored. None if the session is absent."""
+        if self._legacy_mode:
+            events = await self.get_events(key, limit, after)
+            return None if events is None else [e.to_json() for e in events]
+        return await self._event_documents(key, limit, after)
+
+    async def _event_documents(
+        self, key: Key, limit: int, after: GoTime | None
+    ) -> list[bytes] | None:
+        """One script reading the meta's existence and the event window (HashIdx)."""
+        call = self.store.hashidx.load_call(key, limit, _ns(after), "ex")
+        raw = await self.store.scripts.call(self.store.client, *call[1:])
+        return list(raw[4]) if raw[0] else None
+
     async def _load_hashidx(
         self, key: Key, limit: int, after: GoTime | None, exact: bool
     ) -> LoadResult:
