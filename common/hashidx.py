@@ -271,6 +271,22 @@ class HashIdxEngine:
         reply with :meth:`parse_index_page`."""
         return ("cmd", "HSCAN", self.keys.session_index(user), cursor, "COUNT", INDEX_PAGE)
 
+    def list_metas_call(self, user: UserKey) -> tuple[Any, ...]:
+        """A pipeline call reading a user's indexed session ids with their metas (up to
+        :data:`INDEX_PAGE` sessions); parse the reply with :meth:`parse_list_metas`."""
+        head = self.keys.meta(Key(user.app_name, user.user_id, ""))
+        return ("script", "hashidx_list_metas", [self.keys.session_index(user)],
+                [head, INDEX_PAGE])
+
+    @staticmethod
+    def parse_list_metas(reply: Any) -> tuple[list[str], list[bytes | None]] | None:
+        """(session ids, their metas or None) of a :meth:`list_metas_call` reply; None when
+        the index holds more than a page (read it with :meth:`index_page_call`)."""
+        if reply is None:
+            return None
+        ids = [sid.decode("utf-8", "replace") for sid in reply[0::2]]
+        return ids, [meta or None for meta in reply[1::2]]
+
     @staticmethod
     def parse_index_page(reply: Any) -> tuple[int, list[str]]:
         """(next cursor, session ids) of an :meth:`index_page_call` reply (0: no more)."""

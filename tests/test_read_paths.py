@@ -166,6 +166,25 @@ async def test_meta_listing_prunes_stale_entries_and_skips_corrupt_metas(
     assert sorted(fields) == [b"bad", b"good"]
 
 
+async def test_meta_listing_of_an_indexed_user_reads_ids_and_metas_in_one_script(
+    make_service, redis_target
+) -> None:
+    """With the index, a user's sessions (up to a page) and their metas come from one script
+    call sent beside the scope reads: no HSCAN page, no separate MGET."""
+    svc = await make_service(enable_user_session_index=True)
+    for i in range(10):
+        await svc.create_session(Key("app", "u", f"s{i}"), {"n": str(i).encode()})
+    await svc.create_session(Key("app", "other", "x"))
+    await redis_target.reset_stats()
+    listed = await svc.list_sessions(UserKey("app", "u"), only_meta=True)
+    assert sorted((s.id, s.state["n"]) for s in listed) == [
+        (f"s{i}", str(i).encode()) for i in range(10)]
+    stats = await redis_target.command_stats()
+    assert "hscan" not in stats
+    assert stats.get("evalsha", 0) + stats.get("eval", 0) == 1
+    assert stats["mget"] == 1  # inside the script
+
+
 @pytest.mark.parametrize("indexed", [True, False])
 async def test_meta_listing_spans_several_index_pages(
     make_service, monkeypatch: pytest.MonkeyPatch, indexed: bool

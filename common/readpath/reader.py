@@ -336,32 +336,32 @@ class SessionReader:
         return sessions
 
     async def _list_metas(self, route: str, user: UserKey) -> list[Session]:
-        """Sessions without events: the ids (or the legacy documents) and the state scopes
-        in one pipeline, then (HashIdx) every meta in one MGET, as a user's HashIdx keys
-        share one slot. Two round trips for up to :data:`INDEX_PAGE` indexed sessions."""
+        """Sessions without events. With the session index, one round trip for up to
+        :data:`INDEX_PAGE` sessions: a script reading the index and every meta (a user's
+        HashIdx keys share one slot) beside the state scopes; a larger index is paged, then
+        its metas read in one MGET. Legacy: the documents and the scopes in one pipeline."""
         scopes = self.scope_calls(user, refresh=route == HASHIDX)
         hashidx = self.store.hashidx
-        raws: list[Any]
+        raws: list[Any] = []
         if route == ZSET:
             first, *scope_replies = await self._pipeline(
                 [("cmd", "HGETALL", self.keys.legacy_sessions(user)), *scopes])
             docs = hash_reply(first)
             ids, raws = list(docs), list(docs.values())
         elif self.settings.enable_user_session_index:
-            first, *scope_replies = await self._pipeline([hashidx.index_page_call(user), *scopes])
-            cursor, found = hashidx.parse_index_page(first)
-            while cursor:
-                cursor, more = hashidx.parse_index_page(
-                    (await self._pipeline([hashidx.index_page_call(user, cursor)]))[0])
-                found += more
-            ids = list(dict.fromkeys(found))
+            first, *scope_replies = await self._pipeline([hashidx.list_metas_call(user), *scopes])
+            listed = hashidx.parse_list_metas(first)
+            if listed is not None:
+                ids, raws = listed
+            else:
+                ids = await self._paged_index(user)
         else:
             ids, scope_replies = await asyncio.gather(
                 hashidx.scan_session_ids(user), self._pipeline(scopes))
         if not ids:
             return []
         keys = [Key(user.app_name, user.user_id, sid) for sid in ids]
-        if route == HASHIDX:
+        if route == HASHIDX and len(raws) != len(ids):  # ids found without their metas
             raws = (await self._pipeline([("cmd", "MGET", *map(self.keys.meta, keys))]))[0]
         app_state, user_state = self.parse_scopes(user, scope_replies)
         decode = meta_from_doc if route == ZSET else decode_meta
@@ -379,6 +379,17 @@ class SessionReader:
         if route == HASHIDX and self.settings.enable_user_session_index:
             await hashidx.prune_index(user, stale)
         return sessions
+
+    async def _paged_index(self, user: UserKey) -> list[str]:
+        """Every id of a user's session index, read a page (HSCAN) at a time."""
+        hashidx = self.store.hashidx
+        cursor, found = 0, []
+        while True:
+            (reply,) = await self._pipeline([hashidx.index_page_call(user, cursor)])
+            cursor, more = hashidx.parse_index_page(reply)
+            found += more
+            if not cursor:
+                return list(dict.fromkeys(found))
 
     async def _attach_tracks(
         self, route: str, sessions: list[Session], names_of: dict[str, list[str]], limit: int,
