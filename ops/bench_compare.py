@@ -182,6 +182,29 @@ class Workload:
         self._row(op, samples, bares, size, target)
         if limit is not None:
             self._row(op, limits, bares, size, target, into=self.limit_rows)
+        row = self.rows[op]
+        if row is not None:
+            row["server_us"] = await self._server_time(lambda: self.peer.get_last(handle, 20))
+
+    async def _server_time(self, call: Callable[[], Awaitable[object]]) -> float | None:
+        """Redis server µs per ``call`` (INFO commandstats over 100 calls alone): the time of
+        the scripts it runs when it runs any (their inner commands are inside it), else of
+        every command. None when the store sent Redis nothing."""
+        if not self.peer.url.startswith("redis"):
+            return None
+        client = aioredis.Redis.from_url(self.peer.url)
+        try:
+            await client.config_resetstat()
+            for _ in range(100):
+                await call()
+            stats = await client.info("commandstats")
+        finally:
+            await client.aclose()
+        usec = {name.removeprefix("cmdstat_"): float(v["usec"]) for name, v in stats.items()
+                if not name.startswith(("cmdstat_config", "cmdstat_info"))}
+        scripts = [t for name, t in usec.items() if name in ("evalsha", "eval", "fcall")]
+        total = sum(scripts) if scripts else sum(usec.values())
+        return round(total / 100, 1) if usec else None
 
     async def _creates_and_lists(self) -> None:
         peer, z = self.peer, self.sizes

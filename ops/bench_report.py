@@ -197,6 +197,19 @@ def _notes(result: dict[str, Any]) -> list[str]:
                 f"with {'/'.join(map(str, counts))} worker processes running and applying "
                 "on the same machine; backlog the workers had left when the appends ended: "
                 + "; ".join(parts) + " (drained before the reads).")
+    server = []
+    for peer in _measured(result["peers"]):
+        times = [(labels(result["sizes"])[op], row.get("server_us"))
+                 for op, row in peer["rows"].items() if row and row.get("server_us")]
+        if times:
+            server.append(f"{peer['name']} " + ", ".join(f"{t:,.0f} µs ({label})"
+                                                         for label, t in times))
+    if server:
+        lines.append(
+            "Redis server time per read of the last 20 events (INFO commandstats over 100 "
+            "reads alone; for a store that runs a script, the script's time, its inner "
+            "commands included; with workers running, their polls count too): "
+            + "; ".join(server) + ".")
     lines.append(
         f"{LIMIT_NAME}: the load script `get_session` sends, run once on the same session, "
         "and msgspec decoding of its reply (events into typed structs, the meta untyped), "

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_compare_smoke(tmp_path: Path) -> None:
     """The smoke run finishes, writes the table and the PNG, and measures every peer (the
     async-mode row with its worker processes, whose state is reported with the appends), the
-    physical limit of a read, and every store's memory per event."""
+    physical limit of a read, every store's memory per event, and the Redis server time of the
+    reads of the stores on Redis."""
     proc = subprocess.run(
         [sys.executable, "-m", "sessionstreams.workers.cli", "bench", "compare", "--smoke",
          "--budget-s", "8",
@@ -42,3 +43,5 @@ def test_bench_compare_smoke(tmp_path: Path) -> None:
     assert "—" not in table  # no peer skipped
     assert "sessionstreams async: appends timed as the producer sees them" in table
     assert "with 2 worker processes running" in table
+    server = table.split("Redis server time per read of the last 20 events", 1)[1]
+    assert "sessionstreams sync " in server and "Agents RedisSession " in server
