@@ -59,6 +59,7 @@ from sessionstreams.common.errors import SessionExistsError, SessionNotFoundErro
 from sessionstreams.common.models import Key, Session, UserKey
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.state import APP_PREFIX, TEMP_PREFIX, USER_PREFIX
+from sessionstreams.producer._adk_construct import construct
 from sessionstreams.producer._adk_events import (
     encode_state,
     from_store_event,
@@ -334,14 +335,17 @@ def _is_stale(session: AdkSession, stored_ns: int) -> bool:
 
 
 def _adk_session(stored: Session, events: list[AdkEvent]) -> AdkSession:
-    session = AdkSession(
-        id=stored.id,
-        app_name=stored.app_name,
-        user_id=stored.user_id,
-        state={k: v for k, v in decode_json_state(stored.state).items()
-               if not k.startswith(TEMP_PREFIX)},
-        events=events,
-        last_update_time=session_seconds(stored.updated_at),
-    )
+    fields = {
+        "id": stored.id,
+        "app_name": stored.app_name,
+        "user_id": stored.user_id,
+        "state": {k: v for k, v in decode_json_state(stored.state).items()
+                  if not k.startswith(TEMP_PREFIX)},
+        "events": [],
+        "last_update_time": session_seconds(stored.updated_at),
+    }
+    # Values of the declared types: built as validation builds them (validated otherwise).
+    session = construct(AdkSession, fields) or AdkSession.model_validate(fields)
+    session.events = events
     _set_revision(session, stored.updated_at.unix_ns)
     return session
