@@ -21,9 +21,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pydantic
+from pydantic._internal._model_construction import init_private_attributes
 from pydantic_core import PydanticUndefined
 
-__all__ = ["construct"]
+__all__ = ["construct", "make"]
 
 _M = TypeVar("_M", bound=pydantic.BaseModel)
 _Convert = Callable[[Any], Any]
@@ -50,6 +51,17 @@ def construct(cls: type[_M], data: dict[str, Any]) -> _M | None:
     None when a class, field or value is not one this module handles."""
     try:
         return _shape(cls).build(data)  # type: ignore[return-value]
+    except _Unsupported:
+        return None
+
+
+def make(cls: type[_M], values: dict[str, Any], private: dict[str, Any] | None = None
+         ) -> _M | None:
+    """``cls`` of ``values`` (field names to values already of their fields' types, nested
+    models as instances) with ``private`` attributes, as validation builds it; None when the
+    class is not one this module handles."""
+    try:
+        return _shape(cls).make(values, private)  # type: ignore[return-value]
     except _Unsupported:
         return None
 
@@ -81,28 +93,53 @@ class _Shape:
         self.extra: dict[str, Any] | None = {} if cls.model_config.get("extra") == "allow" \
             else None
         self.post_init = bool(cls.__pydantic_post_init__)
+        self.private: dict[str, Any] | None = None  # set directly instead of post-init
+        if cls.model_post_init is init_private_attributes:
+            self.private = {}
+            for name, attr in cls.__private_attributes__.items():
+                if attr.default_factory is not None or not isinstance(attr.default, _IMMUTABLE):
+                    self.private = None
+                    break
+                if attr.default is not PydanticUndefined:
+                    self.private[name] = attr.default
+            self.post_init = self.private is None
 
     def build(self, data: dict[str, Any]) -> pydantic.BaseModel:
+        """The model of ``data`` (field names to JSON values), converted field by field."""
         fields = self.fields
-        values = self.defaults.copy()
-        for name, factory in self.factories:
-            if name not in data:
-                values[name] = factory()
+        values: dict[str, Any] = {}
         for name, value in data.items():
             convert = fields.get(name)
             if convert is None or (value is None and self.own_init):
                 raise _Unsupported(name)  # not a field / dropped by the class's __init__
             values[name] = convert(value)
-        if not self.required <= data.keys():
+        return self.make(values)
+
+    def make(self, given: dict[str, Any], private: dict[str, Any] | None = None
+             ) -> pydantic.BaseModel:
+        """The model of ``given`` (field names to values already of their fields' types; the
+        fields set), with ``private`` attributes laid over the defaults."""
+        if not self.required <= given.keys():
             raise _Unsupported("a required field is missing")
+        values = self.defaults.copy()
+        for name, factory in self.factories:
+            if name not in given:
+                values[name] = factory()
+        values.update(given)
         model = self.cls.__new__(self.cls)
         setattr_ = object.__setattr__
         setattr_(model, "__dict__", values)
-        setattr_(model, "__pydantic_fields_set__", set(data))
+        setattr_(model, "__pydantic_fields_set__", set(given))
         setattr_(model, "__pydantic_extra__", None if self.extra is None else {})
-        setattr_(model, "__pydantic_private__", None)
-        if self.post_init:
-            model.model_post_init(None)
+        if self.private is None:
+            setattr_(model, "__pydantic_private__", None)
+            if self.post_init:
+                model.model_post_init(None)
+        else:
+            setattr_(model, "__pydantic_private__", {**self.private, **(private or {})})
+        if private and self.private is None:
+            for name, value in private.items():
+                setattr(model, name, value)
         return model
 
 

@@ -62,7 +62,7 @@ from sessionstreams.common.errors import SessionExistsError, SessionNotFoundErro
 from sessionstreams.common.models import Key, Session, UserKey
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.state import APP_PREFIX, TEMP_PREFIX, USER_PREFIX
-from sessionstreams.producer._adk_construct import construct
+from sessionstreams.producer._adk_construct import make
 from sessionstreams.producer._adk_events import (
     encode_state,
     from_store_event,
@@ -400,11 +400,13 @@ def _adk_session(stored: Session, events: list[AdkEvent]) -> AdkSession:
         "user_id": stored.user_id,
         "state": {k: v for k, v in decode_json_state(stored.state).items()
                   if not k.startswith(TEMP_PREFIX)},
-        "events": [],
+        "events": events,
         "last_update_time": session_seconds(stored.updated_at),
     }
+    revision = {"_storage_update_marker": f"{_REVISION}{stored.updated_at.unix_ns}"}
     # Values of the declared types: built as validation builds them (validated otherwise).
-    session = construct(AdkSession, fields) or AdkSession.model_validate(fields)
-    session.events = events
-    _set_revision(session, stored.updated_at.unix_ns)
+    session = make(AdkSession, fields, revision)
+    if session is None:
+        session = AdkSession.model_validate(fields)
+        _set_revision(session, stored.updated_at.unix_ns)
     return session
