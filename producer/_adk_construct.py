@@ -21,8 +21,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pydantic
-from pydantic._internal._model_construction import init_private_attributes
 from pydantic_core import PydanticUndefined
+
+try:  # pydantic's private-attribute initialiser, set as model_post_init when no other is
+    from pydantic._internal._model_construction import init_private_attributes
+except ImportError:  # moved in another pydantic: post-init runs as validation runs it
+    init_private_attributes = None  # type: ignore[assignment]
 
 __all__ = ["construct", "make"]
 
@@ -94,7 +98,8 @@ class _Shape:
             else None
         self.post_init = bool(cls.__pydantic_post_init__)
         self.private: dict[str, Any] | None = None  # set directly instead of post-init
-        if cls.model_post_init is init_private_attributes:
+        if init_private_attributes is not None and \
+                cls.model_post_init is init_private_attributes:
             self.private = {}
             for name, attr in cls.__private_attributes__.items():
                 if attr.default_factory is not None or not isinstance(attr.default, _IMMUTABLE):
