@@ -38,6 +38,7 @@ from sessionstreams.common.models import (
     ToolCall,
     Usage,
 )
+from sessionstreams.producer._adk_construct import construct
 from sessionstreams.producer._interop import (
     decode_json_state,
     gotime_from_seconds,
@@ -141,14 +142,15 @@ def from_store_event(event: Event) -> AdkEvent:
     if patch:
         try:
             fields.update(_decode_patch(patch))
-            return AdkEvent.model_validate_json(msgspec.json.encode(fields))
+            return construct(AdkEvent, fields) or AdkEvent.model_validate_json(
+                msgspec.json.encode(fields))
         except (msgspec.DecodeError, TypeError, pydantic.ValidationError) as exc:
             log.warning("unreadable ADK patch kept, using the message", event_id=event.id,
                         error=str(exc))
             fields = _rebuilt(event)
-    # A rebuilt event holds only JSON-native values (no bytes, no enums): validating the dict
-    # gives what validating its JSON gives, without encoding it.
-    return AdkEvent.model_validate(fields)
+    # A rebuilt event holds only JSON values of the declared types: built as validating its
+    # JSON would build it (validated when a newer ADK declares fields otherwise).
+    return construct(AdkEvent, fields) or AdkEvent.model_validate(fields)
 
 
 _decode_patch = msgspec.json.Decoder(dict[str, Any]).decode

@@ -39,8 +39,11 @@ works too.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, cast
 
 from google.adk.errors import StaleSessionError
@@ -59,6 +62,7 @@ from sessionstreams.common.errors import SessionExistsError, SessionNotFoundErro
 from sessionstreams.common.models import Key, Session, UserKey
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.state import APP_PREFIX, TEMP_PREFIX, USER_PREFIX
+from sessionstreams.producer._adk_construct import make
 from sessionstreams.producer._adk_events import (
     encode_state,
     from_store_event,
@@ -118,6 +122,7 @@ class SessionStreamsSessionService(BaseSessionService):
         # Async mode: the stored update time (ns) this process's latest append to a session
         # will leave, which the stored session may not show yet (the workers apply it later).
         self._written: OrderedDict[Key, int] = OrderedDict()
+        self._event_ids = _EventIds()
 
     @classmethod
     def from_url(cls, url: str, **settings: Any) -> SessionStreamsSessionService:
@@ -245,7 +250,7 @@ class SessionStreamsSessionService(BaseSessionService):
         """
         if event.partial:
             return event
-        if any(e.id == event.id and e == event for e in session.events):
+        if self._event_ids.redelivered(session, event):
             return event  # delivered again (a retried call): already appended
         if not event.id:
             event.id = AdkEvent.new_id()
@@ -314,6 +319,61 @@ class SessionStreamsSessionService(BaseSessionService):
             self._written.popitem(last=False)
 
 
+class _EventIds:
+    """The event ids of the ADK session objects appended to, so that a redelivered event is
+    found without comparing it with every event of a long session.
+
+    The ids of a session object's ``events`` are indexed as the list grows; a list replaced,
+    shortened or with another last event is indexed again from its start.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()  # the service may run on several threads' loops
+        self._index: dict[int, _Indexed] = {}
+
+    def redelivered(self, session: AdkSession, event: AdkEvent) -> bool:
+        """``session.events`` holds an event equal to ``event`` with its id."""
+        events = session.events
+        with self._guard:
+            entry = self._index.get(id(session))
+            if entry is None or entry.session() is not session:
+                entry = _Indexed(weakref.ref(session, self._forget(id(session))), events)
+                self._index[id(session)] = entry
+            ids = entry.update(events)
+            if event.id not in ids:
+                return False
+        return any(e == event for e in events if e.id == event.id)
+
+    def _forget(self, key: int) -> Callable[[object], None]:
+        def forget(ref: object) -> None:
+            with self._guard:
+                entry = self._index.get(key)
+                if entry is not None and entry.session is ref:
+                    del self._index[key]
+        return forget
+
+
+class _Indexed:
+    """The ids of one session object's events, and how far its list was indexed."""
+
+    def __init__(self, session: weakref.ref[AdkSession], events: list[AdkEvent]) -> None:
+        self.session = session
+        self.events = events
+        self.ids: set[str] = set()
+        self.count = 0
+        self.last: AdkEvent | None = None
+
+    def update(self, events: list[AdkEvent]) -> set[str]:
+        count = self.count
+        if events is not self.events or len(events) < count or (
+                count and events[count - 1] is not self.last):
+            self.events, self.ids, count = events, set(), 0
+        self.ids.update(e.id for e in itertools.islice(events, count, None))
+        self.count = len(events)
+        self.last = events[-1] if events else None
+        return self.ids
+
+
 def _set_revision(session: AdkSession, unix_ns: int) -> None:
     """Record on ``session`` the stored update time (ns) it reflects.
 
@@ -334,14 +394,19 @@ def _is_stale(session: AdkSession, stored_ns: int) -> bool:
 
 
 def _adk_session(stored: Session, events: list[AdkEvent]) -> AdkSession:
-    session = AdkSession(
-        id=stored.id,
-        app_name=stored.app_name,
-        user_id=stored.user_id,
-        state={k: v for k, v in decode_json_state(stored.state).items()
-               if not k.startswith(TEMP_PREFIX)},
-        events=events,
-        last_update_time=session_seconds(stored.updated_at),
-    )
-    _set_revision(session, stored.updated_at.unix_ns)
+    fields = {
+        "id": stored.id,
+        "app_name": stored.app_name,
+        "user_id": stored.user_id,
+        "state": {k: v for k, v in decode_json_state(stored.state).items()
+                  if not k.startswith(TEMP_PREFIX)},
+        "events": events,
+        "last_update_time": session_seconds(stored.updated_at),
+    }
+    revision = {"_storage_update_marker": f"{_REVISION}{stored.updated_at.unix_ns}"}
+    # Values of the declared types: built as validation builds them (validated otherwise).
+    session = make(AdkSession, fields, revision)
+    if session is None:
+        session = AdkSession.model_validate(fields)
+        _set_revision(session, stored.updated_at.unix_ns)
     return session

@@ -416,3 +416,29 @@ async def test_concurrent_creates_one_wins_in_every_compat_mode(make_service, mo
     assert all(isinstance(r, AlreadyExistsError) for r in results if r not in won)
     stored = await adks[1].get_session(app_name=APP, user_id=USER, session_id="race")
     assert stored.state == won[0].state
+
+
+def test_redelivered_events_are_found_as_the_events_list_changes() -> None:
+    """A redelivered event is recognised however the session's events list changed since the
+    last append (grown by the caller, replaced, its last event swapped), and an event only
+    sharing an id is not taken for it."""
+    from google.adk.sessions import Session as AdkSession
+
+    from sessionstreams.producer.adk import _EventIds
+
+    index = _EventIds()
+    session = AdkSession(id="s", app_name=APP, user_id=USER)
+    first, second, other = text_event("one"), text_event("two"), text_event("other")
+    assert not index.redelivered(session, first)
+    session.events.append(first)
+    assert index.redelivered(session, first)
+    session.events.append(second)  # grown by the caller
+    assert index.redelivered(session, second)
+    assert not index.redelivered(session, text_event("two, new id"))
+    assert not index.redelivered(session, second.model_copy(update={"author": "x"}))
+    session.events[-1] = other  # last event swapped
+    assert index.redelivered(session, other)
+    assert not index.redelivered(session, second)
+    session.events = [second]  # list replaced
+    assert index.redelivered(session, second)
+    assert not index.redelivered(session, first)
