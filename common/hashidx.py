@@ -7,7 +7,7 @@ speaks in raw stored documents (bytes); decoding and filtering live in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -61,14 +61,15 @@ class AppendEntry(msgspec.Struct, frozen=True, array_like=True):
     session_delta: bytes  # JSON object {key: base64 | null}; b"" = none
     user_pairs: tuple[tuple[str, bytes], ...] = ()
 
-    def argv(self) -> list[Arg]:
-        """The entry's ARGV slice for hashidx_append.lua."""
+    def argv(self, held: bool = False) -> list[Arg]:
+        """The entry's ARGV slice for the append scripts; ``held``: its app state is written
+        after the script, so the script records it as applied-held (see common.outcomes)."""
         out: list[Arg] = [
             self.rid,
             self.event_id,
             self.event_json,
             str(self.ts_ns),
-            "u" if self.is_user else "",
+            ("u" if self.is_user else "") + ("a" if held else ""),
             self.producer_ts,
             self.session_delta,
             len(self.user_pairs),
@@ -334,8 +335,10 @@ class HashIdxEngine:
         storage_limit: int,
         user_state_ttl_ms: int,
         incarnation: str = "",
+        held: Collection[str] = (),
     ) -> tuple[Any, ...]:
-        """A pipeline call tuple applying ``entries`` to one session."""
+        """A pipeline call tuple applying ``entries`` to one session; the entries whose rid
+        is in ``held`` have their app state written after it (recorded as held)."""
         k = self.keys
         args: list[Arg] = [
             ttl_ms,
@@ -346,7 +349,7 @@ class HashIdxEngine:
             len(entries),
         ]
         for entry in entries:
-            args.extend(entry.argv())
+            args.extend(entry.argv(entry.rid in held))
         keys = self._append_keys.get(key)
         if keys is None:
             if len(self._append_keys) > 4096:  # a small cache of hot sessions' key names

@@ -19,7 +19,7 @@ Two cases reach the HashIdx engine from here:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sessionstreams.common.errors import CorruptDataError
@@ -168,8 +168,10 @@ class LegacyEngine:
         storage_limit: int,
         user_state_ttl_ms: int,
         incarnation: str = "",
+        held: Collection[str] = (),
     ) -> tuple[Any, ...]:
-        """A pipeline call tuple applying ``entries`` to one session.
+        """A pipeline call tuple applying ``entries`` to one session (``held``: as for
+        :meth:`HashIdxEngine.append_call`).
 
         Run :meth:`prepare_append` before and :meth:`finish_append` after it
         (:meth:`append` does all three).
@@ -186,7 +188,7 @@ class LegacyEngine:
             len(entries),
         ]
         for entry in entries:
-            args.extend(entry.argv())
+            args.extend(entry.argv(entry.rid in held))
         keys = [
             k.legacy_sessions(key),
             k.legacy_events(key),

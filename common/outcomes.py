@@ -65,6 +65,18 @@ class Outcome(enum.StrEnum):
         return self in (Outcome.SESSION_GONE, Outcome.SUPERSEDED)
 
 
+#: The code a worker's apply script records for an applied request whose app state (another
+#: slot) the worker writes after the script (``SS_APPLIED_HELD`` in ``_lib.lua``). It is read
+#: as applied once the stream entry is acknowledged, which the worker does after that write:
+#: a writer waiting for its receipt then reads its own app state too.
+APPLIED_HELD_CODE = 6
+
+
+def is_held(score: float | bytes | str) -> bool:
+    """True for a request-record score of an applied request whose app state may be unwritten."""
+    return int(float(score)) % RECORD_SLOTS == APPLIED_HELD_CODE
+
+
 #: The status of a request whose id the record already holds (its first write applied).
 DUPLICATE = "duplicate"
 

@@ -33,7 +33,7 @@ from sessionstreams.common.errors import (
 )
 from sessionstreams.common.keys import KeySpace
 from sessionstreams.common.models import Key, UserKey
-from sessionstreams.common.outcomes import RECORD_CAP, Outcome
+from sessionstreams.common.outcomes import RECORD_CAP, Outcome, is_held
 from sessionstreams.common.receipt import Receipt
 from sessionstreams.common.scripts import Arg, Scripts
 from sessionstreams.common.settings import Settings
@@ -417,13 +417,20 @@ class StreamWriter:
                 order.append(group)
         replies = await self.scripts.run_pipeline(self.client, calls)
         out: dict[str, str] = {}
+        held: dict[str, Receipt] = {}
         for group, scores in zip(order, replies, strict=True):
             for receipt, score in zip(group, scores, strict=True):
-                if score is not None and receipt.rid not in out:
+                if score is None or receipt.rid in out:
+                    continue
+                if is_held(score):
+                    held[receipt.rid] = receipt
+                else:
                     out[receipt.rid] = Outcome.from_score(score).value
-        missing = [r for r in receipts if r.rid not in out]
+        missing = [r for r in receipts if r.rid not in out and r.rid not in held]
         if missing:
             out.update(await self._evicted(missing))
+        if held:  # applied; its app state is written once the worker acknowledged the entry
+            out.update(await self._acknowledged(list(held.values())))
         return out
 
     async def _evicted(self, receipts: Sequence[Receipt]) -> dict[str, str]:
@@ -443,9 +450,13 @@ class StreamWriter:
             key for i, key in enumerate(keys)
             if max(int(cards[2 * i]), int(cards[2 * i + 1])) >= RECORD_CAP
         }
+        return await self._acknowledged([r for r in receipts if r.key in full_keys])
+
+    async def _acknowledged(self, receipts: Sequence[Receipt]) -> dict[str, str]:
+        """``applied`` for each receipt whose stream entry was delivered and acknowledged."""
         out: dict[str, str] = {}
         horizons: dict[int, tuple[tuple[int, int], tuple[int, int] | None]] = {}
-        for receipt in (r for r in receipts if r.key in full_keys):
+        for receipt in receipts:
             if receipt.shard not in horizons:
                 horizons[receipt.shard] = await _horizon(
                     self.client, self._shard_keys[receipt.shard].stream)

@@ -17,7 +17,7 @@ from workers_harness import eventually
 
 from redis_harness import free_port, start_redis_server
 from sessionstreams.common.entries import StreamEntry, encode_entry
-from sessionstreams.common.errors import DeadLetteredError
+from sessionstreams.common.errors import DeadLetteredError, PersistTimeoutError
 from sessionstreams.common.hashidx import AppendEntry
 from sessionstreams.common.models import Event, Key
 from sessionstreams.common.receipt import Receipt
@@ -152,6 +152,36 @@ async def test_crash_before_the_app_state_write_repeats_it(
         got = await svc.get_session(s.key)
         assert got.state["app:x"] == b"1"
         assert len(got.events) == 1
+    finally:
+        await svc.close()
+
+
+async def test_a_write_reads_applied_only_once_its_app_state_is_written(
+    redis_client, pipeline_settings, start_worker
+) -> None:
+    """The app state of a streamed append is written after the session script (another
+    slot): its receipt reads applied only once that write is done, so a writer waiting for
+    it (read-your-writes) reads its own app state."""
+    settings = pipeline_settings()
+    svc = SessionService(settings)
+    try:
+        s = await svc.create_session(Key("app", "u", "held"))
+        receipt = await svc.append_event(
+            s, Event.message("user", "x", state_delta={"app:x": b"1"}))
+        victim = start_worker(settings, faults="before_app_state:kill:once")
+
+        async def applied_then_killed() -> bool:
+            return not victim.alive()
+
+        await eventually(applied_then_killed, 30, "the worker to die at the fault point")
+        assert await redis_client.exists(svc.keys.event_data(s.key)) == 1  # the event is in
+        with pytest.raises(PersistTimeoutError):
+            await svc.wait_persisted(receipt, timeout=1)
+        start_worker(settings)
+        assert await svc.wait_persisted(receipt, timeout=30) == "applied"
+        assert await redis_client.hget(svc.keys.app_state("app"), "x") == b"1"
+        got = await svc.get_session(s.key)
+        assert got.state["app:x"] == b"1"
     finally:
         await svc.close()
 

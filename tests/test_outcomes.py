@@ -8,12 +8,14 @@ from importlib import resources
 import pytest
 
 from sessionstreams.common.outcomes import (
+    APPLIED_HELD_CODE,
     DUPLICATE,
     FINAL_STATUSES,
     KEEP_MS,
     RECORD_CAP,
     RECORD_SLOTS,
     Outcome,
+    is_held,
 )
 
 _LUA = resources.files("sessionstreams.common") / "lua"
@@ -37,6 +39,18 @@ def test_record_cap_matches_the_lua() -> None:
     found = re.search(r"local SS_RECORD_CAP = (\d+)", _lib())
     assert found is not None
     assert int(found[1]) == RECORD_CAP
+
+
+def test_applied_held_code_matches_the_lua_and_is_no_outcome() -> None:
+    """The held code is SS_APPLIED_HELD of the scripts, a free slot of the score, told apart
+    from every outcome's code whatever the sequence."""
+    found = re.search(r"local SS_APPLIED_HELD = (\d+)", _lib())
+    assert found is not None
+    assert int(found[1]) == APPLIED_HELD_CODE
+    assert 0 < APPLIED_HELD_CODE < RECORD_SLOTS
+    assert APPLIED_HELD_CODE not in {o.code for o in Outcome}
+    assert is_held(str(float(12_345 * RECORD_SLOTS + APPLIED_HELD_CODE)).encode())
+    assert not any(is_held(12_345 * RECORD_SLOTS + o.code) for o in Outcome)
 
 
 def test_keep_ttl_matches_the_lua() -> None:

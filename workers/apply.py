@@ -214,8 +214,12 @@ class Applier:
                 problem = await self._check_other_slots(run)
                 if problem is None:
                     events = [i.entry.event for i in run]  # type: ignore[union-attr]
+                    # Entries with app state are recorded as held: their writers see them
+                    # applied once this worker wrote that state and acknowledged them.
+                    held = {i.entry.rid for i in run  # type: ignore[union-attr]
+                            if i.entry.app_pairs}  # type: ignore[union-attr]
                     call = self.engines[entry.route].append_call(entry.key, events,
-                                                                 **_opts(entry))
+                                                                 **_opts(entry), held=held)
             except INFRASTRUCTURE:
                 raise
             except Exception as exc:  # whatever is wrong with it is this run's failure

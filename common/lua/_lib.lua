@@ -4,6 +4,18 @@
 -- Request record (ZSET rid -> seq * 8 + code). Codes are stable: they are stored.
 local SS_CODE = {applied = 1, session_gone = 2, superseded = 3, invalid = 4, dead_lettered = 5}
 local SS_RECORD_CAP = 1024
+-- Recorded instead of SS_CODE.applied for an applied request whose app state (another slot)
+-- the worker writes after the script: a waiter reads it as applied once the worker has
+-- acknowledged the stream entry, which it does after that write.
+local SS_APPLIED_HELD = 6
+
+-- The code to record for an applied entry: held when its flags hold 'a'.
+local function ss_applied_code(flags)
+  if string.find(flags, 'a', 1, true) then
+    return SS_APPLIED_HELD
+  end
+  return SS_CODE.applied
+end
 
 local function ss_recorded(akey, rid)
   local s = redis.call('ZSCORE', akey, rid)

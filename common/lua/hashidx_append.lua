@@ -5,7 +5,8 @@
 -- ARGV[1] session ttl ms (0 = keep)   ARGV[2] storage limit (0 = never trim)
 -- ARGV[3] incarnation ('' = not checked)   ARGV[4] user-state ttl ms   ARGV[5] ttl ms for an
 -- outcome recorded on a missing session   ARGV[6] number of entries, then per entry:
---   rid, event id, event JSON ('' = not stored), timestamp ns, flags ('u' = user message),
+--   rid, event id, event JSON ('' = not stored), timestamp ns, flags ('u' = user message, 'a' = app state
+--   written after this script: recorded as held),
 --   producer time text ('' = none), session-state delta JSON ('' = none; values base64|null),
 --   number of user-state pairs n, then n field/value pairs.
 -- Returns one status per entry: applied | duplicate | session_gone | superseded | invalid:<why>.
@@ -107,7 +108,7 @@ for i, e in ipairs(entries) do
     out[i] = 'duplicate'
   elseif e.json ~= '' and redis.call('HSETNX', data_key, e.id, e.json) == 0 then
     -- The first write of an event id wins; a later one is a no-op, not an overwrite.
-    ss_record(applied_key, e.rid, SS_CODE.applied)
+    ss_record(applied_key, e.rid, ss_applied_code(e.flags))
     out[i] = 'duplicate'
   else
     if e.json ~= '' then
@@ -132,7 +133,7 @@ for i, e in ipairs(entries) do
       meta['updatedAt'] = e.at
       dirty = true
     end
-    ss_record(applied_key, e.rid, SS_CODE.applied)
+    ss_record(applied_key, e.rid, ss_applied_code(e.flags))
     out[i] = 'applied'
   end
 end

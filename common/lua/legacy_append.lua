@@ -8,7 +8,8 @@
 -- ARGV[4] incarnation ('' = not checked)  ARGV[5] user-state ttl ms  ARGV[6] ttl ms for an
 -- outcome recorded on a missing session  ARGV[7] '1' = write user-state pairs to KEYS[5]
 -- ARGV[8] number of entries, then per entry (as common.hashidx.AppendEntry.argv):
---   rid, event id, event JSON ('' = not stored), timestamp ns, flags ('u' = user message),
+--   rid, event id, event JSON ('' = not stored), timestamp ns, flags ('u' = user message, 'a' = app state
+--   written after this script: recorded as held),
 --   producer time text ('' = none), session-state delta JSON ('' = none; values base64|null),
 --   number of user-state pairs n, then n field/value pairs.
 -- Returns one status per entry: applied | duplicate | session_gone | superseded | migrated |
@@ -99,7 +100,7 @@ for i, e in ipairs(entries) do
   if ss_recorded(applied_key, e.rid) then
     out[i] = 'duplicate'
   elseif e.json ~= '' and redis.call('ZSCORE', event_key, e.json) then
-    ss_record(applied_key, e.rid, SS_CODE.applied)
+    ss_record(applied_key, e.rid, ss_applied_code(e.flags))
     out[i] = 'duplicate'
   else
     if e.json ~= '' then
@@ -124,7 +125,7 @@ for i, e in ipairs(entries) do
       doc['updatedAt'] = e.at
       dirty = true
     end
-    ss_record(applied_key, e.rid, SS_CODE.applied)
+    ss_record(applied_key, e.rid, ss_applied_code(e.flags))
     out[i] = 'applied'
   end
 end
