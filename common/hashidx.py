@@ -371,6 +371,10 @@ class HashIdxEngine:
         TRANSITION engine writes the legacy key, the legacy engine the HashIdx one)."""
         return None
 
+    def user_state_after_script(self, key: Key) -> bool:
+        """True when :meth:`finish_append` writes user-state pairs after the script."""
+        return self.other_slot_user_state(key) is not None
+
     async def prepare_append(self, key: Key, entries: Sequence[AppendEntry]) -> str | None:
         """Check, before the script, the keys of other slots the entries write after it.
 

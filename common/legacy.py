@@ -207,6 +207,10 @@ class LegacyEngine:
             return None
         return await self.hashidx.hash_problem([self.keys.user_state(key)])
 
+    def user_state_after_script(self, key: Key) -> bool:
+        """True: :meth:`finish_append` writes user-state pairs to the HashIdx key."""
+        return True
+
     async def finish_append(
         self, key: Key, entries: Sequence[AppendEntry], statuses: list[str], **opts: Any
     ) -> list[str]:

@@ -186,6 +186,44 @@ async def test_a_write_reads_applied_only_once_its_app_state_is_written(
         await svc.close()
 
 
+async def test_a_write_reads_applied_only_once_the_other_layouts_user_state_is_written(
+    redis_client, pipeline_settings, start_worker
+) -> None:
+    """In TRANSITION mode a legacy session's user-state change is also written to the HashIdx
+    user state (another slot, after the script, winning on reads): the write reads applied
+    only once that is done, so its writer never reads the older value back."""
+    from sessionstreams.common.models import UserKey
+    from sessionstreams.common.settings import CompatMode
+
+    settings = pipeline_settings(compat_mode=CompatMode.TRANSITION)
+    svc = SessionService(settings)
+    user = UserKey("app", "u")
+    try:
+        s = await svc.create_session(Key("app", "u", "legacy-held"))
+        assert s.service_meta["storage_type"] == "zset"
+        first = await svc.append_event(
+            s, Event.message("user", "a", state_delta={"user:lang": b"de"}))
+        first_worker = start_worker(settings)
+        assert await svc.wait_persisted(first, timeout=30) == "applied"
+        assert (await svc.list_user_states(user))["lang"] == b"de"
+        assert first_worker.terminate() == 0  # its shards are released
+        second = await svc.append_event(
+            s, Event.message("user", "b", state_delta={"user:lang": b"fr"}))
+        victim = start_worker(settings, faults="before_other_slots:kill:once")
+
+        async def applied_then_killed() -> bool:
+            return not victim.alive()
+
+        await eventually(applied_then_killed, 60, "the worker to die at the fault point")
+        with pytest.raises(PersistTimeoutError):
+            await svc.wait_persisted(second, timeout=1)
+        start_worker(settings)
+        assert await svc.wait_persisted(second, timeout=30) == "applied"
+        assert (await svc.list_user_states(user))["lang"] == b"fr"
+    finally:
+        await svc.close()
+
+
 async def _has_app_field(client, key: str) -> bool:
     return await client.hget(key, "x") == b"1"
 

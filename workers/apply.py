@@ -88,6 +88,20 @@ def _opts(entry: StreamEntry) -> dict[str, Any]:
             "user_state_ttl_ms": entry.user_state_ttl_ms, "incarnation": entry.incarnation}
 
 
+def _held(run: list[Item], late_user_state: bool) -> set[str]:
+    """Request ids of the run's entries with state written after the script (app state; user
+    state when ``late_user_state``): the script records them as held, so their writers see
+    them applied once this worker wrote that state and acknowledged them."""
+    held: set[str] = set()
+    for item in run:
+        entry = item.entry
+        assert entry is not None
+        assert entry.event is not None
+        if entry.app_pairs or (late_user_state and entry.event.user_pairs):
+            held.add(entry.rid)
+    return held
+
+
 def _runs(items: list[Item]) -> list[list[Item]]:
     runs: list[list[Item]] = []
     for item in items:
@@ -204,6 +218,7 @@ class Applier:
         calls: list[tuple[Any, ...]] = []
         piped: list[list[Item]] = []
         direct: list[list[Item]] = []
+        any_held = False
         for run in batch:
             entry = run[0].entry
             assert entry is not None
@@ -214,12 +229,10 @@ class Applier:
                 problem = await self._check_other_slots(run)
                 if problem is None:
                     events = [i.entry.event for i in run]  # type: ignore[union-attr]
-                    # Entries with app state are recorded as held: their writers see them
-                    # applied once this worker wrote that state and acknowledged them.
-                    held = {i.entry.rid for i in run  # type: ignore[union-attr]
-                            if i.entry.app_pairs}  # type: ignore[union-attr]
-                    call = self.engines[entry.route].append_call(entry.key, events,
-                                                                 **_opts(entry), held=held)
+                    engine = self.engines[entry.route]
+                    held = _held(run, engine.user_state_after_script(entry.key))
+                    any_held = any_held or bool(held)
+                    call = engine.append_call(entry.key, events, **_opts(entry), held=held)
             except INFRASTRUCTURE:
                 raise
             except Exception as exc:  # whatever is wrong with it is this run's failure
@@ -232,6 +245,8 @@ class Applier:
             piped.append(run)
         if calls:
             results = await self.scripts.run_pipeline(self.client, calls, raise_errors=False)
+            if any_held:
+                await self.faults.hit("before_other_slots")
             for run, result in zip(piped, results, strict=True):
                 if isinstance(result, list):
                     result = await self._finish(run, result)

@@ -7,6 +7,8 @@
 - ``after_apply``: after a batch was applied, before it is acknowledged;
 - ``before_app_state``: after the session script, before the app-state write of what it
   applied;
+- ``before_other_slots``: after the session scripts of a round, when an entry writes keys
+  of other slots after them (app state, the other layout's user state), before those writes;
 - ``mid_batch``: after the first half of a batch's sessions were applied;
 - ``summary_before_store``: a summary job's summarizer returned, before the summary is stored;
 - ``summary_after_store``: a summary was stored, before its job is acknowledged.
@@ -28,8 +30,8 @@ from sessionstreams.common.logs import get_logger
 
 log = get_logger("sessionstreams.faults")
 
-POINTS = ("before_read", "after_apply", "before_app_state", "mid_batch", "summary_before_store",
-          "summary_after_store")
+POINTS = ("before_read", "after_apply", "before_app_state", "before_other_slots", "mid_batch",
+          "summary_before_store", "summary_after_store")
 ENV = "SESSIONSTREAMS_FAULTS"
 
 
