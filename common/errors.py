@@ -57,6 +57,11 @@ class OutOfMemoryError(SessionStoreError):
     we accept). Nothing was written; free memory or raise the limit, then retry."""
 
 
+class SessionChangedError(SessionStoreError):
+    """``append_event(..., unless_updated_after=t)``: the stored session was updated after
+    ``t`` (another writer got there first); nothing was written."""
+
+
 class BackpressureError(SessionStoreError):
     """The persist backlog is over its cap; retry later or slow down."""
 

@@ -336,9 +336,12 @@ class HashIdxEngine:
         user_state_ttl_ms: int,
         incarnation: str = "",
         held: Collection[str] = (),
+        stale_after: str = "",
     ) -> tuple[Any, ...]:
         """A pipeline call tuple applying ``entries`` to one session; the entries whose rid
-        is in ``held`` have their app state written after it (recorded as held)."""
+        is in ``held`` have their app state written after it (recorded as held). With
+        ``stale_after`` (Go time text) every entry is refused ``stale`` when the stored
+        ``updatedAt`` is later."""
         k = self.keys
         args: list[Arg] = [
             ttl_ms,
@@ -346,6 +349,7 @@ class HashIdxEngine:
             incarnation,
             user_state_ttl_ms,
             ttl_ms or GONE_RECORD_TTL_MS,
+            stale_after,
             len(entries),
         ]
         for entry in entries:

@@ -169,9 +169,10 @@ class LegacyEngine:
         user_state_ttl_ms: int,
         incarnation: str = "",
         held: Collection[str] = (),
+        stale_after: str = "",
     ) -> tuple[Any, ...]:
-        """A pipeline call tuple applying ``entries`` to one session (``held``: as for
-        :meth:`HashIdxEngine.append_call`).
+        """A pipeline call tuple applying ``entries`` to one session (``held``,
+        ``stale_after``: as for :meth:`HashIdxEngine.append_call`).
 
         Run :meth:`prepare_append` before and :meth:`finish_append` after it
         (:meth:`append` does all three).
@@ -185,6 +186,7 @@ class LegacyEngine:
             user_state_ttl_ms,
             ttl_ms or GONE_RECORD_TTL_MS,
             "1" if self.dual_user_state else "0",
+            stale_after,
             len(entries),
         ]
         for entry in entries:

@@ -77,6 +77,11 @@ def is_held(score: float | bytes | str) -> bool:
     return int(float(score)) % RECORD_SLOTS == APPLIED_HELD_CODE
 
 
+#: The status of every entry of a synchronous append made with ``unless_updated_after`` when the
+#: stored session was updated later: nothing written, nothing recorded (no outcome: the caller
+#: gets SessionChangedError and may retry with the same request).
+STALE = "stale"
+
 #: The status of a request whose id the record already holds (its first write applied).
 DUPLICATE = "duplicate"
 

@@ -58,7 +58,12 @@ from google.adk.sessions.base_session_service import (
 )
 from typing_extensions import override
 
-from sessionstreams.common.errors import SessionExistsError, SessionNotFoundError
+from sessionstreams.common.errors import (
+    SessionChangedError,
+    SessionExistsError,
+    SessionNotFoundError,
+)
+from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.models import Key, Session, UserKey
 from sessionstreams.common.settings import Settings
 from sessionstreams.common.state import APP_PREFIX, TEMP_PREFIX, USER_PREFIX
@@ -257,14 +262,29 @@ class SessionStreamsSessionService(BaseSessionService):
         key = Key(session.app_name, session.user_id, session.id)
         svc = await self._services.current()
         async with self._lock(key):
-            carrier, revision = await self._fresh(svc, key, session)
+            guard = _revision_of(session) if not svc.settings.enable_async_persist else None
+            if guard is None:
+                carrier, revision = await self._fresh(svc, key, session)
+            else:  # the stale check runs in the write's own script: no read first
+                carrier, revision = Session(id=key.session_id, app_name=key.app_name,
+                                            user_id=key.user_id), guard
+            state_before = dict(session.state)
+            delta_before = dict(event.actions.state_delta) if event.actions else None
             self._apply_temp_state(session, event)
             event = self._trim_temp_delta_state(event)
             at = gotime_from_seconds(event.timestamp)
             try:
-                receipt = await svc.append_event(carrier, to_store_event(event), updated_at=at)
+                receipt = await svc.append_event(
+                    carrier, to_store_event(event), updated_at=at,
+                    unless_updated_after=None if guard is None else GoTime.from_unix_ns(guard))
             except SessionNotFoundError as exc:
                 raise AdkNotFoundError(f"Session {session.id} not found.") from exc
+            except SessionChangedError as exc:  # nothing written: leave both as they were
+                session.state.clear()
+                session.state.update(state_before)
+                if event.actions and delta_before is not None:
+                    event.actions.state_delta = delta_before
+                raise StaleSessionError(_STALE) from exc
             delta = event.actions.state_delta if event.actions else {}
             self._pending.add([receipt], app_state=any(k.startswith(APP_PREFIX) for k in delta),
                               user_state=any(k.startswith(USER_PREFIX) for k in delta))
@@ -384,12 +404,20 @@ def _set_revision(session: AdkSession, unix_ns: int) -> None:
     session._storage_update_marker = f"{_REVISION}{unix_ns}"
 
 
+def _revision_of(session: AdkSession) -> int | None:
+    """The stored update time (ns) recorded on ``session`` by this adapter, or None."""
+    marker = session._storage_update_marker
+    if marker and marker.startswith(_REVISION):
+        return int(marker[len(_REVISION):])
+    return None
+
+
 def _is_stale(session: AdkSession, stored_ns: int) -> bool:
     """Storage is newer than ``session``: compare with its recorded revision, or without one
     (a session made elsewhere) with its ``last_update_time`` as ADK's SQLite service does."""
-    marker = session._storage_update_marker
-    if marker and marker.startswith(_REVISION):
-        return stored_ns > int(marker[len(_REVISION):])
+    revision = _revision_of(session)
+    if revision is not None:
+        return stored_ns > revision
     return seconds_from_ns(stored_ns) > session.last_update_time
 
 

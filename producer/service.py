@@ -24,6 +24,7 @@ from sessionstreams.common.errors import (
     InvalidArgumentError,
     InvalidKeyError,
     PersistTimeoutError,
+    SessionChangedError,
     SessionNotFoundError,
 )
 from sessionstreams.common.gotime import GoTime
@@ -44,7 +45,7 @@ from sessionstreams.common.models import (
     TrackEvents,
     UserKey,
 )
-from sessionstreams.common.outcomes import Outcome
+from sessionstreams.common.outcomes import STALE, Outcome
 from sessionstreams.common.readpath import (
     INCARNATION,
     SessionReader,
@@ -112,6 +113,8 @@ def _check_status(status: str, key: Key) -> None:
     if outcome is Outcome.APPLIED:
         return
     where = f"{key.app_name}/{key.user_id}/{key.session_id}"
+    if status == STALE:
+        raise SessionChangedError(f"session {where} was updated meanwhile; nothing written")
     if outcome is not None and outcome.session_missing:
         raise SessionNotFoundError(f"session not found: {where}")
     raise CorruptDataError(f"session {where}: {status}")
@@ -484,38 +487,53 @@ class SessionService:
     @operation("append_event", span=True, count="after", storage=storage_of_subject,
                synchronous_only=True)
     async def append_event(
-        self, session: Session, event: Event, *, updated_at: GoTime | None = None
+        self,
+        session: Session,
+        event: Event,
+        *,
+        updated_at: GoTime | None = None,
+        unless_updated_after: GoTime | None = None,
     ) -> Receipt:
         """Append an event: stored if storable, its state delta applied, caller updated.
 
         ``updated_at`` is the update time the write carries (default: now); the stored
-        ``updatedAt`` becomes the later of it and the stored one.
+        ``updatedAt`` becomes the later of it and the stored one. ``unless_updated_after``
+        (synchronous mode only) makes the write conditional: refused, with nothing written,
+        when the stored ``updatedAt`` is later than that time (an optimistic check that the
+        caller's view of the session is current, in the same script as the write).
 
         Returns:
             A Receipt; in synchronous mode the write is already persisted.
 
         Raises:
             SessionNotFoundError: the session does not exist (deleted or expired).
+            SessionChangedError: the stored session was updated after
+                ``unless_updated_after``.
+            InvalidArgumentError: ``unless_updated_after`` in asynchronous mode.
         """
         self._check_open()
         if session is None:
             raise InvalidArgumentError("session is nil")
         if event is None:
             raise InvalidArgumentError("event is nil")
+        if unless_updated_after is not None and self._streams is not None:
+            raise InvalidArgumentError(
+                "unless_updated_after needs synchronous mode (a streamed write is applied later)")
         key = session.key
         self._check_writable(key)
+        guard = None if unless_updated_after is None else unless_updated_after.to_text()
         hooks = self.settings.append_event_hooks
         if not hooks:
-            return (await self._append_many(session, [event], key, updated_at))[0]
+            return (await self._append_many(session, [event], key, updated_at, guard))[0]
         ctx = AppendEventContext(session=session, event=event, key=key)
-        final = functools.partial(self._append_final, updated_at=updated_at)
+        final = functools.partial(self._append_final, updated_at=updated_at, guard=guard)
         receipt: Receipt = await run_chain(hooks, ctx, final)
         return receipt
 
     async def _append_final(
-        self, ctx: AppendEventContext, updated_at: GoTime | None = None
+        self, ctx: AppendEventContext, updated_at: GoTime | None = None, guard: str | None = None
     ) -> Receipt:
-        receipts = await self._append_many(ctx.session, [ctx.event], ctx.key, updated_at)
+        receipts = await self._append_many(ctx.session, [ctx.event], ctx.key, updated_at, guard)
         return receipts[0]
 
     @operation("append_events")
@@ -531,13 +549,19 @@ class SessionService:
         return await self._append_many(session, list(events), key)
 
     async def _append_many(
-        self, session: Session, events: list[Event], key: Key, updated_at: GoTime | None = None
+        self,
+        session: Session,
+        events: list[Event],
+        key: Key,
+        updated_at: GoTime | None = None,
+        guard: str | None = None,
     ) -> list[Receipt]:
         """Check and encode every event, write them, then show them on the caller's session.
 
         Nothing is written (or acknowledged) unless every event passed its checks, and the
         caller's session changes only once the write succeeded. ``updated_at`` is the update
-        time the write carries (default: now).
+        time the write carries (default: now); ``guard`` the Go time text of
+        ``unless_updated_after`` (synchronous mode).
         """
         now = updated_at or GoTime.now()
         producer_ts = now.to_text()
@@ -554,13 +578,13 @@ class SessionService:
                 ]
                 receipts = await self._streams.submit(key, streamed)
         else:
-            receipts = await self._append_direct(session, key, built)
+            receipts = await self._append_direct(session, key, built, guard or "")
         for b in built:
             _update_in_memory(session, b.event, now, b.storable)
         return receipts
 
     async def _append_direct(
-        self, session: Session, key: Key, built: list[_Built]
+        self, session: Session, key: Key, built: list[_Built], guard: str = ""
     ) -> list[Receipt]:
         """Synchronous append: the session script, then the app state of what it applied.
 
@@ -576,7 +600,7 @@ class SessionService:
                 await self._writer.check_app_state(app_name)
             statuses = await self.store.engines[route].append(
                 key, entries, ttl_ms=self._ttl_ms, storage_limit=self.settings.storage_limit,
-                user_state_ttl_ms=self.settings.user_state_ttl_s * 1000,
+                user_state_ttl_ms=self.settings.user_state_ttl_s * 1000, stale_after=guard,
             )
             app_pairs = [pair for b, status in zip(built, statuses, strict=True)
                          if Outcome.from_status(status) is Outcome.APPLIED for pair in b.app]

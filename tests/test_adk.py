@@ -265,6 +265,36 @@ async def test_stale_session_and_missing_session(adk) -> None:
         await adk.append_event(one, text_event("gone"))
 
 
+async def test_stale_append_leaves_the_session_and_event_as_they_were(adk) -> None:
+    """A refused (stale) append changes neither the session object (no temp: state applied)
+    nor the event's state delta."""
+    created = await adk.create_session(app_name=APP, user_id=USER)
+    one = await adk.get_session(app_name=APP, user_id=USER, session_id=created.id)
+    two = await adk.get_session(app_name=APP, user_id=USER, session_id=created.id)
+    await adk.append_event(one, text_event("first"))
+    late = text_event("late", actions=EventActions(state_delta={"temp:t": 1, "k": 2}))
+    with pytest.raises(StaleSessionError):
+        await adk.append_event(two, late)
+    assert two.state == {}
+    assert late.actions.state_delta == {"temp:t": 1, "k": 2}
+
+
+async def test_sync_append_checks_staleness_in_the_write_script(make_service) -> None:
+    """In synchronous mode an append through a session this adapter returned is one script
+    (the stale check inside it), not a read of the session followed by the write."""
+    svc = await make_service(compat_mode=CompatMode.NONE)
+    adk = SessionStreamsSessionService(svc)
+    session = await adk.create_session(app_name=APP, user_id=USER)
+    client = svc.store.client
+    await client.config_resetstat()
+    await adk.append_event(session, text_event("one"))
+    stats = await client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 1
+    assert "cmdstat_zrange" not in stats  # no load script (it reads the window by rank)
+    stored = await adk.get_session(app_name=APP, user_id=USER, session_id=session.id)
+    assert [e.content.parts[0].text for e in stored.events] == ["one"]
+
+
 async def test_session_deleted_by_another_process(adk, persist_mode) -> None:
     """A session another process deleted: appending raises SessionNotFoundError in both modes.
     An append still in flight when the delete happened (async mode, the worker paused) is

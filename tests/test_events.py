@@ -16,9 +16,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sessionstreams.common.errors import InvalidArgumentError, SessionNotFoundError
+from sessionstreams.common.errors import (
+    InvalidArgumentError,
+    SessionChangedError,
+    SessionNotFoundError,
+)
 from sessionstreams.common.gotime import GoTime
 from sessionstreams.common.models import Event, Key, Session, UserKey
+from sessionstreams.common.settings import CompatMode
 
 T0 = 1_735_787_045_000_000_000  # 2025-01-02T03:04:05Z in ns
 
@@ -507,3 +512,34 @@ async def test_corrupt_meta_json_reports_and_writes_nothing(make_service, redis_
     with pytest.raises(CorruptDataError, match="not a JSON object"):
         await svc.append_event(s, msg("user", "x", 1))
     assert await redis_client.exists(svc.keys.event_data(s.key)) == 0
+
+
+@pytest.mark.parametrize("mode", [CompatMode.NONE, CompatMode.TRANSITION])
+async def test_conditional_append_refuses_a_session_updated_later(
+    make_service, redis_client, mode
+) -> None:
+    """append_event(unless_updated_after=t) writes nothing and raises SessionChangedError when
+    the stored session was updated after t (both layouts); with a current t it appends."""
+    svc = await make_service(compat_mode=mode)
+    s = await _session(svc, "guarded")
+    seen = s.updated_at
+    later = GoTime.from_unix_ns(seen.unix_ns + 5_000_000_000)
+    await svc.append_event(s, Event.message("user", "first"), updated_at=later)
+    late = Event.message("user", "late", state_delta={"late": b"1"})
+    with pytest.raises(SessionChangedError):
+        await svc.append_event(s, late, unless_updated_after=seen)
+    stored = await svc.get_session(s.key)
+    assert [e.response.choices[0].message.content for e in stored.events] == ["first"]
+    assert "late" not in stored.state
+    assert late.id not in [e.id for e in s.events]  # the caller's session is untouched
+    await svc.append_event(s, Event.message("user", "now"), unless_updated_after=later)
+    stored = await svc.get_session(s.key)
+    assert [e.response.choices[0].message.content for e in stored.events] == ["first", "now"]
+
+
+async def test_conditional_append_needs_synchronous_mode(make_service) -> None:
+    """unless_updated_after is refused in asynchronous mode (the write is applied later)."""
+    svc = await make_service(enable_async_persist=True)
+    s = await _session(svc, "async-guard")
+    with pytest.raises(InvalidArgumentError, match="synchronous"):
+        await svc.append_event(s, Event.message("user", "x"), unless_updated_after=s.updated_at)

@@ -262,6 +262,13 @@ local function ss_time_after(a, b)
   return as > bs or (as == bs and an > bn)
 end
 
+-- True when a decoded session document's updatedAt is later than time text t (a missing or
+-- unparseable one is not).
+local function ss_updated_after(doc, t)
+  local u = doc['updatedAt']
+  return type(u) == 'string' and ss_time_after(u, t)
+end
+
 -- The next double above x (scores near 1.7e18 are about 256 ns apart).
 local function ss_next_score(x)
   local _, e = math.frexp(x)

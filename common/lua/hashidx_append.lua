@@ -4,12 +4,15 @@
 -- (their TTL follows the session's: refreshed with it, never created; ours always expire)
 -- ARGV[1] session ttl ms (0 = keep)   ARGV[2] storage limit (0 = never trim)
 -- ARGV[3] incarnation ('' = not checked)   ARGV[4] user-state ttl ms   ARGV[5] ttl ms for an
--- outcome recorded on a missing session   ARGV[6] number of entries, then per entry:
+-- outcome recorded on a missing session   ARGV[6] refuse every entry ('stale', nothing written
+-- or recorded) when the stored updatedAt is after this time ('' = no check)
+-- ARGV[7] number of entries, then per entry:
 --   rid, event id, event JSON ('' = not stored), timestamp ns, flags ('u' = user message, 'a' = app state
 --   written after this script: recorded as held),
 --   producer time text ('' = none), session-state delta JSON ('' = none; values base64|null),
 --   number of user-state pairs n, then n field/value pairs.
--- Returns one status per entry: applied | duplicate | session_gone | superseded | invalid:<why>.
+-- Returns one status per entry: applied | duplicate | session_gone | superseded | stale |
+-- invalid:<why>.
 -- Validation happens before the first write; a recorded rid makes its entry a no-op.
 
 local meta_key, data_key, idx_key, applied_key, info_key, ustate_key =
@@ -19,10 +22,11 @@ local limit = tonumber(ARGV[2])
 local incarnation = ARGV[3]
 local ustate_ttl_ms = tonumber(ARGV[4])
 local gone_ttl_ms = tonumber(ARGV[5])
-local n = tonumber(ARGV[6])
+local stale_after = ARGV[6]
+local n = tonumber(ARGV[7])
 
 local entries = {}
-local pos = 7
+local pos = 8
 for i = 1, n do
   local e = {rid = ARGV[pos], id = ARGV[pos + 1], json = ARGV[pos + 2], ts = ARGV[pos + 3],
     flags = ARGV[pos + 4], at = ARGV[pos + 5], delta = ARGV[pos + 6], pairs = {}}
@@ -97,6 +101,9 @@ for _, e in ipairs(entries) do
     end
     e.delta_t = d
   end
+end
+if stale_after ~= '' and ss_updated_after(meta, stale_after) then
+  return all('stale')
 end
 if incarnation ~= '' and ss_incarnation(meta) ~= incarnation then
   return drop_all('superseded')

@@ -7,13 +7,15 @@
 -- ARGV[1] session id  ARGV[2] session ttl ms (0 = keep)  ARGV[3] storage limit (0 = never trim)
 -- ARGV[4] incarnation ('' = not checked)  ARGV[5] user-state ttl ms  ARGV[6] ttl ms for an
 -- outcome recorded on a missing session  ARGV[7] '1' = write user-state pairs to KEYS[5]
--- ARGV[8] number of entries, then per entry (as common.hashidx.AppendEntry.argv):
+-- ARGV[8] refuse every entry ('stale', nothing written or recorded) when the stored updatedAt
+-- is after this time ('' = no check)
+-- ARGV[9] number of entries, then per entry (as common.hashidx.AppendEntry.argv):
 --   rid, event id, event JSON ('' = not stored), timestamp ns, flags ('u' = user message, 'a' = app state
 --   written after this script: recorded as held),
 --   producer time text ('' = none), session-state delta JSON ('' = none; values base64|null),
 --   number of user-state pairs n, then n field/value pairs.
--- Returns one status per entry: applied | duplicate | session_gone | superseded | migrated |
--- invalid:<why>. `migrated` (nothing written, nothing recorded) means `migrate` moved the
+-- Returns one status per entry: applied | duplicate | session_gone | superseded | stale |
+-- migrated | invalid:<why>. `migrated` (nothing written, nothing recorded) means `migrate` moved the
 -- session to HashIdx: the caller applies the entries there. Validation precedes every write.
 -- The event member is the full event JSON (as the Go service writes it): an identical member
 -- is a duplicate. ss:info holds `user_evt` (JSON of the newest user message we stored).
@@ -27,10 +29,11 @@ local incarnation = ARGV[4]
 local ustate_ttl_ms = tonumber(ARGV[5])
 local gone_ttl_ms = tonumber(ARGV[6])
 local write_user = ARGV[7] == '1'
-local n = tonumber(ARGV[8])
+local stale_after = ARGV[8]
+local n = tonumber(ARGV[9])
 
 local entries = {}
-local pos = 9
+local pos = 10
 for i = 1, n do
   local e = {rid = ARGV[pos], id = ARGV[pos + 1], json = ARGV[pos + 2], ts = ARGV[pos + 3],
     flags = ARGV[pos + 4], at = ARGV[pos + 5], delta = ARGV[pos + 6], pairs = {}}
@@ -90,6 +93,9 @@ for _, e in ipairs(entries) do
     end
     e.delta_t = d
   end
+end
+if stale_after ~= '' and ss_updated_after(doc, stale_after) then
+  return all('stale')
 end
 if incarnation ~= '' and ss_incarnation(doc) ~= incarnation then
   return drop_all('superseded')
