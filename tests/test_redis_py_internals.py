@@ -65,6 +65,35 @@ def test_pool_and_connection_internals_used_by_quick_writes() -> None:
     assert "asyncio.wait_for" in source
 
 
+@pytest.mark.parametrize("args", [
+    ("EVALSHA", "ab" * 20, 3, "k1", b"k2", "k\u00e9", 0, -17, b"\x00\xff", "", b""),
+    ("HSET", "h", "f", "v" * 5000),
+    ("SET", "k", 10**30),
+    ("CONFIG GET", "maxmemory"),
+    ("EXPIRE", "k", 1.5),
+    ("SET", "k", True),
+    ("SET", "k", memoryview(b"abc")),
+])
+async def test_quick_connections_pack_commands_as_redis_py_does(args: tuple[Any, ...]) -> None:
+    """A quick connection packs every command byte for byte as redis-py's connection does
+    (and refuses what it refuses): hiredis directly for str/bytes/int arguments, redis-py's
+    path for anything else."""
+    client = create_client(Settings(url="redis://127.0.0.1:1/0"))
+    try:
+        quick = client.connection_pool.make_connection()
+        plain = Connection()
+        assert type(quick).__name__ == "QuickConnection"
+        try:
+            expected = b"".join(plain.pack_command(*args))
+        except redis.DataError:
+            with pytest.raises(redis.DataError):
+                quick.pack_command(*args)
+            return
+        assert b"".join(quick.pack_command(*args)) == expected
+    finally:
+        await client.aclose()
+
+
 async def test_quick_writes_only_on_checked_redis_py_releases(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
