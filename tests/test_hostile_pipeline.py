@@ -137,12 +137,7 @@ async def test_crash_before_the_app_state_write_repeats_it(
         s = await svc.create_session(Key("app", "u", "s"))
         receipt = await svc.append_event(
             s, Event.message("user", "x", state_delta={"app:x": b"1", "seq": b"1"}))
-        victim = start_worker(settings, faults="before_app_state:kill:once")
-
-        async def applied_then_killed() -> bool:
-            return not victim.alive()
-
-        await eventually(applied_then_killed, 30, "the worker to die at the fault point")
+        await _killed_at(start_worker, settings, "before_app_state:kill:once")
         assert await redis_client.exists(svc.keys.app_state("app")) == 0
         start_worker(settings)
         assert await svc.wait_persisted(receipt, timeout=30) == "applied"
@@ -168,12 +163,7 @@ async def test_a_write_reads_applied_only_once_its_app_state_is_written(
         s = await svc.create_session(Key("app", "u", "held"))
         receipt = await svc.append_event(
             s, Event.message("user", "x", state_delta={"app:x": b"1"}))
-        victim = start_worker(settings, faults="before_app_state:kill:once")
-
-        async def applied_then_killed() -> bool:
-            return not victim.alive()
-
-        await eventually(applied_then_killed, 30, "the worker to die at the fault point")
+        await _killed_at(start_worker, settings, "before_app_state:kill:once")
         assert await redis_client.exists(svc.keys.event_data(s.key)) == 1  # the event is in
         with pytest.raises(PersistTimeoutError):
             await svc.wait_persisted(receipt, timeout=1)
@@ -209,12 +199,7 @@ async def test_a_write_reads_applied_only_once_the_other_layouts_user_state_is_w
         assert first_worker.terminate() == 0  # its shards are released
         second = await svc.append_event(
             s, Event.message("user", "b", state_delta={"user:lang": b"fr"}))
-        victim = start_worker(settings, faults="before_other_slots:kill:once")
-
-        async def applied_then_killed() -> bool:
-            return not victim.alive()
-
-        await eventually(applied_then_killed, 60, "the worker to die at the fault point")
+        await _killed_at(start_worker, settings, "before_other_slots:kill:once")
         with pytest.raises(PersistTimeoutError):
             await svc.wait_persisted(second, timeout=1)
         start_worker(settings)
@@ -222,6 +207,16 @@ async def test_a_write_reads_applied_only_once_the_other_layouts_user_state_is_w
         assert (await svc.list_user_states(user))["lang"] == b"fr"
     finally:
         await svc.close()
+
+
+async def _killed_at(start_worker, settings, fault: str) -> None:
+    """Start a worker with ``fault`` (a kill) and wait until it died there."""
+    victim = start_worker(settings, faults=fault)
+
+    async def killed() -> bool:
+        return not victim.alive()
+
+    await eventually(killed, 60, f"the worker to die at {fault}")
 
 
 async def _has_app_field(client, key: str) -> bool:
