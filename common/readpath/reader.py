@@ -203,8 +203,10 @@ class SessionReader:
     async def event_documents(
         self, key: Key, limit: int, after: GoTime | None
     ) -> list[bytes] | None:
-        """The stored JSON of the events :meth:`get_events` returns (Go's encoding); an
-        undecodable document is returned as stored. None if the session is absent."""
+        """The stored JSON of the events :meth:`get_events` returns (Go's encoding); None if
+        the session is absent. On a HashIdx-only deployment the documents are returned as
+        stored, an undecodable one too; with legacy data to consult they are the decoded
+        events encoded again (an undecodable one is left out)."""
         if self._legacy_mode:
             events = await self.get_events(key, limit, after)
             return None if events is None else [e.to_json() for e in events]
