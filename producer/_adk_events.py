@@ -39,6 +39,7 @@ from sessionstreams.common.models import (
     Usage,
 )
 from sessionstreams.producer._adk_construct import construct, convert, make
+from sessionstreams.producer._adk_plain import is_plain
 from sessionstreams.producer._interop import (
     decode_json_state,
     gotime_from_seconds,
@@ -114,6 +115,13 @@ def _kept(event: AdkEvent, stored: Event) -> dict[str, bytes | None] | None:
     (null: the event has no value there). A value msgspec cannot write as pydantic would
     keeps the whole event JSON instead.
     """
+    if is_plain(event):
+        return None  # the JSON equals the rebuilt one: known without dumping it
+    return _kept_by_dump(event, stored)
+
+
+def _kept_by_dump(event: AdkEvent, stored: Event) -> dict[str, bytes | None] | None:
+    """:func:`_kept`, found by comparing the event's JSON with the rebuilt one."""
     full = event.model_dump(mode="json", exclude_none=True)
     rebuilt = _rebuilt(stored)
     patch = {k: v for k, v in full.items() if rebuilt.get(k, _ABSENT) != v}
