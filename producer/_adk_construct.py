@@ -28,7 +28,7 @@ try:  # pydantic's private-attribute initialiser, set as model_post_init when no
 except ImportError:  # moved in another pydantic: post-init runs as validation runs it
     init_private_attributes = None  # type: ignore[assignment]
 
-__all__ = ["construct", "make"]
+__all__ = ["construct", "convert", "make"]
 
 _M = TypeVar("_M", bound=pydantic.BaseModel)
 _Convert = Callable[[Any], Any]
@@ -59,6 +59,15 @@ def construct(cls: type[_M], data: dict[str, Any]) -> _M | None:
         return None
 
 
+def convert(cls: type[pydantic.BaseModel], data: dict[str, Any]) -> dict[str, Any] | None:
+    """The values :func:`construct` would give ``cls`` for ``data`` (field names to JSON
+    values; fresh containers, nested models built), for :func:`make`; None as there."""
+    try:
+        return _shape(cls).convert(data)
+    except _Unsupported:
+        return None
+
+
 def make(cls: type[_M], values: dict[str, Any], private: dict[str, Any] | None = None
          ) -> _M | None:
     """``cls`` of ``values`` (field names to values already of their fields' types, nested
@@ -76,6 +85,7 @@ class _Shape:
     def __init__(self, cls: type[pydantic.BaseModel]) -> None:
         _check_transparent(cls)
         self.cls = cls
+        self.new = cls.__new__
         self.fields: dict[str, _Convert] = {}
         self.defaults: dict[str, Any] = {}  # every field in declaration order
         self.factories: list[tuple[str, Callable[[], Any]]] = []
@@ -111,6 +121,10 @@ class _Shape:
 
     def build(self, data: dict[str, Any]) -> pydantic.BaseModel:
         """The model of ``data`` (field names to JSON values), converted field by field."""
+        return self.make(self.convert(data))
+
+    def convert(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The field values of ``data`` (field names to JSON values), converted."""
         fields = self.fields
         values: dict[str, Any] = {}
         for name, value in data.items():
@@ -118,34 +132,48 @@ class _Shape:
             if convert is None or (value is None and self.own_init):
                 raise _Unsupported(name)  # not a field / dropped by the class's __init__
             values[name] = convert(value)
-        return self.make(values)
+        return values
 
     def make(self, given: dict[str, Any], private: dict[str, Any] | None = None
              ) -> pydantic.BaseModel:
         """The model of ``given`` (field names to values already of their fields' types; the
         fields set), with ``private`` attributes laid over the defaults."""
-        if not self.required <= given.keys():
+        if self.required and not self.required <= given.keys():
             raise _Unsupported("a required field is missing")
         values = self.defaults.copy()
         for name, factory in self.factories:
             if name not in given:
                 values[name] = factory()
         values.update(given)
-        model = self.cls.__new__(self.cls)
-        setattr_ = object.__setattr__
-        setattr_(model, "__dict__", values)
-        setattr_(model, "__pydantic_fields_set__", set(given))
-        setattr_(model, "__pydantic_extra__", None if self.extra is None else {})
+        model = self.new(self.cls)
+        _set_dict(model, values)
+        _set_fields_set(model, set(given))
+        _set_extra(model, None if self.extra is None else {})
         if self.private is None:
-            setattr_(model, "__pydantic_private__", None)
+            _set_private(model, None)
             if self.post_init:
                 model.model_post_init(None)
+            if private:
+                for name, value in private.items():
+                    setattr(model, name, value)
         else:
-            setattr_(model, "__pydantic_private__", {**self.private, **(private or {})})
-        if private and self.private is None:
-            for name, value in private.items():
-                setattr(model, name, value)
+            _set_private(model, {**self.private, **private} if private else self.private.copy())
         return model
+
+
+def _slot_setter(name: str) -> Callable[[Any, Any], None]:
+    """The setter of a model instance's ``__dict__`` or one of pydantic's slots, through the
+    descriptor itself (no attribute lookup, no model ``__setattr__``)."""
+    slot = pydantic.BaseModel.__dict__.get(name)
+    if type(slot) in (types.MemberDescriptorType, types.GetSetDescriptorType):
+        return slot.__set__  # type: ignore[union-attr,no-any-return]
+    return lambda model, value: object.__setattr__(model, name, value)
+
+
+_set_dict = _slot_setter("__dict__")
+_set_fields_set = _slot_setter("__pydantic_fields_set__")
+_set_extra = _slot_setter("__pydantic_extra__")
+_set_private = _slot_setter("__pydantic_private__")
 
 
 _SHAPES: dict[type[pydantic.BaseModel], _Shape | None] = {}

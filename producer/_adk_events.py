@@ -38,7 +38,8 @@ from sessionstreams.common.models import (
     ToolCall,
     Usage,
 )
-from sessionstreams.producer._adk_construct import construct
+from sessionstreams.producer._adk_construct import construct, convert, make
+from sessionstreams.producer._adk_plain import is_plain
 from sessionstreams.producer._interop import (
     decode_json_state,
     gotime_from_seconds,
@@ -114,6 +115,13 @@ def _kept(event: AdkEvent, stored: Event) -> dict[str, bytes | None] | None:
     (null: the event has no value there). A value msgspec cannot write as pydantic would
     keeps the whole event JSON instead.
     """
+    if is_plain(event):
+        return None  # the JSON equals the rebuilt one: known without dumping it
+    return _kept_by_dump(event, stored)
+
+
+def _kept_by_dump(event: AdkEvent, stored: Event) -> dict[str, bytes | None] | None:
+    """:func:`_kept`, found by comparing the event's JSON with the rebuilt one."""
     full = event.model_dump(mode="json", exclude_none=True)
     rebuilt = _rebuilt(stored)
     patch = {k: v for k, v in full.items() if rebuilt.get(k, _ABSENT) != v}
@@ -137,9 +145,9 @@ def from_store_event(event: Event) -> AdkEvent:
         except pydantic.ValidationError as exc:
             log.warning("unreadable ADK event kept, using its message", event_id=event.id,
                         error=str(exc))
-    fields = _rebuilt(event)
     patch = ext.get(ADK_PATCH)
     if patch:
+        fields = _rebuilt(event)
         try:
             fields.update(_decode_patch(patch))
             return construct(AdkEvent, fields) or AdkEvent.model_validate_json(
@@ -147,10 +155,9 @@ def from_store_event(event: Event) -> AdkEvent:
         except (msgspec.DecodeError, TypeError, pydantic.ValidationError) as exc:
             log.warning("unreadable ADK patch kept, using the message", event_id=event.id,
                         error=str(exc))
-            fields = _rebuilt(event)
     # A rebuilt event holds only JSON values of the declared types: built as validating its
     # JSON would build it (validated when a newer ADK declares fields otherwise).
-    return construct(AdkEvent, fields) or AdkEvent.model_validate(fields)
+    return _direct(event) or AdkEvent.model_validate(_rebuilt(event))
 
 
 _decode_patch = msgspec.json.Decoder(dict[str, Any]).decode
@@ -255,18 +262,21 @@ def _tool_part(message: Message) -> dict[str, Any]:
     return {"function_response": response}
 
 
+def _content(event: Event) -> tuple[str, list[dict[str, Any]]]:
+    """The role and the parts (JSON) of the content a stored event's message carries."""
+    choices = event.response.choices or [] if event.response else []
+    if choices and choices[0].message.role == "tool":
+        return "user", [_tool_part(c.message) for c in choices if c.message.role == "tool"]
+    if choices:
+        message = choices[0].message
+        return "user" if message.role == "user" else "model", _message_parts(message)
+    return "model", []
+
+
 def _rebuilt(event: Event) -> dict[str, Any]:
     """The JSON (as pydantic dumps it, without nulls) of the ADK event a stored event gives
     back: ids, author, branch, time, state delta and the content its message carries."""
-    choices = event.response.choices or [] if event.response else []
-    role, parts = "model", []
-    if choices and choices[0].message.role == "tool":
-        role = "user"
-        parts = [_tool_part(c.message) for c in choices if c.message.role == "tool"]
-    elif choices:
-        message = choices[0].message
-        role = "user" if message.role == "user" else "model"
-        parts = _message_parts(message)
+    role, parts = _content(event)
     fields = dict(_EVENT_DEFAULTS)
     fields["id"] = event.id
     fields["invocation_id"] = event.invocation_id
@@ -286,6 +296,43 @@ def _rebuilt(event: Event) -> dict[str, Any]:
     return fields
 
 
+def _direct(event: Event) -> AdkEvent | None:
+    """The ADK event of :func:`_rebuilt` built without the JSON of the event around it (what
+    validating that JSON gives; the stored event is a decoded one, its values of their
+    declared types); None when a class is not one :func:`make` builds."""
+    values = convert(AdkEvent, _EVENT_DEFAULTS)
+    if values is None:
+        return None
+    role, parts = _content(event)
+    values["id"] = event.id
+    values["invocation_id"] = event.invocation_id
+    values["author"] = event.author or ("user" if role == "user" else "")
+    values["timestamp"] = seconds_from_ns(event.timestamp.unix_ns)
+    if event.branch:
+        values["branch"] = event.branch
+    if parts:
+        built = [_part(p) for p in parts]
+        if None in built:
+            return None
+        values["content"] = make(types.Content, {"parts": built, "role": role})
+    actions = _actions_defaults()
+    actions["state_delta"] = decode_json_state(event.state_delta or {})
+    if event.actions is not None and event.actions.skip_summarization:
+        actions["skip_summarization"] = True
+    values["actions"] = make(AdkActions, actions)
+    if values["actions"] is None or values.get("content", True) is None:
+        return None
+    if event.long_running_tool_ids:
+        values["long_running_tool_ids"] = set(event.long_running_tool_ids)
+    return make(AdkEvent, values)
+
+
+def _part(part: dict[str, Any]) -> types.Part | None:
+    """A content part of its JSON; text parts hold only ``str`` and ``bool`` values, which
+    need no converting."""
+    return make(types.Part, part) if "text" in part else construct(types.Part, part)
+
+
 #: What ADK writes for the fields a stored event does not set (taken from ADK itself, so a
 #: newer ADK's defaults are followed).
 _EVENT_DEFAULTS: dict[str, Any] = {
@@ -294,6 +341,16 @@ _EVENT_DEFAULTS: dict[str, Any] = {
     if k not in ("id", "timestamp", "invocation_id", "author", "actions")
 }
 _ACTIONS_DEFAULTS: dict[str, Any] = AdkActions().model_dump(mode="json", exclude_none=True)
+
+
+def _actions_defaults() -> dict[str, Any]:
+    """The field values of :data:`_ACTIONS_DEFAULTS`, fresh (empty maps made directly)."""
+    if _EMPTY_ACTIONS_DEFAULTS:
+        return {k: {} for k in _ACTIONS_DEFAULTS}
+    return convert(AdkActions, _ACTIONS_DEFAULTS) or {}
+
+
+_EMPTY_ACTIONS_DEFAULTS = all(v == {} for v in _ACTIONS_DEFAULTS.values())
 
 
 def session_seconds(value: GoTime) -> float:

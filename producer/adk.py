@@ -79,6 +79,7 @@ from sessionstreams.producer._interop import (
     LoopServices,
     PendingWrites,
     decode_json_state,
+    decode_json_value,
     gotime_from_seconds,
     seconds_from_ns,
 )
@@ -426,8 +427,8 @@ def _adk_session(stored: Session, events: list[AdkEvent]) -> AdkSession:
         "id": stored.id,
         "app_name": stored.app_name,
         "user_id": stored.user_id,
-        "state": {k: v for k, v in decode_json_state(stored.state).items()
-                  if not k.startswith(TEMP_PREFIX)},
+        "state": {k: decode_json_value(v) for k, v in stored.state.items()
+                  if not k.startswith(TEMP_PREFIX)} if stored.state else {},
         "events": events,
         "last_update_time": session_seconds(stored.updated_at),
     }

@@ -17,10 +17,21 @@ from google.genai import types
 from test_adk_storage import PLAIN, RICH, _through_storage
 
 from sessionstreams.common.gotime import GoTime
-from sessionstreams.common.models import Event, Session
+from sessionstreams.common.models import (
+    Choice,
+    ContentPart,
+    Event,
+    EventActions,
+    FunctionDef,
+    Message,
+    Response,
+    Session,
+    ToolCall,
+)
 from sessionstreams.producer._adk_construct import construct
 from sessionstreams.producer._adk_events import (
     ADK_PATCH,
+    _direct,
     _rebuilt,
     from_store_event,
     to_store_event,
@@ -60,10 +71,31 @@ def _validated(stored: Event) -> AdkEvent:
     return AdkEvent.model_validate_json(msgspec.json.encode(fields))
 
 
+def _go_event(*messages: Message, **kwargs: Any) -> Event:
+    """An event as a Go service writes it: a response with one choice per message."""
+    choices = [Choice(index=i, message=m) for i, m in enumerate(messages)]
+    return Event(response=Response(object="chat.completion", choices=choices, done=True),
+                 invocation_id="go-3", author="agent", **kwargs)
+
+
 GO_WRITTEN = {
     "go user message": Event.message("user", "hi from Go", invocation_id="go-1",
                                      state_delta={"raw": b"not json", "n": b"2"}),
     "go assistant message": Event.message("assistant", "hello", invocation_id="go-2"),
+    "go reasoning, parts and tool calls": _go_event(
+        Message(role="assistant", content="calling", reasoning_content="think first",
+                content_parts=[ContentPart(type="text", text="more"),
+                               ContentPart(type="text", text="")],
+                tool_calls=[ToolCall(type="function", id="t1", function=FunctionDef(
+                    name="f", arguments='{"city": "Zurich", "n": [1, 2.5]}')),
+                            ToolCall(type="function", function=FunctionDef(
+                                name="g", arguments="not json"))]),
+        branch="root.sub", long_running_tool_ids={"t1"},
+        actions=EventActions(skip_summarization=True)),
+    "go tool responses": _go_event(
+        Message(role="tool", content='{"temp": 21}', tool_id="t1", tool_name="f"),
+        Message(role="tool", content="plain text", tool_name="g")),
+    "go empty response": Event(invocation_id="go-4", author=""),
 }
 
 
@@ -88,6 +120,9 @@ def test_plain_events_are_built_without_validation() -> None:
         fields = _rebuilt(stored)
         fields.update(msgspec.json.decode((stored.extensions or {}).get(ADK_PATCH) or b"{}"))
         assert construct(AdkEvent, fields) is not None
+    for stored in [*(_through_storage(to_store_event(e)) for e in PLAIN.values()),
+                   *(_through_storage(e) for e in GO_WRITTEN.values())]:
+        assert _direct(stored) is not None
 
 
 @pytest.mark.parametrize("fields", [
