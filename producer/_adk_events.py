@@ -273,17 +273,24 @@ def _content(event: Event) -> tuple[str, list[dict[str, Any]]]:
     return "model", []
 
 
+def _head(event: Event, into: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """Set in ``into`` the fields an ADK event takes from the stored one (ids, author, time,
+    branch); return the role and the JSON parts of its content."""
+    role, parts = _content(event)
+    into["id"] = event.id
+    into["invocation_id"] = event.invocation_id
+    into["author"] = event.author or ("user" if role == "user" else "")
+    into["timestamp"] = seconds_from_ns(event.timestamp.unix_ns)
+    if event.branch:
+        into["branch"] = event.branch
+    return role, parts
+
+
 def _rebuilt(event: Event) -> dict[str, Any]:
     """The JSON (as pydantic dumps it, without nulls) of the ADK event a stored event gives
     back: ids, author, branch, time, state delta and the content its message carries."""
-    role, parts = _content(event)
     fields = dict(_EVENT_DEFAULTS)
-    fields["id"] = event.id
-    fields["invocation_id"] = event.invocation_id
-    fields["author"] = event.author or ("user" if role == "user" else "")
-    fields["timestamp"] = seconds_from_ns(event.timestamp.unix_ns)
-    if event.branch:
-        fields["branch"] = event.branch
+    role, parts = _head(event, fields)
     if parts:
         fields["content"] = {"parts": parts, "role": role}
     actions = dict(_ACTIONS_DEFAULTS)
@@ -303,13 +310,7 @@ def _direct(event: Event) -> AdkEvent | None:
     values = convert(AdkEvent, _EVENT_DEFAULTS)
     if values is None:
         return None
-    role, parts = _content(event)
-    values["id"] = event.id
-    values["invocation_id"] = event.invocation_id
-    values["author"] = event.author or ("user" if role == "user" else "")
-    values["timestamp"] = seconds_from_ns(event.timestamp.unix_ns)
-    if event.branch:
-        values["branch"] = event.branch
+    role, parts = _head(event, values)
     if parts:
         built = [_part(p) for p in parts]
         if None in built:
