@@ -456,10 +456,12 @@ def _event_from_wire(w: _EventIn, data: bytes | bytearray | memoryview | str) ->
 def _floatify_choices(choices: list[Choice], data: bytes | bytearray | memoryview | str) -> None:
     """Go decodes ``extra_fields`` numbers as float64; do the same after msgspec.
 
-    msgspec reads ``-0`` as the int 0, losing the sign Go keeps, so such documents go to the
-    exact decoder instead.
+    msgspec reads ``-0`` as the int 0, losing the sign Go keeps (in ``extra_fields`` and in the
+    float ``logprob`` fields alike), so such documents go to the exact decoder instead.
     """
     for c in choices:
+        if c.logprobs is not None and _has_negative_zero(data):
+            raise ValueError("-0 in logprobs needs the exact decoder")
         for m in (c.message, c.delta):
             if m.tool_calls:
                 for t in m.tool_calls:

@@ -775,6 +775,23 @@ _events = st.builds(
 )
 
 
+@pytest.mark.parametrize("logprob", [-0.0, 0.0, -0.5])
+def test_a_negative_zero_logprob_keeps_its_sign(logprob: float) -> None:
+    """A logprob written -0 (Go keeps the sign) reads back as -0.0 and writes back the same
+    bytes, alone and in a list of events (msgspec alone would read it as 0)."""
+    from sessionstreams.common import _codec
+
+    token = TokenLogprob(token="t", logprob=logprob,
+                         top_logprobs=[TopLogprob(token="u", logprob=logprob)])
+    event = Event(response=Response(choices=[Choice(logprobs=Logprobs(content=[token]))]))
+    data = event.to_json()
+    for got in (Event.from_json(data), *_codec.decode_events([data], lambda raw, exc: None)):
+        read = got.response.choices[0].logprobs.content[0]
+        assert math.copysign(1.0, read.logprob) == math.copysign(1.0, logprob)
+        assert math.copysign(1.0, read.top_logprobs[0].logprob) == math.copysign(1.0, logprob)
+        assert got.to_json() == data
+
+
 @settings(max_examples=150, deadline=None, database=None)
 @given(_events)
 def test_any_event_round_trips(event: Event) -> None:
