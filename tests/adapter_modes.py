@@ -21,6 +21,17 @@ from sessionstreams.common.settings import Settings
 from sessionstreams.producer import SessionService
 
 
+def against(*references: str, cluster: bool = False) -> pytest.MarkDecorator:
+    """Run a conformance test (its ``impl`` fixture) on our adapter in both modes (on Cluster
+    too if asked) and on ``references``."""
+    slow = pytest.mark.slow
+    params = [pytest.param("sync", id="sync"), pytest.param("async", id="async", marks=slow)]
+    if cluster:
+        params += [pytest.param(m, id=m, marks=slow) for m in ("sync-cluster", "async-cluster")]
+    params += [pytest.param(r, id=r) for r in references]
+    return pytest.mark.parametrize("impl", params, indirect=True)
+
+
 @dataclass
 class PersistMode:
     """How a test persists: its services all share the test's key prefix."""

@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("google.adk")
 
-from adapter_modes import OurBackend
+from adapter_modes import OurBackend, against
 from google.adk.errors import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError as AdkNotFound
@@ -40,17 +40,6 @@ MEMORY, DATABASE, SQLITE = "adk-memory", "adk-database", "adk-sqlite"
 REFERENCES = (MEMORY, DATABASE, SQLITE)
 SQL = (DATABASE, SQLITE)
 BASE = 1_900_000_000.0  # event timestamps later than any clock reading of these tests
-
-
-def against(*references: str, cluster: bool = False) -> pytest.MarkDecorator:
-    """Run the test on our adapter in both modes (on Cluster too if asked) and on
-    ``references``."""
-    slow = pytest.mark.slow
-    params = [pytest.param("sync", id="sync"), pytest.param("async", id="async", marks=slow)]
-    if cluster:
-        params += [pytest.param(m, id=m, marks=slow) for m in ("sync-cluster", "async-cluster")]
-    params += [pytest.param(r, id=r) for r in references]
-    return pytest.mark.parametrize("impl", params, indirect=True)
 
 
 @dataclass

@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("agents")
 
 import redis.asyncio as aioredis
-from adapter_modes import OurBackend
+from adapter_modes import OurBackend, against
 from agents.extensions.memory import RedisSession
 from agents.memory import SessionSettings, SQLiteSession
 
@@ -31,17 +31,6 @@ from sessionstreams.producer.openai_agents import SessionStreamsSession
 
 SDK_SQLITE, SDK_REDIS = "sdk-sqlite", "sdk-redis"
 REFERENCES = (SDK_SQLITE, SDK_REDIS)
-
-
-def against(*references: str, cluster: bool = False) -> pytest.MarkDecorator:
-    """Run the test on our adapter in both modes (on Cluster too if asked) and on
-    ``references``."""
-    slow = pytest.mark.slow
-    params = [pytest.param("sync", id="sync"), pytest.param("async", id="async", marks=slow)]
-    if cluster:
-        params += [pytest.param(m, id=m, marks=slow) for m in ("sync-cluster", "async-cluster")]
-    params += [pytest.param(r, id=r) for r in references]
-    return pytest.mark.parametrize("impl", params, indirect=True)
 
 
 @dataclass
