@@ -147,14 +147,19 @@ def _to_record(
     return (_LogLine(event_dict),), {"extra": {"_logger": logger, "_name": method}}
 
 
-_LIBRARY_PROCESSORS: list[structlog.typing.Processor] = [
-    structlog.stdlib.filter_by_level,  # first: a line below the level costs nothing more
+#: What every line gets, whoever renders it: call context, trace ids, level, time, no secrets.
+_SHARED_PROCESSORS: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
     add_call_context,
     add_trace_ids,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     redact_secrets,
+]
+
+_LIBRARY_PROCESSORS: list[structlog.typing.Processor] = [
+    structlog.stdlib.filter_by_level,  # first: a line below the level costs nothing more
+    *_SHARED_PROCESSORS,
     _to_record,
 ]
 
@@ -208,14 +213,7 @@ def configure_logging(
     if structlog.is_configured() and not force:
         return
     out = stream if stream is not None else sys.stderr
-    shared: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        add_call_context,
-        add_trace_ids,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_secrets,
-    ]
+    shared = _SHARED_PROCESSORS
     renderer = _renderer(out)
     tracebacks: list[structlog.typing.Processor] = (
         [] if out.isatty() else [structlog.processors.dict_tracebacks]
