@@ -472,3 +472,19 @@ def test_redelivered_events_are_found_as_the_events_list_changes() -> None:
     session.events = [second]  # list replaced
     assert index.redelivered(session, second)
     assert not index.redelivered(session, first)
+
+
+async def test_two_services_appending_at_once_one_is_stale(make_service) -> None:
+    """Two services (as two processes) append at the same instant through session objects of
+    one revision: the check inside the write script lets exactly one through."""
+    first = SessionStreamsSessionService(await make_service(compat_mode=CompatMode.NONE))
+    second = SessionStreamsSessionService(await make_service(compat_mode=CompatMode.NONE))
+    created = await first.create_session(app_name=APP, user_id=USER)
+    one = await first.get_session(app_name=APP, user_id=USER, session_id=created.id)
+    two = await second.get_session(app_name=APP, user_id=USER, session_id=created.id)
+    results = await asyncio.gather(first.append_event(one, text_event("a")),
+                                   second.append_event(two, text_event("b")),
+                                   return_exceptions=True)
+    assert sum(isinstance(r, StaleSessionError) for r in results) == 1
+    stored = await first.get_session(app_name=APP, user_id=USER, session_id=created.id)
+    assert len(stored.events) == 1
