@@ -81,12 +81,18 @@ class RunningRedis:
             self.process.wait(timeout=STOP_TIMEOUT_S)
 
 
+#: The highest port a Cluster node may use: its bus port is 10,000 higher.
+MAX_NODE_PORT = 55535
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port that was free a moment ago on ``host``, low enough for a Cluster node."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port <= MAX_NODE_PORT:
+            return port
 
 
 #: The server binary the tests start, e.g. a ``valkey-server``; default ``redis-server``.
