@@ -22,6 +22,14 @@ from sessionstreams.common.models import (
     decode_summary_map,
     encode_summary_map,
 )
+from sessionstreams.common.quickread import (
+    EXEC,
+    MULTI,
+    WindowCache,
+    has_user_message,
+    pack,
+    run_transaction,
+)
 from sessionstreams.common.scripts import Arg, Scripts
 
 #: TTL of an outcome recorded for a session that does not exist (and has no TTL of its own).
@@ -127,6 +135,8 @@ class HashIdxEngine:
         self.single_node = not isinstance(client, RedisCluster)
         self._append_keys: dict[Key, list[str]] = {}
         self._load_keys: dict[tuple[Key, bool], list[str]] = {}
+        #: Window ids of recent reads and appends (see :mod:`~sessionstreams.common.quickread`).
+        self.windows = WindowCache()
 
     # -- create / delete ----------------------------------------------------------------
     async def create(
@@ -204,11 +214,21 @@ class HashIdxEngine:
         """A pipeline call tuple for :meth:`Scripts.run_pipeline` reading one session.
 
         Flag ``a`` (app state) is only honoured on a single node; see :attr:`single_node`.
+        Flag ``i`` adds the window's ids to the reply (see :meth:`load`).
         """
         with_app = "a" in flags
         if with_app and not self.single_node:
             flags = flags.replace("a", "")
             with_app = False
+        return (
+            "script",
+            "hashidx_load",
+            self._session_keys(key, with_app),
+            [max(limit, 0), "" if after_ns is None else str(after_ns), flags],
+        )
+
+    def _session_keys(self, key: Key, with_app: bool) -> list[str]:
+        """The load script's keys of ``key`` (cached for hot sessions)."""
         keys = self._load_keys.get((key, with_app))
         if keys is None:
             if len(self._load_keys) > 4096:  # a small cache of hot sessions' key names
@@ -225,17 +245,86 @@ class HashIdxEngine:
             if with_app:
                 keys.append(k.app_state(key.app_name))
             self._load_keys[(key, with_app)] = keys
-        return (
-            "script",
-            "hashidx_load",
-            keys,
-            [max(limit, 0), "" if after_ns is None else str(after_ns), flags],
-        )
+        return keys
+
+    async def load(self, key: Key, limit: int, after_ns: int | None, flags: str) -> LoadResult:
+        """One session read as :meth:`load_call` describes, on a single node.
+
+        The newest ``limit`` events without a lower time bound are read, when this engine
+        remembers their ids, by one transaction of plain commands (:meth:`_quick_load`);
+        otherwise by the script, which then returns the ids to remember.
+        """
+        if limit > 0 and after_ns is None:
+            quick = await self._quick_load(key, limit, flags)
+            if quick is not None:
+                return quick
+            flags += "i"
+        _, name, keys, args = self.load_call(key, limit, after_ns, flags)
+        raw = await self.scripts.call(self.client, name, keys, args)
+        loaded = self.parse_load(raw)
+        if "i" in flags:
+            if loaded.meta is None:
+                self.windows.forget(key)
+            else:
+                self.windows.learned(key, limit, raw[7])
+        return loaded
+
+    async def _quick_load(self, key: Key, limit: int, flags: str) -> LoadResult | None:
+        """The script's reply as one ``MULTI``/``EXEC`` of plain commands, when the window's
+        ids are remembered and still current; None: read with the script."""
+        window = self.windows.window_for(key, limit)
+        if window is None:
+            return None
+        ids = window.ids
+        head = window.heads.get(flags)
+        if head is None:
+            head = window.heads[flags] = self._quick_head(key, limit, flags)
+        if ids and not window.tail:
+            window.tail = pack([("HMGET", self.keys.event_data(key), *ids)])
+        packed, count = head
+        reply = await run_transaction(self.client, MULTI + packed + window.tail + EXEC,
+                                      count + (1 if ids else 0))
+        if reply is None:  # refused or failed: the script answers, later reads back off
+            self.windows.missed(key)
+            return None
+        replies = iter(reply)
+        meta = next(replies)
+        summary = next(replies) if "s" in flags else None
+        ustate = next(replies) if "u" in flags else []
+        names = next(replies) if "t" in flags else []
+        astate = next(replies) if "a" in flags else []
+        current = next(replies)
+        values = next(replies) if ids else []
+        if meta is None:
+            self.windows.forget(key)
+            return LoadResult(None, None, {}, [], [], None, {})
+        if tuple(current) != ids:
+            self.windows.missed(key)
+            return None
+        events = [v for v in values if v is not None]
+        if events and "x" not in flags and not has_user_message(events):
+            return None  # the script looks up the newest earlier user message
+        self.windows.hit(key)
+        return LoadResult(meta=meta, summary=summary, user_state=_pairs_to_dict(ustate),
+                          track_names=[n.decode("utf-8", "replace") for n in names],
+                          events=events, prepend=None, app_state=_pairs_to_dict(astate))
+
+    def _quick_head(self, key: Key, limit: int, flags: str) -> tuple[bytes, int]:
+        """The packed reads of :meth:`_quick_load` before the ``HMGET``, and their count."""
+        meta_key, _, idx_key, summary_key, ustate_key, names_key, *app = \
+            self._session_keys(key, "a" in flags)
+        wanted: list[tuple[Any, ...]] = [("GET", meta_key)]
+        for flag, command in (("s", ("GET", summary_key)), ("u", ("HGETALL", ustate_key)),
+                              ("t", ("SMEMBERS", names_key)), ("a", ("HGETALL", *app))):
+            if flag in flags:
+                wanted.append(command)
+        wanted.append(("ZRANGE", idx_key, -limit, -1))
+        return pack(wanted), len(wanted)
 
     @staticmethod
     def parse_load(raw: Sequence[Any]) -> LoadResult:
         """Turn a hashidx_load reply into a LoadResult."""
-        meta, summary, ustate, names, events, prepend, astate = raw
+        meta, summary, ustate, names, events, prepend, astate = raw[:7]
         return LoadResult(
             meta=meta or None,
             summary=summary or None,
@@ -416,7 +505,12 @@ class HashIdxEngine:
             return [problem] * len(entries)
         _, name, keys, args = self.append_call(key, entries, **opts)
         result = await self.scripts.call(self.client, name, keys, args)
-        return await self.finish_append(key, entries, [_status(s) for s in result], **opts)
+        statuses = [_status(s) for s in result]
+        self.windows.appended(
+            key, [e.event_id for e, status in zip(entries, statuses, strict=True)
+                  if status == "applied" and e.event_json],
+            keep=opts["storage_limit"])
+        return await self.finish_append(key, entries, statuses, **opts)
 
     async def hash_problem(self, hash_keys: Sequence[str]) -> str | None:
         """None when each key is missing or a HASH, else an ``invalid:`` status naming it."""

@@ -4,10 +4,11 @@
 -- key of another slot may be read; on Cluster the caller pipelines HGETALL beside the script)
 -- ARGV[1] limit (0 = every event)  ARGV[2] lowest timestamp ns ('' = none)
 -- ARGV[3] flags: 'e' events, 's' summary, 'u' user state, 't' track names, 'a' app state,
---          'x' exact window (no earlier user message looked up)
+--          'x' exact window (no earlier user message looked up), 'i' the window's ids too
 -- Returns {meta|false, summary|false, {user state field, value, ...}, {track names},
 --          {event JSON of the window, oldest first}, newest earlier user message JSON|false,
---          {app state field, value, ...}}.
+--          {app state field, value, ...}, {the window's ids, oldest first (flag 'i')}}
+-- (only the first seven when the meta is missing).
 -- The window is the newest `limit` events at or after the timestamp. When no event of the
 -- window looks like a user message, the newest earlier user message is returned beside it
 -- (the reference filtering prepends it). Reads only; never touches a TTL.
@@ -24,6 +25,7 @@ local function want(f)
 end
 
 local summary, ustate, names, events, prepend, astate = false, {}, {}, {}, false, {}
+local window_ids = {}
 if want('a') then
   astate = redis.call('HGETALL', KEYS[7])
 end
@@ -54,6 +56,9 @@ if want('e') then
   else
     ids = redis.call('ZRANGE', KEYS[3], 0, -1)
   end
+  if want('i') then
+    window_ids = ids
+  end
   local has_user = false
   if #ids > 0 then
     local vals = redis.call('HMGET', KEYS[2], unpack(ids))
@@ -73,4 +78,4 @@ if want('e') then
     prepend = json or false
   end
 end
-return {meta, summary, ustate, names, events, prepend, astate}
+return {meta, summary, ustate, names, events, prepend, astate, window_ids}

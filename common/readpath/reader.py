@@ -216,7 +216,11 @@ class SessionReader:
         self, key: Key, limit: int, after: GoTime | None
     ) -> list[bytes] | None:
         """One script reading the meta's existence and the event window (HashIdx)."""
-        call = self.store.hashidx.load_call(key, limit, _ns(after), "ex")
+        engine = self.store.hashidx
+        if engine.single_node:
+            loaded = await engine.load(key, limit, _ns(after), "ex")
+            return loaded.events if loaded.meta is not None else None
+        call = engine.load_call(key, limit, _ns(after), "ex")
         raw = await self.store.scripts.call(self.store.client, *call[1:])
         return list(raw[4]) if raw[0] else None
 
@@ -224,9 +228,10 @@ class SessionReader:
         self, key: Key, limit: int, after: GoTime | None, exact: bool
     ) -> LoadResult:
         engine = self.store.hashidx
-        call = engine.load_call(key, limit, _ns(after), "estuax" if exact else "estua")
+        flags = "estuax" if exact else "estua"
         if engine.single_node:
-            return engine.parse_load(await self.store.scripts.call(self.store.client, *call[1:]))
+            return await engine.load(key, limit, _ns(after), flags)
+        call = engine.load_call(key, limit, _ns(after), flags)
         app_call = ("cmd", "HGETALL", self.keys.app_state(key.app_name))
         raw_load, raw_app = await self._pipeline([call, app_call])
         loaded = engine.parse_load(raw_load)
