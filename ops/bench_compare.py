@@ -21,8 +21,9 @@ the session grows, and a row it could not finish is marked partial with the size
 Peers: sessionstreams (sync mode, natively and through both adapters; async mode natively, with
 worker processes started for it), ADK's InMemory, Database (sqlite) and Redis session services,
 and the Agents SDK's RedisSession (``pip install sessionstreams[bench]``). Beside the native
-reads runs the physical limit of a read: one round trip of the same load script plus msgspec
-decoding of the bytes it returns, without building a session. In async mode an append is timed
+reads runs the physical limit of a read: one round trip of the same read (the transaction of a
+remembered window, else the load script) plus msgspec decoding of the bytes it returns, without
+building a session. In async mode an append is timed
 as the producer sees it (its stream write); after each append phase the backlog the workers
 have left is recorded and drained before the reads. Writes a markdown table and a PNG plot.
 
@@ -188,8 +189,8 @@ class Workload:
 
     async def _server_time(self, call: Callable[[], Awaitable[object]]) -> float | None:
         """Redis server µs per ``call`` (INFO commandstats over 100 calls alone): the time of
-        the scripts it runs when it runs any (their inner commands are inside it), else of
-        every command. None when the store sent Redis nothing."""
+        the scripts and transactions it runs when it runs any (their inner commands are
+        inside them), else of every command. None when the store sent Redis nothing."""
         if not self.peer.url.startswith("redis"):
             return None
         client = aioredis.Redis.from_url(self.peer.url)
@@ -202,7 +203,8 @@ class Workload:
             await client.aclose()
         usec = {name.removeprefix("cmdstat_"): float(v["usec"]) for name, v in stats.items()
                 if not name.startswith(("cmdstat_config", "cmdstat_info"))}
-        scripts = [t for name, t in usec.items() if name in ("evalsha", "eval", "fcall")]
+        scripts = [t for name, t in usec.items()
+                   if name in ("evalsha", "eval", "fcall", "multi", "exec")]
         total = sum(scripts) if scripts else sum(usec.values())
         return round(total / 100, 1) if usec else None
 

@@ -168,14 +168,13 @@ class NativePeer(Peer):
         return peer
 
     async def physical_limit_get(self, handle: Any, n: int) -> int:
-        """The floor of ``get_last``: one round trip of the load script ``get_session``
-        sends, and msgspec decoding of the bytes it returns (the events into typed structs,
-        the meta untyped), without building a session."""
-        store = self.svc.store
-        _, name, keys, args = store.hashidx.load_call(handle.key, n, None, "estua")
-        reply = await store.scripts.call(store.client, name, keys, args)
-        msgspec.json.decode(reply[0])
-        return len([_decode_event_in(raw) for raw in reply[4]])
+        """The floor of ``get_last``: one round trip of the read ``get_session`` sends (the
+        transaction of a remembered window, else the load script) and msgspec decoding of
+        the bytes it returns (the events into typed structs, the meta untyped), without
+        building a session."""
+        loaded = await self.svc.store.hashidx.load(handle.key, n, None, "estua")
+        msgspec.json.decode(loaded.meta or b"null")
+        return len([_decode_event_in(raw) for raw in loaded.events])
 
     async def new_session(self, user: str, sid: str) -> Any:
         return await self.svc.create_session(Key(APP, user, sid))

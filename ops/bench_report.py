@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 OPS = ["append_1k", "get20_1k", "append_10k", "get20_10k", "create", "list_user", "list_1k"]
-#: The entry of the physical limit of a read (one load script round trip + msgspec decoding).
-LIMIT_NAME = "physical limit: load script + msgspec decode"
+#: The entry of the physical limit of a read (get_session's one round trip + msgspec decoding).
+LIMIT_NAME = "physical limit: one read + msgspec decode"
 NATIVE = "sessionstreams sync"
 ADK_ADAPTER = "sessionstreams ADK adapter"
 AGENTS_ADAPTER = "sessionstreams Agents adapter"
@@ -207,13 +207,15 @@ def _notes(result: dict[str, Any]) -> list[str]:
     if server:
         lines.append(
             "Redis server time per read of the last 20 events (INFO commandstats over 100 "
-            "reads alone; for a store that runs a script, the script's time, its inner "
-            "commands included; with workers running, their polls count too): "
+            "reads alone; for a store that runs a script or a MULTI/EXEC transaction, their "
+            "time, the commands inside them included; with workers running, their polls count "
+            "too): "
             + "; ".join(server) + ".")
     lines.append(
-        f"{LIMIT_NAME}: the load script `get_session` sends, run once on the same session, "
-        "and msgspec decoding of its reply (events into typed structs, the meta untyped), "
-        "sampled interleaved with the native reads; no session is built.")
+        f"{LIMIT_NAME}: the read `get_session` sends (one MULTI/EXEC of plain commands for a "
+        "window whose event ids the service remembers, else the load script), run once on "
+        "the same session, and msgspec decoding of its reply (events into typed structs, the "
+        "meta untyped), sampled interleaved with the native reads; no session is built.")
     lines.append("Memory: Redis `MEMORY USAGE` of the session's keys (request record included) "
                  "after the first appends, per stored event; ADK Database: the sqlite file; "
                  "ADK InMemory: the Python heap's growth over as many appends (tracemalloc).")

@@ -38,7 +38,7 @@ def test_bench_compare_smoke(tmp_path: Path) -> None:
                   "list 1 user's 5 of 50 sessions", "list 1 user's 50 sessions (meta)",
                   "Redis memory per stored event"):
         assert label in table
-    assert "| physical limit: load script + msgspec decode |" in table
+    assert "| physical limit: one read + msgspec decode |" in table
     assert "not measured" not in table  # every target has its figures
     assert "—" not in table  # no peer skipped
     assert "sessionstreams async: appends timed as the producer sees them" in table

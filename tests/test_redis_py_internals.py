@@ -65,6 +65,17 @@ def test_pool_and_connection_internals_used_by_quick_writes() -> None:
     assert "asyncio.wait_for" in source
 
 
+def test_connection_calls_used_by_transaction_reads() -> None:
+    """common.quickread takes a connection from the pool without arguments, and closes one
+    whose replies it did not all read with ``disconnect(nowait=True)``."""
+    for pool_class in (ConnectionPool, SentinelConnectionPool):
+        get = inspect.signature(pool_class.get_connection).parameters
+        assert all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                   for name, p in get.items() if name != "self")
+    assert "nowait" in inspect.signature(Connection.disconnect).parameters
+    assert "disable_decoding" in inspect.signature(Connection.read_response).parameters
+
+
 @pytest.mark.parametrize("args", [
     ("EVALSHA", "ab" * 20, 3, "k1", b"k2", "k\u00e9", 0, -17, b"\x00\xff", "", b""),
     ("HSET", "h", "f", "v" * 5000),
