@@ -29,7 +29,7 @@ from redis import exceptions as rx
 from sessionstreams.common.models import Key
 
 #: Sessions whose window ids are remembered (per engine); the oldest half is dropped beyond.
-MAX_WINDOWS = 4096
+MAX_WINDOWS = 1024
 #: Reads at most that go straight to the script after repeated misses.
 MAX_SKIP = 32
 #: What a failed transaction falls back from (the script path then retries or raises).

@@ -3,6 +3,7 @@ always the session the load script returns, on every change another client can m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import uuid
@@ -280,3 +281,48 @@ async def test_streamed_appends_extend_the_window_the_next_read_checks(
     finally:
         await quick.close()
         await plain.close()
+
+
+@EVERY_TOPOLOGY
+async def test_reads_concurrent_with_appends_return_whole_windows(make_service) -> None:
+    """Reads racing appends of one session (by another service, then by this one) each return
+    a run of consecutive stored events, as many as the window holds: never a mix of two
+    windows."""
+    quick, plain = await _pair(make_service)
+    session = await quick.create_session(Key("app", "u", "race"))
+    theirs = await plain.get_session(session.key)
+    reads: list[Session | None] = []
+
+    appended = asyncio.Event()
+
+    async def append() -> None:
+        for svc, target in ((plain, theirs), (quick, session)):
+            for i in range(25):
+                await svc.append_event(target, Event.message("user", f"m{i}"))
+        appended.set()
+
+    async def read() -> None:
+        while not appended.is_set():
+            got = await quick.get_session(session.key, num_events=6, exact_window=True)
+            reads.append(got)
+
+    await asyncio.gather(append(), read(), read())
+    windows = quick.store.hashidx.windows
+    for _ in range(40):  # past any back-off left by the misses of the race
+        reads.append(await quick.get_session(session.key, num_events=6, exact_window=True))
+        if windows.hits:
+            break
+    final = await plain.get_session(session.key, num_events=0, exact_window=True)
+    assert final is not None
+    order = [e.id for e in final.events]
+    assert len(order) == 50
+    for got in reads:
+        assert got is not None
+        ids = [e.id for e in got.events]
+        if not ids:
+            continue
+        start = order.index(ids[0])
+        assert ids == order[start:start + len(ids)]
+        assert len(ids) == min(6, start + len(ids))
+    assert len(reads) > 20
+    assert (windows.hits > 0) == _single_node(quick)
