@@ -20,6 +20,8 @@ windows without a lower time bound; everything else takes the script.
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +35,7 @@ MAX_WINDOWS = 1024
 #: Reads at most that go straight to the script after repeated misses.
 MAX_SKIP = 32
 #: What a failed transaction falls back from (the script path then retries or raises).
-_FALLBACK_ERRORS = (rx.ConnectionError, rx.TimeoutError, rx.ResponseError)
+_FALLBACK_ERRORS = (rx.ConnectionError, rx.TimeoutError, rx.ResponseError, TimeoutError)
 
 _USER = b'"role":"user"'
 
@@ -152,9 +154,12 @@ async def run_transaction(client: Any, packed: bytes, count: int) -> list[Any] |
         return None
     try:
         await conn.send_packed_command(packed)
-        for _ in range(count + 1):  # MULTI's OK, then QUEUED per command
-            await conn.read_response()
-        reply = await conn.read_response()
+        # One deadline for every reply instead of one per reply (``math.inf`` turns redis-py's
+        # per-read timeout off; the replies after the first are already buffered).
+        async with asyncio.timeout(conn.socket_timeout):
+            for _ in range(count + 1):  # MULTI's OK, then QUEUED per command
+                await conn.read_response(timeout=math.inf)
+            reply = await conn.read_response(timeout=math.inf)
     except BaseException as exc:
         await conn.disconnect(nowait=True)
         if isinstance(exc, _FALLBACK_ERRORS):

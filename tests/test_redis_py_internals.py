@@ -66,14 +66,15 @@ def test_pool_and_connection_internals_used_by_quick_writes() -> None:
 
 
 def test_connection_calls_used_by_transaction_reads() -> None:
-    """common.quickread takes a connection from the pool without arguments, and closes one
-    whose replies it did not all read with ``disconnect(nowait=True)``."""
+    """common.quickread takes a connection from the pool without arguments, reads replies
+    with ``read_response(timeout=math.inf)`` under one deadline of its own, and closes a
+    connection whose replies it did not all read with ``disconnect(nowait=True)``."""
     for pool_class in (ConnectionPool, SentinelConnectionPool):
         get = inspect.signature(pool_class.get_connection).parameters
         assert all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
                    for name, p in get.items() if name != "self")
     assert "nowait" in inspect.signature(Connection.disconnect).parameters
-    assert "disable_decoding" in inspect.signature(Connection.read_response).parameters
+    assert "timeout" in inspect.signature(Connection.read_response).parameters
 
 
 @pytest.mark.parametrize("args", [
