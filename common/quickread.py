@@ -32,6 +32,8 @@ from sessionstreams.common.models import Key
 
 #: Sessions whose window ids are remembered (per engine); the oldest half is dropped beyond.
 MAX_WINDOWS = 1024
+#: Largest window remembered (events): a window holds its ids twice (as ids and packed).
+MAX_WINDOW_EVENTS = 100
 #: Reads at most that go straight to the script after repeated misses.
 MAX_SKIP = 32
 #: What a failed transaction falls back from (the script path then retries or raises).
@@ -87,7 +89,7 @@ class WindowCache:
     def learned(self, key: Key, limit: int, ids: Sequence[bytes]) -> None:
         """Remember the ids a script read of ``key``'s newest ``limit`` events returned
         (nothing with a capacity of 0)."""
-        if self.capacity <= 0:
+        if self.capacity <= 0 or limit > MAX_WINDOW_EVENTS:
             return
         window = self._windows.get(key)
         if window is not None and window.limit == limit:

@@ -53,6 +53,8 @@ async def _p50s(get: Callable[[], Awaitable[None]], bare: Callable[[], Awaitable
 class _ReplayConnection:
     """A pooled connection answering every transaction with the replies recorded once."""
 
+    socket_timeout = 5.0
+
     def __init__(self, replies: list[Any]) -> None:
         self.replies = replies
         self.at = 0

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from sessionstreams.common.errors import SessionStoreError
 from sessionstreams.common.models import Event, Key, Session, TrackEvent
-from sessionstreams.common.quickread import WindowCache
+from sessionstreams.common.quickread import MAX_WINDOW_EVENTS, WindowCache
 from sessionstreams.common.settings import CompatMode
 from sessionstreams.producer import SessionService
 
@@ -326,3 +326,20 @@ async def test_reads_concurrent_with_appends_return_whole_windows(make_service) 
         assert len(ids) == min(6, start + len(ids))
     assert len(reads) > 20
     assert (windows.hits > 0) == _single_node(quick)
+
+
+async def test_windows_above_the_largest_remembered_are_read_with_the_script(
+    make_service,
+) -> None:
+    """A window of more than MAX_WINDOW_EVENTS events is not remembered (its ids would cost
+    memory per session): it is read with the script, and equal to it."""
+    quick, plain = await _pair(make_service)
+    session = await quick.create_session(Key("app", "u", "wide"))
+    events = [Event.message("user", f"m{i}") for i in range(MAX_WINDOW_EVENTS + 5)]
+    await quick.append_events(session, events)
+    for num in (MAX_WINDOW_EVENTS + 1, MAX_WINDOW_EVENTS):
+        for _ in range(2):
+            await _both(quick, plain, session.key, num)
+    windows = quick.store.hashidx.windows
+    assert len(windows) == 1
+    assert windows.hits == 1
