@@ -170,10 +170,10 @@ local function record_new(rid, code)
   return true
 end
 
--- A score at or after the entry's timestamp that no member holds yet (see ss_free_score), as
--- text. The timestamp's own text (a decimal integer) goes to Redis as it came: Redis reads it
--- to the same double as tonumber, so only a taken score needs formatting. The first stored
--- entry's first count was taken above.
+-- A score at or after the entry's timestamp that no member holds yet, so members with equal
+-- timestamps keep their append order, as text. The timestamp's own text (a decimal integer)
+-- goes to Redis as it came: Redis reads it to the same double as tonumber, so only a taken
+-- score needs formatting. The first stored entry's first count was taken above.
 local function free_score(e)
   local text, s = e.ts, nil
   local count = e.count or nil
