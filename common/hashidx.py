@@ -86,8 +86,9 @@ def _append_key_count(entries: Sequence[AppendEntry], ttl_ms: int, storage_limit
     only with a TTL); the others are left off, each a string less for Lua to take in."""
     if ttl_ms > 0:
         return 8
-    if any(entry.user_pairs for entry in entries):
-        return 6
+    for entry in entries:
+        if entry.user_pairs:
+            return 6
     return 5 if storage_limit > 0 else 4
 
 
@@ -423,6 +424,9 @@ class HashIdxEngine:
         ``opts``: ``ttl_ms``, ``storage_limit``, ``user_state_ttl_ms``, ``incarnation``
         (see :meth:`append_call`).
         """
+        if self.other_slot_user_state(key) is None:  # no other slot to check or write
+            _, name, keys, args = self.append_call(key, entries, **opts)
+            return [_status(s) for s in await self.scripts.call(self.client, name, keys, args)]
         problem = await self.prepare_append(key, entries)
         if problem is not None:
             return [problem] * len(entries)
