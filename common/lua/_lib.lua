@@ -50,9 +50,11 @@ local function ss_record_cap(akey)
   redis.call('ZREMRANGEBYRANK', akey, 0, -(SS_RECORD_CAP + 1))
 end
 
-local function ss_pexpire(key, ttl_ms)
+-- Numbers passed to redis.call are formatted ('%.17g') on every call; a caller that holds a
+-- TTL's text (an ARGV) passes it as ttl_text, the same command with that work spared.
+local function ss_pexpire(key, ttl_ms, ttl_text)
   if ttl_ms > 0 then
-    redis.call('PEXPIRE', key, ttl_ms)
+    redis.call('PEXPIRE', key, ttl_text or ttl_ms)
   end
 end
 
@@ -60,12 +62,13 @@ end
 -- session's TTL, else SS_KEEP_MS (7 days) after our last write to them. So none outlives its
 -- session by more than that bound, whoever deletes the session (a Go service leaves ours).
 local SS_KEEP_MS = 604800000
+local SS_KEEP_TEXT = '604800000'  -- SS_KEEP_MS as command text
 
-local function ss_keep(key, ttl_ms)
+local function ss_keep(key, ttl_ms, ttl_text)
   if ttl_ms > 0 then
-    redis.call('PEXPIRE', key, ttl_ms)
+    redis.call('PEXPIRE', key, ttl_text or ttl_ms)
   else
-    redis.call('PEXPIRE', key, SS_KEEP_MS)
+    redis.call('PEXPIRE', key, SS_KEEP_TEXT)
   end
 end
 

@@ -19,7 +19,7 @@
 
 local meta_key, data_key, idx_key, applied_key, info_key, ustate_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local ttl_ms = tonumber(ARGV[1])
+local ttl_ms, ttl_text = tonumber(ARGV[1]), ARGV[1]  -- the text goes to commands as it came
 local limit = tonumber(ARGV[2])
 local incarnation = ARGV[3]
 local ustate_ttl_ms = tonumber(ARGV[4])
@@ -91,7 +91,7 @@ else
     return all(bad)
   end
 end
-local top = redis.pcall('ZREVRANGE', applied_key, 0, 0, 'WITHSCORES')
+local top = redis.pcall('ZREVRANGE', applied_key, '0', '0', 'WITHSCORES')
 if top['err'] then
   return refused(applied_key, 'zset', top)
 end
@@ -122,7 +122,7 @@ local function drop_all(code)
       out[i] = code
     end
   end
-  ss_pexpire(applied_key, gone_ttl_ms)
+  ss_pexpire(applied_key, gone_ttl_ms, ARGV[5])
   ss_record_cap(applied_key)
   return out
 end
@@ -215,7 +215,7 @@ for i, e in ipairs(entries) do
     end
     if #e.pairs > 0 then
       redis.call('HSET', ustate_key, unpack(e.pairs))
-      ss_pexpire(ustate_key, ustate_ttl_ms)
+      ss_pexpire(ustate_key, ustate_ttl_ms, ARGV[4])
     end
     if e.at ~= '' and ss_time_after(e.at, meta['updatedAt']) then
       meta['updatedAt'] = e.at
@@ -227,12 +227,12 @@ end
 
 if dirty then
   if ttl_ms > 0 then
-    redis.call('SET', meta_key, cjson.encode(meta), 'PX', ttl_ms)
+    redis.call('SET', meta_key, cjson.encode(meta), 'PX', ttl_text)
   else
     redis.call('SET', meta_key, cjson.encode(meta), 'KEEPTTL')
   end
 else
-  ss_pexpire(meta_key, ttl_ms)
+  ss_pexpire(meta_key, ttl_ms, ttl_text)
 end
 
 -- Bound storage: drop the oldest events beyond the limit, but keep the newest user message
@@ -268,16 +268,16 @@ if stored and limit > 0 then
 end
 
 if ttl_ms > 0 then
-  redis.call('PEXPIRE', data_key, ttl_ms)
-  redis.call('PEXPIRE', idx_key, ttl_ms)
-  redis.call('PEXPIRE', KEYS[7], ttl_ms)
+  redis.call('PEXPIRE', data_key, ttl_text)
+  redis.call('PEXPIRE', idx_key, ttl_text)
+  redis.call('PEXPIRE', KEYS[7], ttl_text)
 end
 -- Our keys: the record is written by every call; the info hash only with bounded storage;
 -- the summary-run record follows the session TTL here and gets its own bound when written.
-ss_keep(applied_key, ttl_ms)
+ss_keep(applied_key, ttl_ms, ttl_text)
 if limit > 0 or ttl_ms > 0 then
-  ss_keep(info_key, ttl_ms)
+  ss_keep(info_key, ttl_ms, ttl_text)
 end
-ss_pexpire(KEYS[8], ttl_ms)
+ss_pexpire(KEYS[8], ttl_ms, ttl_text)
 ss_record_cap(applied_key)
 return out
