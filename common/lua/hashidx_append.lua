@@ -8,6 +8,7 @@
 -- ARGV[3] incarnation ('' = not checked)   ARGV[4] user-state ttl ms   ARGV[5] ttl ms for an
 -- outcome recorded on a missing session   ARGV[6] refuse every entry ('stale', nothing written
 -- or recorded) when the stored updatedAt is after this time ('' = no check)
+-- (TTLs and timestamps are decimal integers: their text goes to commands as it came.)
 -- ARGV[7] number of entries, then per entry:
 --   rid, event id, event JSON ('' = not stored), timestamp ns, flags ('u' = user message, 'a' = app state
 --   written after this script: recorded as held),
@@ -19,7 +20,7 @@
 
 local meta_key, data_key, idx_key, applied_key, info_key, ustate_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local ttl_ms, ttl_text = tonumber(ARGV[1]), ARGV[1]  -- the text goes to commands as it came
+local ttl_ms, ttl_text = tonumber(ARGV[1]), ARGV[1]
 local limit = tonumber(ARGV[2])
 local incarnation = ARGV[3]
 local ustate_ttl_ms = tonumber(ARGV[4])
