@@ -1,10 +1,12 @@
 """What the HashIdx append script stores, byte for byte, over a fixed sequence of appends.
 
-``append_snapshot.json`` holds the statuses and every stored key (value, order of the fields
-of a small hash, scores as Redis prints them, TTL in seconds) that the sequence below produced
-when the file was recorded. Any change to the script that alters a stored byte, a TTL or a
-status fails here. Record again only for a deliberate change of the stored data:
-``SESSIONSTREAMS_RECORD_APPEND_SNAPSHOT=1 pytest tests/test_append_bytes.py``.
+``append_snapshot.json`` holds, per server (Redis, Valkey), the statuses and every stored key
+(value, order of the fields of a small hash, scores as the server prints them, TTL in seconds)
+that the sequence below produced when the file was recorded. The servers differ in how they
+print scores and in the key order of the JSON their Lua cjson writes, so each has its own
+record. Any change to the script that alters a stored byte, a TTL or a status fails here.
+Record again only for a deliberate change of the stored data (it records the server the tests
+run on): ``SESSIONSTREAMS_RECORD_APPEND_SNAPSHOT=1 pytest tests/test_append_bytes.py``.
 """
 
 from __future__ import annotations
@@ -112,6 +114,10 @@ async def test_append_stores_the_recorded_bytes(make_service, redis_client, key_
     prefix = f"{key_prefix}:"
     got = {"statuses": await _sequence(svc, redis_client, prefix),
            "keys": await _dump(redis_client, prefix)}
+    info = await redis_client.info("server")
+    server = "valkey" if "valkey_version" in info else "redis"
+    recorded = json.loads(SNAPSHOT.read_text())
     if os.environ.get("SESSIONSTREAMS_RECORD_APPEND_SNAPSHOT"):
-        SNAPSHOT.write_text(json.dumps(got, indent=1) + "\n")
-    assert got == json.loads(SNAPSHOT.read_text())
+        recorded[server] = got
+        SNAPSHOT.write_text(json.dumps(recorded, indent=1) + "\n")
+    assert got == recorded[server]
