@@ -88,6 +88,18 @@ class AppendEntry(msgspec.Struct, frozen=True, array_like=True):
         return out
 
 
+def _append_key_count(entries: Sequence[AppendEntry], ttl_ms: int, storage_limit: int) -> int:
+    """How many of the append script's keys a call touches (the script's contract: the info
+    hash only with bounded storage or a TTL, the user state only for pairs, the summary keys
+    only with a TTL); the others are left off, each a string less for Lua to take in."""
+    if ttl_ms > 0:
+        return 8
+    for entry in entries:
+        if entry.user_pairs:
+            return 6
+    return 5 if storage_limit > 0 else 4
+
+
 class LoadResult(msgspec.Struct):
     """What hashidx_load returns for one session."""
 
@@ -457,7 +469,8 @@ class HashIdxEngine:
                 k.summary(key),  # the summary TTL follows the session's (DESIGN §4, diff. 4)
                 k.summary_runs(key),
             ]
-        return ("script", "hashidx_append", keys, args)
+        used = keys[:_append_key_count(entries, ttl_ms, storage_limit)]
+        return ("script", "hashidx_append", used, args)
 
     def other_slot_user_state(self, key: Key) -> str | None:
         """The user-state key of another slot that appends also write (None here; the
@@ -500,6 +513,9 @@ class HashIdxEngine:
         ``opts``: ``ttl_ms``, ``storage_limit``, ``user_state_ttl_ms``, ``incarnation``
         (see :meth:`append_call`).
         """
+        if self.other_slot_user_state(key) is None:  # no other slot to check or write
+            _, name, keys, args = self.append_call(key, entries, **opts)
+            return [_status(s) for s in await self.scripts.call(self.client, name, keys, args)]
         problem = await self.prepare_append(key, entries)
         if problem is not None:
             return [problem] * len(entries)

@@ -46,8 +46,9 @@ class Outcome(enum.StrEnum):
         """The outcome of a script status; ``duplicate`` is APPLIED (the first write of that
         request applied), ``invalid:<reason>`` is INVALID, an unknown status None."""
         text = status.decode() if isinstance(status, bytes) else status
-        if text == DUPLICATE:
-            return cls.APPLIED
+        known = _BY_STATUS.get(text)  # a dict lookup: an Enum call costs a microsecond
+        if known is not None:
+            return known
         head = text.partition(":")[0]
         try:
             return cls(head)
@@ -93,6 +94,8 @@ _CODES = {
     Outcome.DEAD_LETTERED: 5,
 }
 _BY_CODE = {code: outcome for outcome, code in _CODES.items()}
+#: The outcome of each status that is exactly an outcome's value, or ``duplicate``.
+_BY_STATUS = {**{outcome.value: outcome for outcome in Outcome}, DUPLICATE: Outcome.APPLIED}
 
 #: Statuses that end a streamed entry's life (acknowledged; the record holds the outcome).
 FINAL_STATUSES = frozenset(

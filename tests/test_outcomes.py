@@ -58,6 +58,7 @@ def test_keep_ttl_matches_the_lua() -> None:
     found = re.search(r"local SS_KEEP_MS = (\d+)", _lib())
     assert found is not None
     assert int(found[1]) == KEEP_MS
+    assert f"local SS_KEEP_TEXT = '{KEEP_MS}'" in _lib()
 
 
 def test_every_status_a_script_returns_decodes() -> None:

@@ -58,3 +58,26 @@ def test_every_script_compiles_on_the_server(redis_server: RunningRedis) -> None
             assert client.script_load(script.text) == script.sha
     finally:
         client.close()
+
+
+# Go's Time.UnmarshalJSON accepts the first group and refuses the second.
+_GO_TIMES = ["2024-01-01T00:00:00Z", "2024-01-01T00:00:00.123456789Z", "2024-01-01T00:00:00,5Z",
+             "2024-02-29T1:02:03,5+08:00", "2024-01-01T00:00:00.5-05:30", "0001-01-01T00:00:00Z",
+             "2024-01-01T00:00:00+24:00"]
+_NOT_GO_TIMES = ["2024-01-01T00:00:00.Z", "2024-01-01T00:00:00Zjunk", "2024-01-01T00:00:00",
+                 "2024-01-01T00:00:00.5", "2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z",
+                 "2024-01-01T24:00:00Z", "2024-01-01T00:00:00+01:61", "2024-01-01T00:00:00.1Z ",
+                 "yesterday", ""]
+
+
+def test_the_time_check_accepts_what_go_reads(redis_server: RunningRedis) -> None:
+    """ss_valid_time accepts the time texts Go reads and refuses the others."""
+    body = b"local out = {}\nfor i = 1, #ARGV do out[i] = ss_valid_time(ARGV[i]) and 1 or 0 end\n" \
+           b"return out\n"
+    text = b"".join(scripts._needed(body)) + body
+    client = redis.Redis(host=redis_server.host, port=redis_server.port)
+    try:
+        got = client.eval(text, 0, *_GO_TIMES, *_NOT_GO_TIMES)
+    finally:
+        client.close()
+    assert got == [1] * len(_GO_TIMES) + [0] * len(_NOT_GO_TIMES)

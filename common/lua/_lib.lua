@@ -50,9 +50,11 @@ local function ss_record_cap(akey)
   redis.call('ZREMRANGEBYRANK', akey, 0, -(SS_RECORD_CAP + 1))
 end
 
-local function ss_pexpire(key, ttl_ms)
+-- Numbers passed to redis.call are formatted ('%.17g') on every call; a caller that holds a
+-- TTL's text (an ARGV) passes it as ttl_text, the same command with that work spared.
+local function ss_pexpire(key, ttl_ms, ttl_text)
   if ttl_ms > 0 then
-    redis.call('PEXPIRE', key, ttl_ms)
+    redis.call('PEXPIRE', key, ttl_text or ttl_ms)
   end
 end
 
@@ -60,12 +62,13 @@ end
 -- session's TTL, else SS_KEEP_MS (7 days) after our last write to them. So none outlives its
 -- session by more than that bound, whoever deletes the session (a Go service leaves ours).
 local SS_KEEP_MS = 604800000
+local SS_KEEP_TEXT = '604800000'  -- SS_KEEP_MS as command text
 
-local function ss_keep(key, ttl_ms)
+local function ss_keep(key, ttl_ms, ttl_text)
   if ttl_ms > 0 then
-    redis.call('PEXPIRE', key, ttl_ms)
+    redis.call('PEXPIRE', key, ttl_text or ttl_ms)
   else
-    redis.call('PEXPIRE', key, SS_KEEP_MS)
+    redis.call('PEXPIRE', key, SS_KEEP_TEXT)
   end
 end
 
@@ -87,11 +90,18 @@ local SS_MONTH_DAYS = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
 local function ss_valid_time(text)
   local y, mo, d, h, mi, s, rest
   if string.find(text, '^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d') then
-    -- The shape Go writes: the digits are read by position (this runs on every write).
-    local m1, m2, _, d1, d2, _, h1, h2, _, i1, i2, _, s1, s2 = string.byte(text, 6, 19)
-    y, mo, d = tonumber(string.sub(text, 1, 4)), (m1 - 48) * 10 + m2 - 48, (d1 - 48) * 10 + d2 - 48
+    -- The shape Go writes: the digits are read by position, and Go's UTC zones ('Z' after
+    -- the seconds or after their fraction) need no substring (this runs on every write).
+    local y1, y2, y3, y4, _, m1, m2, _, d1, d2, _, h1, h2, _, i1, i2, _, s1, s2, z =
+      string.byte(text, 1, 20)
+    y = (y1 - 48) * 1000 + (y2 - 48) * 100 + (y3 - 48) * 10 + y4 - 48
+    mo, d = (m1 - 48) * 10 + m2 - 48, (d1 - 48) * 10 + d2 - 48
     h, mi, s = (h1 - 48) * 10 + h2 - 48, (i1 - 48) * 10 + i2 - 48, (s1 - 48) * 10 + s2 - 48
-    rest = string.sub(text, 20)
+    if (z == 90 and #text == 20) or string.find(text, '^[%.,]%d+Z$', 20) then
+      rest = 'Z'
+    else
+      rest = string.sub(text, 20)
+    end
   else
     y, mo, d, h, mi, s, rest = string.match(text,
       '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d?):(%d%d):(%d%d)(.*)$')
@@ -138,15 +148,16 @@ end
 local SS_DOC_STRINGS = {'id', 'appName', 'userID', 'generation', 'updatedAt'}
 
 local function ss_doc_problem(doc, raw)
+  local null = cjson.null
   for i = 1, #SS_DOC_STRINGS do
     local f = SS_DOC_STRINGS[i]
     local v = doc[f]
-    if v ~= nil and v ~= cjson.null and type(v) ~= 'string' then
+    if v ~= nil and v ~= null and type(v) ~= 'string' then
       return 'invalid:session document field ' .. f .. ' is not a string'
     end
   end
   local c = doc['createdAt']
-  if c ~= nil and c ~= cjson.null and not (type(c) == 'string' and ss_valid_time(c)) then
+  if c ~= nil and c ~= null and not (type(c) == 'string' and ss_valid_time(c)) then
     return 'invalid:session document field createdAt is not a time'
   end
   local st = doc['state']
@@ -157,7 +168,7 @@ local function ss_doc_problem(doc, raw)
     if type(k) ~= 'string' then
       return 'invalid:session state is not a JSON object'
     end
-    if v ~= cjson.null and not (type(v) == 'string' and ss_valid_b64(v)) then
+    if v ~= null and not (type(v) == 'string' and ss_valid_b64(v)) then
       return 'invalid:session state value ' .. k .. ' is not base64'
     end
   end

@@ -2,10 +2,13 @@
 -- KEYS[1] meta  KEYS[2] evtdata  KEYS[3] evtidx:time  KEYS[4] ss:applied  KEYS[5] ss:info
 -- KEYS[6] hashidx:userstate (same {user} tag)  KEYS[7] hashidx:sesssum  KEYS[8] ss:summary
 -- (their TTL follows the session's: refreshed with it, never created; ours always expire)
+-- Keys a call does not touch may be left off the end: 7 and 8 without a TTL, 6 without
+-- user-state pairs, 5 without a TTL and with unbounded storage.
 -- ARGV[1] session ttl ms (0 = keep)   ARGV[2] storage limit (0 = never trim)
 -- ARGV[3] incarnation ('' = not checked)   ARGV[4] user-state ttl ms   ARGV[5] ttl ms for an
 -- outcome recorded on a missing session   ARGV[6] refuse every entry ('stale', nothing written
 -- or recorded) when the stored updatedAt is after this time ('' = no check)
+-- (TTLs and timestamps are decimal integers: their text goes to commands as it came.)
 -- ARGV[7] number of entries, then per entry:
 --   rid, event id, event JSON ('' = not stored), timestamp ns, flags ('u' = user message, 'a' = app state
 --   written after this script: recorded as held),
@@ -17,7 +20,7 @@
 
 local meta_key, data_key, idx_key, applied_key, info_key, ustate_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local ttl_ms = tonumber(ARGV[1])
+local ttl_ms, ttl_text = tonumber(ARGV[1]), ARGV[1]
 local limit = tonumber(ARGV[2])
 local incarnation = ARGV[3]
 local ustate_ttl_ms = tonumber(ARGV[4])
@@ -25,14 +28,18 @@ local gone_ttl_ms = tonumber(ARGV[5])
 local stale_after = ARGV[6]
 local n = tonumber(ARGV[7])
 
+-- Every field an entry gets is in its constructor (count: the index's count at its score,
+-- delta_t: its decoded delta), so the table is sized once.
 local entries = {}
+local no_pairs = {}
 local pos = 8
 for i = 1, n do
-  local e = {rid = ARGV[pos], id = ARGV[pos + 1], json = ARGV[pos + 2], ts = ARGV[pos + 3],
-    flags = ARGV[pos + 4], at = ARGV[pos + 5], delta = ARGV[pos + 6], pairs = {}}
   local np = tonumber(ARGV[pos + 7])
-  for j = 1, np * 2 do
-    e.pairs[j] = ARGV[pos + 7 + j]
+  local e = {rid = ARGV[pos], id = ARGV[pos + 1], json = ARGV[pos + 2], ts = ARGV[pos + 3],
+    flags = ARGV[pos + 4], at = ARGV[pos + 5], delta = ARGV[pos + 6], pairs = no_pairs,
+    count = false, delta_t = false}
+  if np > 0 then
+    e.pairs = {unpack(ARGV, pos + 8, pos + 7 + np * 2)}
   end
   pos = pos + 8 + np * 2
   entries[i] = e
@@ -46,11 +53,50 @@ local function all(status)
   return out
 end
 
--- The user-state key is only checked when an entry writes it: a broken user state must
--- not block appends that do not touch it.
--- The meta's type is checked by the GET below; our info hash is written only when storage is
--- bounded (it holds the trim hint).
-local spec = {data_key, 'hash', idx_key, 'zset', applied_key, 'zset'}
+-- Keys of the wrong type refuse every entry before anything is written, checked in this order:
+-- data, index, record, info (only written when storage is bounded: it holds the trim hint),
+-- user state (only when an entry writes it: a broken user state must not block appends that
+-- do not touch it). The index and the record are checked by the reads the appends need anyway
+-- (the first stored entry's score, the newest record); the meta's type by the GET below.
+
+-- What to return when a read of `key` failed with `reply`: every entry invalid when the key
+-- holds another type than `expected`, else that error.
+local function refused(key, expected, reply)
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'none' or t == expected then
+    return redis.error_reply(reply['err'])
+  end
+  return all('invalid:wrong Redis type ' .. t .. ' at ' .. key)
+end
+
+local bad = ss_check_types({data_key, 'hash'})
+if bad then
+  return all(bad)
+end
+local first_stored = nil
+for _, e in ipairs(entries) do
+  if e.json ~= '' then
+    first_stored = e
+    break
+  end
+end
+if first_stored then
+  local count = redis.pcall('ZCOUNT', idx_key, first_stored.ts, first_stored.ts)
+  if type(count) == 'table' then
+    return refused(idx_key, 'zset', count)
+  end
+  first_stored.count = count
+else
+  bad = ss_check_types({idx_key, 'zset'})
+  if bad then
+    return all(bad)
+  end
+end
+local top = redis.pcall('ZREVRANGE', applied_key, '0', '0', 'WITHSCORES')
+if top['err'] then
+  return refused(applied_key, 'zset', top)
+end
+local spec = {}
 if limit > 0 then
   spec[#spec + 1] = info_key
   spec[#spec + 1] = 'hash'
@@ -62,7 +108,7 @@ for _, e in ipairs(entries) do
     break
   end
 end
-local bad = ss_check_types(spec)
+bad = ss_check_types(spec)
 if bad then
   return all(bad)
 end
@@ -77,7 +123,7 @@ local function drop_all(code)
       out[i] = code
     end
   end
-  ss_pexpire(applied_key, gone_ttl_ms)
+  ss_pexpire(applied_key, gone_ttl_ms, ARGV[5])
   ss_record_cap(applied_key)
   return out
 end
@@ -109,21 +155,57 @@ if incarnation ~= '' and ss_incarnation(meta) ~= incarnation then
   return drop_all('superseded')
 end
 
-local dirty, stored = false, false
+-- Records a request: false when its rid is recorded already. The sequence number continues
+-- from the newest record, read above (the record's type check).
+local next_seq = 0
+if top[2] then
+  next_seq = math.floor(tonumber(top[2]) / 8) + 1
+end
+local function record_new(rid, code)
+  if redis.call('ZADD', applied_key, 'NX', next_seq * 8 + code, rid) == 0 then
+    return false
+  end
+  ss_first_seq = ss_first_seq or next_seq
+  ss_last_seq = next_seq
+  next_seq = next_seq + 1
+  return true
+end
+
+-- A score at or after the entry's timestamp that no member holds yet, so members with equal
+-- timestamps keep their append order, as text. The timestamp's own text (a decimal integer)
+-- goes to Redis as it came: Redis reads it to the same double as tonumber, so only a taken
+-- score needs formatting. The first stored entry's first count was taken above.
+local function free_score(e)
+  local text, s = e.ts, nil
+  local count = e.count or nil
+  for _ = 1, 64 do
+    if count == nil then
+      count = redis.call('ZCOUNT', idx_key, text, text)
+    end
+    if count == 0 then
+      return text
+    end
+    count = nil
+    s = ss_next_score(s or tonumber(e.ts))
+    text = string.format('%.17g', s)
+  end
+  return text
+end
+
+local dirty, stored, user_evt = false, false, nil
 for i, e in ipairs(entries) do
-  if ss_recorded(applied_key, e.rid) then
+  if not record_new(e.rid, ss_applied_code(e.flags)) then
     out[i] = 'duplicate'
   elseif e.json ~= '' and redis.call('HSETNX', data_key, e.id, e.json) == 0 then
     -- The first write of an event id wins; a later one is a no-op, not an overwrite.
-    ss_record(applied_key, e.rid, ss_applied_code(e.flags))
     out[i] = 'duplicate'
   else
     if e.json ~= '' then
-      local score = ss_free_score(idx_key, tonumber(e.ts))
-      redis.call('ZADD', idx_key, ss_fmt_score(score), e.id)
+      redis.call('ZADD', idx_key, free_score(e), e.id)
       stored = true
       if limit > 0 and string.find(e.flags, 'u', 1, true) then
         redis.call('HSET', info_key, 'user_evt', e.id)
+        user_evt = e.id
       end
     end
     if e.delta_t then
@@ -134,25 +216,24 @@ for i, e in ipairs(entries) do
     end
     if #e.pairs > 0 then
       redis.call('HSET', ustate_key, unpack(e.pairs))
-      ss_pexpire(ustate_key, ustate_ttl_ms)
+      ss_pexpire(ustate_key, ustate_ttl_ms, ARGV[4])
     end
     if e.at ~= '' and ss_time_after(e.at, meta['updatedAt']) then
       meta['updatedAt'] = e.at
       dirty = true
     end
-    ss_record(applied_key, e.rid, ss_applied_code(e.flags))
     out[i] = 'applied'
   end
 end
 
 if dirty then
   if ttl_ms > 0 then
-    redis.call('SET', meta_key, cjson.encode(meta), 'PX', ttl_ms)
+    redis.call('SET', meta_key, cjson.encode(meta), 'PX', ttl_text)
   else
     redis.call('SET', meta_key, cjson.encode(meta), 'KEEPTTL')
   end
 else
-  ss_pexpire(meta_key, ttl_ms)
+  ss_pexpire(meta_key, ttl_ms, ttl_text)
 end
 
 -- Bound storage: drop the oldest events beyond the limit, but keep the newest user message
@@ -161,7 +242,7 @@ if stored and limit > 0 then
   local total = redis.call('ZCARD', idx_key)
   if total > limit then
     local cut = total - limit
-    local uid = redis.call('HGET', info_key, 'user_evt')
+    local uid = user_evt or redis.call('HGET', info_key, 'user_evt')  -- as written above
     local urank = nil
     if uid and uid ~= '' then
       urank = redis.call('ZRANK', idx_key, uid)
@@ -188,16 +269,16 @@ if stored and limit > 0 then
 end
 
 if ttl_ms > 0 then
-  redis.call('PEXPIRE', data_key, ttl_ms)
-  redis.call('PEXPIRE', idx_key, ttl_ms)
-  redis.call('PEXPIRE', KEYS[7], ttl_ms)
+  redis.call('PEXPIRE', data_key, ttl_text)
+  redis.call('PEXPIRE', idx_key, ttl_text)
+  redis.call('PEXPIRE', KEYS[7], ttl_text)
 end
 -- Our keys: the record is written by every call; the info hash only with bounded storage;
 -- the summary-run record follows the session TTL here and gets its own bound when written.
-ss_keep(applied_key, ttl_ms)
+ss_keep(applied_key, ttl_ms, ttl_text)
 if limit > 0 or ttl_ms > 0 then
-  ss_keep(info_key, ttl_ms)
+  ss_keep(info_key, ttl_ms, ttl_text)
 end
-ss_pexpire(KEYS[8], ttl_ms)
+ss_pexpire(KEYS[8], ttl_ms, ttl_text)
 ss_record_cap(applied_key)
 return out
