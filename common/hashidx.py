@@ -513,19 +513,19 @@ class HashIdxEngine:
         ``opts``: ``ttl_ms``, ``storage_limit``, ``user_state_ttl_ms``, ``incarnation``
         (see :meth:`append_call`).
         """
-        if self.other_slot_user_state(key) is None:  # no other slot to check or write
-            _, name, keys, args = self.append_call(key, entries, **opts)
-            return [_status(s) for s in await self.scripts.call(self.client, name, keys, args)]
-        problem = await self.prepare_append(key, entries)
-        if problem is not None:
-            return [problem] * len(entries)
+        other_slot = self.other_slot_user_state(key) is not None
+        if other_slot:
+            problem = await self.prepare_append(key, entries)
+            if problem is not None:
+                return [problem] * len(entries)
         _, name, keys, args = self.append_call(key, entries, **opts)
-        result = await self.scripts.call(self.client, name, keys, args)
-        statuses = [_status(s) for s in result]
+        statuses = [_status(s) for s in await self.scripts.call(self.client, name, keys, args)]
         self.windows.appended(
             key, [e.event_id for e, status in zip(entries, statuses, strict=True)
                   if status == "applied" and e.event_json],
             keep=opts["storage_limit"])
+        if not other_slot:  # no other slot to write
+            return statuses
         return await self.finish_append(key, entries, statuses, **opts)
 
     async def hash_problem(self, hash_keys: Sequence[str]) -> str | None:
