@@ -206,9 +206,10 @@ async def check_presence(
 
 
 def load_both_call(
-    keys: KeySpace, key: Key, limit: int, after_ns: int | None, exact: bool
+    keys: KeySpace, key: Key, limit: int, after_ns: int | None, exact: bool, ids: bool = False
 ) -> tuple[Any, ...]:
-    """A call reading a session from either layout, legacy first (``compat_load.lua``).
+    """A call reading a session from either layout, legacy first (``compat_load.lua``);
+    with ``ids``, the reply also gives the ids of a HashIdx window.
 
     Single-node servers only: the script reads keys of the ``{app}`` and ``{user}`` slots.
     """
@@ -219,21 +220,21 @@ def load_both_call(
         keys.user_state(key), keys.track_names(key),
     ]
     args = [key.session_id, max(limit, 0), "" if after_ns is None else str(after_ns),
-            "x" if exact else ""]
+            "x" if exact else "", "i" if ids else ""]
     return ("script", "compat_load", script_keys, args)
 
 
-def parse_load_both(raw: Sequence[Any]) -> tuple[str | None, LoadResult]:
-    """(route or None, the load) from a ``compat_load`` reply; user state merged, HashIdx
-    fields winning."""
-    route, doc, summary, old_user, new_user, names, events, prepend, app = raw
+def parse_load_both(raw: Sequence[Any]) -> tuple[str | None, LoadResult, list[bytes]]:
+    """(route or None, the load, the HashIdx window's ids) from a ``compat_load`` reply; user
+    state merged, HashIdx fields winning."""
+    route, doc, summary, old_user, new_user, names, events, prepend, app = raw[:9]
     user = {**_pairs(old_user), **_pairs(new_user)}
     loaded = LoadResult(
         meta=doc or None, summary=summary or None, user_state=user,
         track_names=[n.decode("utf-8", "replace") for n in names], events=list(events),
         prepend=prepend or None, app_state=_pairs(app),
     )
-    return (route.decode() if route else None), loaded
+    return (route.decode() if route else None), loaded, list(raw[9]) if len(raw) > 9 else []
 
 
 def _pairs(flat: Sequence[bytes]) -> dict[str, bytes]:

@@ -267,7 +267,7 @@ class HashIdxEngine:
         otherwise by the script, which then returns the ids to remember.
         """
         if limit > 0 and after_ns is None:
-            quick = await self._quick_load(key, limit, flags)
+            quick = await self.quick_load(key, limit, flags)
             if quick is not None:
                 return quick
             flags += "i"
@@ -281,9 +281,14 @@ class HashIdxEngine:
                 self.windows.learned(key, limit, raw[7])
         return loaded
 
-    async def _quick_load(self, key: Key, limit: int, flags: str) -> LoadResult | None:
+    async def quick_load(self, key: Key, limit: int, flags: str) -> LoadResult | None:
         """The script's reply as one ``MULTI``/``EXEC`` of plain commands, when the window's
-        ids are remembered and still current; None: read with the script."""
+        ids are remembered and still current; None: read with the script.
+
+        Flag ``l`` (legacy data to consult, as ``compat_load`` does): the transaction also
+        checks that the legacy layout holds no such session (else None) and reads the legacy
+        user state, merged under the HashIdx one.
+        """
         window = self.windows.window_for(key, limit)
         if window is None:
             return None
@@ -300,6 +305,12 @@ class HashIdxEngine:
             self.windows.missed(key)
             return None
         replies = iter(reply)
+        old_user: list[bytes] = []
+        if "l" in flags:
+            if next(replies):  # the session is (also) in the legacy layout, which wins
+                self.windows.missed(key)
+                return None
+            old_user = next(replies)
         meta = next(replies)
         summary = next(replies) if "s" in flags else None
         ustate = next(replies) if "u" in flags else []
@@ -317,7 +328,10 @@ class HashIdxEngine:
         if events and "x" not in flags and not has_user_message(events):
             return None  # the script looks up the newest earlier user message
         self.windows.hit(key)
-        return LoadResult(meta=meta, summary=summary, user_state=_pairs_to_dict(ustate),
+        user_state = _pairs_to_dict(ustate)
+        if old_user:
+            user_state = {**_pairs_to_dict(old_user), **user_state}
+        return LoadResult(meta=meta, summary=summary, user_state=user_state,
                           track_names=[n.decode("utf-8", "replace") for n in names],
                           events=events, prepend=None, app_state=_pairs_to_dict(astate))
 
@@ -325,7 +339,11 @@ class HashIdxEngine:
         """The packed reads of :meth:`_quick_load` before the ``HMGET``, and their count."""
         meta_key, _, idx_key, summary_key, ustate_key, names_key, *app = \
             self._session_keys(key, "a" in flags)
-        wanted: list[tuple[Any, ...]] = [("GET", meta_key)]
+        wanted: list[tuple[Any, ...]] = []
+        if "l" in flags:
+            wanted += [("HEXISTS", self.keys.legacy_sessions(key), key.session_id),
+                       ("HGETALL", self.keys.legacy_user_state(key))]
+        wanted.append(("GET", meta_key))
         for flag, command in (("s", ("GET", summary_key)), ("u", ("HGETALL", ustate_key)),
                               ("t", ("SMEMBERS", names_key)), ("a", ("HGETALL", *app))):
             if flag in flags:

@@ -9,6 +9,7 @@ import random
 import uuid
 
 import pytest
+from legacy_layout import GoLegacyWriter
 from redis.exceptions import RedisError
 
 from sessionstreams.common.errors import SessionStoreError
@@ -20,10 +21,10 @@ from sessionstreams.producer import SessionService
 EVERY_TOPOLOGY = pytest.mark.topologies("cluster", "sentinel")
 
 
-async def _pair(make_service, **overrides):
+async def _pair(make_service, compat: CompatMode = CompatMode.NONE, **overrides):
     """A service reading through remembered windows, and one that always runs the script."""
-    quick = await make_service(compat_mode=CompatMode.NONE, **overrides)
-    plain = await make_service(compat_mode=CompatMode.NONE, **overrides)
+    quick = await make_service(compat_mode=compat, **overrides)
+    plain = await make_service(compat_mode=compat, **overrides)
     plain.store.hashidx.windows = WindowCache(capacity=0)
     return quick, plain
 
@@ -51,13 +52,15 @@ def _single_node(svc) -> bool:
     return bool(svc.store.hashidx.single_node)
 
 
+@pytest.mark.parametrize("compat", list(CompatMode), ids=lambda m: m.name)
 @EVERY_TOPOLOGY
 async def test_reads_after_own_appends_are_transactions_equal_to_the_script(
-    make_service, redis_client
+    make_service, redis_client, compat
 ) -> None:
     """A session read, appended to and read again by one service is read without the
-    script on a single node (Cluster keeps the script), and equals the script's read."""
-    quick, plain = await _pair(make_service, session_event_storage_limit=0)
+    script on a single node (Cluster keeps the script), and equals the script's read; with
+    legacy data to consult too (the transaction then also checks the legacy layout)."""
+    quick, plain = await _pair(make_service, compat, session_event_storage_limit=0)
     session = await quick.create_session(Key("app", "u", "own"), state={"k": b"v"})
     for i in range(30):
         role = "user" if i % 2 == 0 else "assistant"
@@ -69,7 +72,10 @@ async def test_reads_after_own_appends_are_transactions_equal_to_the_script(
         assert got is not None
         assert got.events[-1].response is not None
     windows = quick.store.hashidx.windows
-    if _single_node(quick):
+    if compat is CompatMode.TRANSITION:  # sessions are created in the legacy layout
+        assert session.service_meta["storage_type"] == "zset"
+        assert windows.hits == 0
+    elif _single_node(quick):
         assert windows.hits >= 25
         assert windows.misses == 0
         stats = await redis_client.info("commandstats")
@@ -227,6 +233,107 @@ async def test_any_interleaving_reads_as_the_script(make_service, seed) -> None:
             svc, session = (quick, mine) if op == "mine" else (plain, theirs)
             await svc.append_event(session, Event.message("user" if flag else "assistant",
                                                           f"e{i}"))
+        await _both(quick, plain, key, num, exact=flag)
+
+
+@pytest.mark.parametrize("compat", [CompatMode.LEGACY, CompatMode.TRANSITION],
+                         ids=lambda m: m.name)
+async def test_legacy_user_state_is_merged_under_the_hashidx_one(
+    make_service, redis_client, key_prefix, compat
+) -> None:
+    """With legacy data to consult, a transaction read merges the legacy user state under the
+    HashIdx one, as the compat script does, and sees later changes to either."""
+    go = GoLegacyWriter(redis_client, key_prefix)
+    quick, plain = await _pair(make_service, compat)
+    creator = await make_service(compat_mode=CompatMode.LEGACY)  # a HashIdx session
+    session = await creator.create_session(Key("app", "u", "merged"))
+    await go.user_state(session.key, {"old": b"1", "both": b"legacy"})
+    await redis_client.hset(go.keys.user_state(session.key), "both", b"hashidx")
+    await creator.append_event(session, Event.message("user", "hi"))
+    await _both(quick, plain, session.key, 5)
+    hits = quick.store.hashidx.windows.hits
+    got = await _both(quick, plain, session.key, 5)
+    assert got is not None
+    assert (got.state["user:old"], got.state["user:both"]) == (b"1", b"hashidx")
+    for value in (b"2", b"3"):
+        await go.user_state(session.key, {"old": value})
+        got = await _both(quick, plain, session.key, 5)
+        assert got is not None
+        assert got.state["user:old"] == value
+    assert quick.store.hashidx.windows.hits == hits + 3
+
+
+@pytest.mark.parametrize("compat", [CompatMode.LEGACY, CompatMode.TRANSITION],
+                         ids=lambda m: m.name)
+async def test_a_legacy_copy_of_a_remembered_session_wins(
+    make_service, redis_client, key_prefix, compat
+) -> None:
+    """A legacy copy of a session whose HashIdx window is remembered (a Go node in a compat
+    mode wrote it) is what the next read returns, as with the compat script; removing it
+    brings the HashIdx session back."""
+    go = GoLegacyWriter(redis_client, key_prefix)
+    quick, plain = await _pair(make_service, compat)
+    creator = await make_service(compat_mode=CompatMode.LEGACY)  # a HashIdx session
+    session = await creator.create_session(Key("app", "u", "both"),
+                                           state={"where": b"hashidx"})
+    await creator.append_event(session, Event.message("user", "new layout"))
+    await _both(quick, plain, session.key, 5)
+    await _both(quick, plain, session.key, 5)
+    windows = quick.store.hashidx.windows
+    assert windows.hits >= 1
+    await go.create(session.key, {"where": b"legacy"})
+    await go.append(session.key, Event.message("user", "old layout"))
+    got = await _both(quick, plain, session.key, 5)
+    assert got is not None
+    assert (got.service_meta["storage_type"], got.state["where"]) == ("zset", b"legacy")
+    assert [e.response.choices[0].message.content for e in got.events] == ["old layout"]
+    assert windows.misses == 1
+    for _ in range(3):
+        got = await _both(quick, plain, session.key, 5)
+        assert got is not None
+        assert got.service_meta["storage_type"] == "zset"
+    await redis_client.hdel(go.keys.legacy_sessions(session.key), session.key.session_id)
+    await redis_client.delete(go.keys.legacy_events(session.key))
+    for _ in range(3):
+        got = await _both(quick, plain, session.key, 5)
+        assert got is not None
+        assert got.state["where"] == b"hashidx"
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_any_interleaving_with_legacy_copies_reads_as_the_script(
+    make_service, redis_client, key_prefix, seed
+) -> None:
+    """LEGACY mode: appends by two services, legacy copies appearing and going, legacy user
+    state written, deletes and reads in a random order (seeded): every read equals the
+    compat script's read."""
+    rng = random.Random(seed)
+    go = GoLegacyWriter(redis_client, key_prefix)
+    quick, plain = await _pair(make_service, CompatMode.LEGACY)
+    key = Key("app", "u", f"legacy-mixed-{seed}")
+    mine = await quick.create_session(key)
+    theirs = await plain.get_session(key)
+    for i in range(40):
+        op = rng.choices(["mine", "theirs", "read", "delete", "legacy", "unlegacy", "user"],
+                         weights=[5, 2, 3, 1, 1, 1, 1])[0]
+        num, flag = rng.choice([1, 3, 5, 12]), rng.random() < 0.5
+        if op == "delete":
+            await plain.delete_session(key)
+            await quick.create_session(key)
+        elif op == "legacy":
+            await go.create(key, {"n": str(i).encode()})
+            await go.append(key, Event.message("user", f"legacy {i}"))
+        elif op == "unlegacy":
+            await redis_client.hdel(go.keys.legacy_sessions(key), key.session_id)
+            await redis_client.delete(go.keys.legacy_events(key))
+        elif op == "user":
+            await go.user_state(key, {f"f{i % 3}": str(i).encode()})
+        elif op in ("mine", "theirs"):
+            svc, session = (quick, mine) if op == "mine" else (plain, theirs)
+            await svc.append_event(session, Event.message("user" if flag else "assistant",
+                                                          f"e{i}"))
+        if op in ("delete", "legacy", "unlegacy"):
+            mine, theirs = await quick.get_session(key), await plain.get_session(key)
         await _both(quick, plain, key, num, exact=flag)
 
 

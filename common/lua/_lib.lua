@@ -519,11 +519,11 @@ local function ss_window_h(data_key, idx_key, limit, after, exact)
     end
   end
   if has_user or exact then
-    return events, false
+    return events, false, ids
   end
   local start = redis.call('ZCARD', idx_key) - #ids
   local _, _, json = ss_find_user(data_key, idx_key, start - 1, 0)
-  return events, json or false
+  return events, json or false, ids
 end
 
 -- Stream ids 'ms-seq' compared as integer pairs (never as strings): -1, 0 or 1.

@@ -7,10 +7,12 @@
 -- KEYS[11] hashidx userstate  KEYS[12] trkidx:names
 -- ARGV[1] session id  ARGV[2] limit (0 = every event)  ARGV[3] lowest timestamp ns ('' none)
 -- ARGV[4] 'x' for the exact window (no earlier user message looked up), else ''
+-- ARGV[5] 'i' to return the ids of a HashIdx window too (a 10th element), else ''
 -- Returns {route 'zset'|'hashidx'|false, document|false, summary|false,
 --          {old user state field, value, ...}, {HashIdx user state field, value, ...},
 --          {track names}, {event JSON of the window}, earlier user message JSON|false,
---          {app state field, value, ...}}. Reads only; never touches a TTL.
+--          {app state field, value, ...}, {the HashIdx window's ids, oldest first (ARGV[5]
+--          'i', HashIdx route only)}}. Reads only; never touches a TTL.
 
 local sid, limit, after, exact = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == 'x'
 local old_user = redis.call('HGETALL', KEYS[4])
@@ -26,6 +28,9 @@ local meta = redis.call('GET', KEYS[7])
 if not meta then
   return {false, false, false, old_user, new_user, {}, {}, false, app}
 end
-local events, prepend = ss_window_h(KEYS[8], KEYS[9], limit, after, exact)
+local events, prepend, ids = ss_window_h(KEYS[8], KEYS[9], limit, after, exact)
+if ARGV[5] ~= 'i' then
+  ids = {}
+end
 return {'hashidx', meta, redis.call('GET', KEYS[10]), old_user, new_user,
-        redis.call('SMEMBERS', KEYS[12]), events, prepend, app}
+        redis.call('SMEMBERS', KEYS[12]), events, prepend, app, ids}

@@ -241,11 +241,22 @@ class SessionReader:
     async def _load_either(
         self, key: Key, limit: int, after: GoTime | None, exact: bool
     ) -> tuple[str, LoadResult | None]:
-        """Both layouts: one script on a single node, one pipeline on Cluster."""
-        if self.store.hashidx.single_node:
-            call = load_both_call(self.keys, key, limit, _ns(after), exact)
-            found, loaded = parse_load_both(
+        """Both layouts: one script on a single node (or, for a remembered HashIdx window, one
+        transaction that also checks the legacy layout), one pipeline on Cluster."""
+        engine = self.store.hashidx
+        if engine.single_node:
+            window = limit > 0 and after is None
+            if window:
+                quick = await engine.quick_load(key, limit, ("estuax" if exact else "estua") + "l")
+                if quick is not None:
+                    return HASHIDX, quick if quick.meta is not None else None
+            call = load_both_call(self.keys, key, limit, _ns(after), exact, ids=window)
+            found, loaded, ids = parse_load_both(
                 await self.store.scripts.call(self.store.client, *call[1:]))
+            if found == HASHIDX and window:
+                engine.windows.learned(key, limit, ids)
+            else:  # absent, or in the legacy layout
+                engine.windows.forget(key)
             return (found, loaded) if found is not None else (HASHIDX, None)
         legacy, hashidx = self.store.legacy, self.store.hashidx
         x = "x" if exact else ""
