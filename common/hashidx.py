@@ -263,7 +263,7 @@ class HashIdxEngine:
         """One session read as :meth:`load_call` describes, on a single node.
 
         The newest ``limit`` events without a lower time bound are read, when this engine
-        remembers their ids, by one transaction of plain commands (:meth:`_quick_load`);
+        remembers their ids, by one transaction of plain commands (:meth:`quick_load`);
         otherwise by the script, which then returns the ids to remember.
         """
         if limit > 0 and after_ns is None:
@@ -336,7 +336,7 @@ class HashIdxEngine:
                           events=events, prepend=None, app_state=_pairs_to_dict(astate))
 
     def _quick_head(self, key: Key, limit: int, flags: str) -> tuple[bytes, int]:
-        """The packed reads of :meth:`_quick_load` before the ``HMGET``, and their count."""
+        """The packed reads of :meth:`quick_load` before the ``HMGET``, and their count."""
         meta_key, _, idx_key, summary_key, ustate_key, names_key, *app = \
             self._session_keys(key, "a" in flags)
         wanted: list[tuple[Any, ...]] = []
@@ -539,8 +539,8 @@ class HashIdxEngine:
         _, name, keys, args = self.append_call(key, entries, **opts)
         statuses = [_status(s) for s in await self.scripts.call(self.client, name, keys, args)]
         self.windows.appended(
-            key, [e.event_id for e, status in zip(entries, statuses, strict=True)
-                  if status == "applied" and e.event_json],
+            key, (e.event_id for e, status in zip(entries, statuses, strict=True)
+                  if status == "applied" and e.event_json),
             keep=opts["storage_limit"])
         if not other_slot:  # no other slot to write
             return statuses

@@ -14,15 +14,16 @@ event expired, the guess was wrong) the read is made again with the script, whic
 remembered ids; a session that keeps missing is read with the script for a while
 (:data:`MAX_SKIP` reads at most) before the next attempt.
 
-Only single-node deployments (standalone, Sentinel) on the HashIdx layout alone use it, for
-windows without a lower time bound; everything else takes the script.
+Only single-node deployments (standalone, Sentinel) use it, for windows without a lower time
+bound; everything else takes the script. With legacy data to consult, the transaction also
+checks that the legacy layout holds no copy of the session (``HashIdxEngine.quick_load``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hiredis import pack_command
@@ -115,13 +116,17 @@ class WindowCache:
             window.misses += 1
             window.skip = min(2 ** window.misses - 1, MAX_SKIP)
 
-    def appended(self, key: Key, event_ids: Sequence[str], keep: int = 0) -> None:
+    def appended(self, key: Key, event_ids: Iterable[str], keep: int = 0) -> None:
         """Events this process stored (newest last) extend the remembered window. ``keep``:
-        the storage limit (0 = none); a window it may have trimmed is forgotten instead."""
+        the storage limit (0 = none); a window it may have trimmed is forgotten instead.
+        ``event_ids`` is only iterated when ``key`` has a remembered window."""
         window = self._windows.get(key)
-        if window is None or not event_ids:
+        if window is None:
             return
-        ids = (*window.ids, *(i.encode() for i in event_ids))
+        added = tuple(i.encode() for i in event_ids)
+        if not added:
+            return
+        ids = (*window.ids, *added)
         if keep and len(ids) > keep:
             del self._windows[key]
             return

@@ -579,7 +579,7 @@ class SessionService:
                 receipts = await self._streams.submit(key, streamed)
             # The window a read finds once the workers applied them (checked by that read).
             self.store.hashidx.windows.appended(
-                key, [b.entry.event_id for b in built if b.entry.event_json],
+                key, (b.entry.event_id for b in built if b.entry.event_json),
                 keep=self.settings.storage_limit)
         else:
             receipts = await self._append_direct(session, key, built, guard or "")

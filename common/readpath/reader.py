@@ -73,6 +73,11 @@ def _ns(after: GoTime | None) -> int | None:
     return None if after is None or after.is_zero else after.unix_ns
 
 
+def _load_flags(exact: bool) -> str:
+    """The load flags of a whole session read (``x``: the exact window)."""
+    return "estuax" if exact else "estua"
+
+
 def hash_reply(reply: Any) -> dict[str, bytes]:
     """A HGETALL reply as ``{field: bytes}`` (RESP2 flat lists included)."""
     if isinstance(reply, list):  # RESP2 flat list from execute_command without a callback
@@ -228,7 +233,7 @@ class SessionReader:
         self, key: Key, limit: int, after: GoTime | None, exact: bool
     ) -> LoadResult:
         engine = self.store.hashidx
-        flags = "estuax" if exact else "estua"
+        flags = _load_flags(exact)
         if engine.single_node:
             return await engine.load(key, limit, _ns(after), flags)
         call = engine.load_call(key, limit, _ns(after), flags)
@@ -245,17 +250,17 @@ class SessionReader:
         transaction that also checks the legacy layout), one pipeline on Cluster."""
         engine = self.store.hashidx
         if engine.single_node:
-            window = limit > 0 and after is None
+            window = limit > 0 and _ns(after) is None  # as HashIdxEngine.load decides
             if window:
-                quick = await engine.quick_load(key, limit, ("estuax" if exact else "estua") + "l")
+                quick = await engine.quick_load(key, limit, _load_flags(exact) + "l")
                 if quick is not None:
                     return HASHIDX, quick if quick.meta is not None else None
             call = load_both_call(self.keys, key, limit, _ns(after), exact, ids=window)
             found, loaded, ids = parse_load_both(
                 await self.store.scripts.call(self.store.client, *call[1:]))
-            if found == HASHIDX and window:
+            if window and found == HASHIDX:
                 engine.windows.learned(key, limit, ids)
-            else:  # absent, or in the legacy layout
+            elif window:  # absent, or in the legacy layout
                 engine.windows.forget(key)
             return (found, loaded) if found is not None else (HASHIDX, None)
         legacy, hashidx = self.store.legacy, self.store.hashidx
