@@ -394,7 +394,14 @@ def _items_of_document(document: bytes) -> list[TResponseInputItem]:
     except msgspec.DecodeError:
         view = None
     if view is not None:
-        items = _kept_item(view.extensions) or _items_from_choices(view.choices or ())
+        choices = view.choices
+        if view.extensions is None and choices is not None and len(choices) == 1:
+            # The common event, a plain text message: its one item, as _items_from_choices
+            # builds it, without walking the general case.
+            m = choices[0].message
+            if m.content and not m.tool_calls and m.role in _ROLES:
+                return [cast("TResponseInputItem", {"role": m.role, "content": m.content})]
+        items = _kept_item(view.extensions) or _items_from_choices(choices or ())
         if items:
             return cast("list[TResponseInputItem]", items)
     try:

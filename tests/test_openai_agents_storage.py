@@ -95,3 +95,49 @@ def test_items_read_from_documents_equal_the_items_of_decoded_events() -> None:
     assert with_items >= 5
     assert _items_of_document(documents[-3]) == [{"role": "user", "content": "Weather?"}]
     assert len(_items_of_document(documents[-1])) == 2  # the text and the call
+
+
+def _message_event(choices: list[Any], extensions: dict[str, bytes] | None = None) -> bytes:
+    from sessionstreams.common.models import Response
+
+    event = Event(response=Response(object="chat.completion", choices=choices, done=True),
+                  author="user", id="e1")
+    event.extensions = extensions
+    return event.to_json()
+
+
+def _plain_and_near_plain_documents() -> list[bytes]:
+    """Documents on both sides of the short path for plain text messages: every role, text in
+    parts only, empty text, tool calls, two choices, an item kept beside the message."""
+    from sessionstreams.common.models import Choice, ContentPart, Message
+
+    def choice(**message: Any) -> Choice:
+        return Choice(message=Message(**message))
+
+    call = ToolCall(type="function", id="c1", function=FunctionDef(name="f", arguments="{}"))
+    docs = [_message_event([choice(role=role, content="hi")])
+            for role in ("user", "assistant", "system", "developer", "tool", "", "other")]
+    docs += [
+        _message_event([choice(role="user", content="",
+                               content_parts=[ContentPart(type="text", text="in parts")])]),
+        _message_event([choice(role="user", content="")]),
+        _message_event([choice(role="assistant", content="calling", tool_calls=[call])]),
+        _message_event([choice(role="tool", content="sunny", tool_id="c1")]),
+        _message_event([choice(role="user", content="one"), choice(role="assistant",
+                                                                  content="two")]),
+        _message_event([]),
+        _message_event([choice(role="user", content="hi")],
+                       {OPENAI_EXTENSION: b'{"type":"message","role":"user","content":"hi"}'}),
+        _message_event([choice(role="user", content="hi")], {"other": b'{"x":1}'}),
+    ]
+    return docs
+
+
+@pytest.mark.parametrize("index", range(len(_plain_and_near_plain_documents())))
+def test_plain_message_short_path_gives_the_items_of_the_decoded_event(index: int) -> None:
+    """The short path for a one-choice text message (no tool call, no extension) gives what
+    the whole decoded event gives, and the documents just outside it do too."""
+    from sessionstreams.producer.openai_agents import _items_of, _items_of_document
+
+    document = _plain_and_near_plain_documents()[index]
+    assert _items_of_document(document) == _items_of(Event.from_json(document))
