@@ -266,7 +266,7 @@ class HashIdxEngine:
         remembers their ids, by one transaction of plain commands (:meth:`quick_load`);
         otherwise by the script, which then returns the ids to remember.
         """
-        if limit > 0 and after_ns is None:
+        if self.reads_window(limit, after_ns):
             quick = await self.quick_load(key, limit, flags)
             if quick is not None:
                 return quick
@@ -280,6 +280,12 @@ class HashIdxEngine:
             else:
                 self.windows.learned(key, limit, raw[7])
         return loaded
+
+    @staticmethod
+    def reads_window(limit: int, after_ns: int | None) -> bool:
+        """Whether a read is of the newest ``limit`` events without a lower time bound, the
+        reads a remembered window (:meth:`quick_load`) can serve."""
+        return limit > 0 and after_ns is None
 
     async def quick_load(self, key: Key, limit: int, flags: str) -> LoadResult | None:
         """The script's reply as one ``MULTI``/``EXEC`` of plain commands, when the window's

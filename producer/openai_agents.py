@@ -394,14 +394,8 @@ def _items_of_document(document: bytes) -> list[TResponseInputItem]:
     except msgspec.DecodeError:
         view = None
     if view is not None:
-        choices = view.choices
-        if view.extensions is None and choices is not None and len(choices) == 1:
-            # The common event, a plain text message: its one item, as _items_from_choices
-            # builds it, without walking the general case.
-            m = choices[0].message
-            if m.content and not m.tool_calls and m.role in _ROLES:
-                return [cast("TResponseInputItem", {"role": m.role, "content": m.content})]
-        items = _kept_item(view.extensions) or _items_from_choices(choices or ())
+        ext = view.extensions
+        items = (ext and _kept_item(ext)) or _items_from_choices(view.choices or ())
         if items:
             return cast("list[TResponseInputItem]", items)
     try:
@@ -461,9 +455,10 @@ def _items_from_choices(choices: Sequence[_ChoiceView | Choice]) -> list[dict[st
         text = m.content or "".join(p.text or "" for p in m.content_parts or ())
         if text and m.role in _ROLES:
             items.append({"role": m.role, "content": text})
-        items.extend(
-            {"type": "function_call", "call_id": c.id, "name": c.function.name,
-             "arguments": c.function.arguments}
-            for c in m.tool_calls or ()
-        )
+        if m.tool_calls:
+            items.extend(
+                {"type": "function_call", "call_id": c.id, "name": c.function.name,
+                 "arguments": c.function.arguments}
+                for c in m.tool_calls
+            )
     return items

@@ -107,8 +107,8 @@ def _message_event(choices: list[Any], extensions: dict[str, bytes] | None = Non
 
 
 def _plain_and_near_plain_documents() -> list[bytes]:
-    """Documents on both sides of the short path for plain text messages: every role, text in
-    parts only, empty text, tool calls, two choices, an item kept beside the message."""
+    """Plain text messages and the documents just beside them: every role, text in parts
+    only, empty text, tool calls, two choices, an item kept beside the message."""
     from sessionstreams.common.models import Choice, ContentPart, Message
 
     def choice(**message: Any) -> Choice:
@@ -134,9 +134,9 @@ def _plain_and_near_plain_documents() -> list[bytes]:
 
 
 @pytest.mark.parametrize("index", range(len(_plain_and_near_plain_documents())))
-def test_plain_message_short_path_gives_the_items_of_the_decoded_event(index: int) -> None:
-    """The short path for a one-choice text message (no tool call, no extension) gives what
-    the whole decoded event gives, and the documents just outside it do too."""
+def test_plain_and_near_plain_messages_give_the_items_of_the_decoded_event(index: int) -> None:
+    """Reading only the fields items come from gives what the whole decoded event gives, for
+    one-choice text messages and the documents just beside them."""
     from sessionstreams.producer.openai_agents import _items_of, _items_of_document
 
     document = _plain_and_near_plain_documents()[index]

@@ -250,12 +250,13 @@ class SessionReader:
         transaction that also checks the legacy layout), one pipeline on Cluster."""
         engine = self.store.hashidx
         if engine.single_node:
-            window = limit > 0 and _ns(after) is None  # as HashIdxEngine.load decides
+            after_ns = _ns(after)
+            window = engine.reads_window(limit, after_ns)
             if window:
                 quick = await engine.quick_load(key, limit, _load_flags(exact) + "l")
                 if quick is not None:
                     return HASHIDX, quick if quick.meta is not None else None
-            call = load_both_call(self.keys, key, limit, _ns(after), exact, ids=window)
+            call = load_both_call(self.keys, key, limit, after_ns, exact, ids=window)
             found, loaded, ids = parse_load_both(
                 await self.store.scripts.call(self.store.client, *call[1:]))
             if window and found == HASHIDX:
